@@ -239,6 +239,24 @@ def _check_finite_weights(layer: nn.Module, prefix: str) -> None:
             )
 
 
+def _check_fold(
+    layer: nn.Module, prefix: str, chunk: _Chunk, expected: _Chunk, attn_type: Any, dev: torch.device
+) -> None:
+    """Folding scales is exact in real arithmetic: the layer's output must not move beyond rounding."""
+    out = first_tensor(LayerCall((chunk.hidden.to(dev),), chunk.kwargs[attn_type]).run(layer)).float()
+    ref = expected.hidden.to(dev).float()
+    err = float((out - ref).norm()) / max(float(ref.norm()), 1e-12)
+    dtype = next(layer.parameters()).dtype
+    tol = 1e-4 if dtype == torch.float32 else 3e-2
+    if not err <= tol:
+        raise FastAWQError(
+            f"folding the AWQ scales changed the output of {prefix} (relative error {err:.2e} > {tol:.0e}); "
+            "the discovered scaling groups are wrong for this architecture",
+            hint="please report this with the model's config.json; an entry in fastawq.arch.overrides can forbid "
+            "the pair",
+        )
+
+
 def _signature(layer: nn.Module) -> tuple[Any, ...]:
     return (type(layer),) + tuple(
         (n, tuple(m.weight.shape)) for n, m in layer.named_modules() if isinstance(m, nn.Linear)
@@ -275,6 +293,7 @@ def quantize_model(
     batch_size: int = 8,
     skip_indivisible: bool = False,
     pack: bool = True,
+    fold_only: bool = False,
     progress: bool | None = None,
 ) -> QuantizeResult:
     """Quantize ``model`` in place with AWQ.
@@ -282,6 +301,8 @@ def quantize_model(
     ``calib_ids`` is an int64 tensor [n_blocks, seq_len] (see :mod:`fastawq.calib`). With
     ``pack=True`` the quantized linears become :class:`~fastawq.nn.AWQLinear` modules; with
     ``pack=False`` they stay ``nn.Linear`` holding the dequantized weights (for comparisons).
+    ``fold_only=True`` searches and folds the scales but neither clips nor quantizes: the model
+    must then compute exactly what it computed before.
     """
     options = options or SearchOptions()
     if config.version is not Layout.GEMM:
@@ -331,7 +352,8 @@ def quantize_model(
             _check_finite_weights(layer, prefix)
             record = LayerRecord(index=i, seconds=0.0)
             chunks = _process_layer(
-                layer, prefix, chunks, types[i], dev, offload, config, options, spec, decision, plans, record, pack
+                layer, prefix, chunks, types[i], dev, offload, config, options, spec, decision, plans, record, pack,
+                fold_only,
             )
             layer.to(home)
             record.seconds = time.perf_counter() - lt
@@ -370,6 +392,7 @@ def _process_layer(
     plans: dict[tuple[Any, ...], LayerPlan],
     record: LayerRecord,
     pack: bool,
+    fold_only: bool,
 ) -> list[_Chunk]:
     def quantize(name: str) -> bool:
         return decision.get(f"{prefix}.{name}", False)
@@ -477,6 +500,9 @@ def _process_layer(
         for n in g.linears:
             multiply_next(layer.get_submodule(n), res.scales)  # type: ignore[arg-type]
             input_scale[n] = res.scales
+    _check_fold(layer, prefix, chunks[0], next_chunks[0], attn_type, dev)
+    if fold_only:
+        return next_chunks
 
     # clip search and quantization, per linear
     for name in plan.linears:

@@ -1,7 +1,7 @@
 """Group-wise integer quantization of a weight matrix (the "Q" in AWQ).
 
-Asymmetric (zero point): per group of ``G`` input channels,
-``scale = (max - min).clamp(min=1e-5) / (2^b - 1)``, ``zero = clamp(-round(min / scale), 0, 2^b - 1)``,
+Asymmetric (zero point): per group of ``G`` input channels, with ``max ≥ 0 ≥ min`` the group's
+range widened to contain zero, ``scale = (max - min).clamp(min=1e-5) / (2^b - 1)``, ``zero = clamp(-round(min / scale), 0, 2^b - 1)``,
 ``q = clamp(round(w / scale) + zero, 0, 2^b - 1)``.
 
 Symmetric: ``scale = absmax.clamp(min=1e-5) / (2^(b-1) - 1)``, ``q = clamp(round(w / scale), -2^(b-1),
@@ -48,8 +48,10 @@ def _group_params(
     """(scale, zero) per group, both shaped [N, K/G, 1] in float32; zero as float integers."""
     if zero_point:
         max_int = (1 << bits) - 1
-        wmax = wg.amax(dim=-1, keepdim=True)
-        wmin = wg.amin(dim=-1, keepdim=True)
+        # the range always contains 0: identical to the reference for the usual zero-straddling
+        # groups, and a group whose values all share one sign stays representable
+        wmax = wg.amax(dim=-1, keepdim=True).clamp(min=0)
+        wmin = wg.amin(dim=-1, keepdim=True).clamp(max=0)
         scale = (wmax - wmin).clamp(min=1e-5) / max_int
         if scale_dtype is not None:
             scale = scale.to(scale_dtype).float()

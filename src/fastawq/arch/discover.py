@@ -208,11 +208,9 @@ def discover_layer(layer: nn.Module, call: LayerCall, spec: ArchSpec) -> LayerPl
         groups: list[ScalingGroup] = []
         fed_by_norm: dict[str, list[str]] = {}
         for lin in order:
-            x = lin_in[lin]
-            for norm_name, (_args, out) in norm_io.items():
-                if x is out or (x.shape == out.shape and torch.equal(x, out)):
-                    fed_by_norm.setdefault(norm_name, []).append(lin)
-                    break
+            source = _source_norm(lin_in[lin], norm_io)
+            if source is not None:
+                fed_by_norm.setdefault(source, []).append(lin)
         for norm_name, lins in fed_by_norm.items():
             kind = _norm_kind(norms[norm_name], norm_io[norm_name], gen)
             if kind is None:
@@ -244,6 +242,19 @@ def discover_layer(layer: nn.Module, call: LayerCall, spec: ArchSpec) -> LayerPl
     if unused:
         log.info("linears not used in the layer's forward pass (left alone): %s", unused)
     return LayerPlan(linears=tuple(order), groups=tuple(groups))
+
+
+def _source_norm(x: torch.Tensor, norm_io: dict[str, tuple[tuple[Any, ...], torch.Tensor]]) -> str | None:
+    """The norm whose output tensor *is* ``x``; failing that, the only norm whose output equals it.
+
+    Freshly initialised norms (weight 1, bias 0) fed the same input give equal outputs (parallel
+    attention/MLP blocks), so equality alone is trusted only when it is unambiguous.
+    """
+    for name, (_args, out) in norm_io.items():
+        if x is out:
+            return name
+    equal = [n for n, (_a, out) in norm_io.items() if x.shape == out.shape and torch.equal(x, out)]
+    return equal[0] if len(equal) == 1 else None
 
 
 def _inspect_for(linears: list[str]) -> str:

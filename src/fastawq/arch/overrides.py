@@ -14,7 +14,7 @@ DEFAULT_NO_CLIP: tuple[str, ...] = ("q_proj", "k_proj", "query", "key", "qkv", "
 
 #: always kept in full precision (matched against the name *inside* a decoder layer):
 #: MoE routers are called ``gate`` (not ``gate_proj``) by convention
-DEFAULT_NOT_CONVERT: tuple[str, ...] = ("mlp.gate", "block_sparse_moe.gate", "router")
+DEFAULT_NOT_CONVERT: tuple[str, ...] = ("mlp.gate", "block_sparse_moe.gate", "router", "shared_expert_gate")
 
 
 @dataclass(frozen=True)
