@@ -35,8 +35,8 @@ def calibration_ids(
     max_calib_samples: int = 128,
     max_calib_seq_len: int = 512,
     seed: int = 42,
-    split: str = "validation",
-    text_column: str = "text",
+    split: str | None = None,
+    text_column: str | None = None,
     subset: str | None = None,
 ) -> torch.Tensor:
     """Token blocks [n, seq_len] from any supported calibration source (or a ready tensor)."""
@@ -71,8 +71,8 @@ def quantize(
     calib_data: CalibData = "pileval",
     max_calib_samples: int = 128,
     max_calib_seq_len: int = 512,
-    split: str = "validation",
-    text_column: str = "text",
+    split: str | None = None,
+    text_column: str | None = None,
     subset: str | None = None,
     options: SearchOptions | None = None,
     device: torch.device | str | None = None,

@@ -258,8 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--calib", default="pileval",
                    help="'builtin' (offline corpus), a .txt/.jsonl file or folder, or a hub dataset name "
                    "('pileval', 'wikitext', …)")
-    c.add_argument("--split", default="validation", help="hub dataset split")
-    c.add_argument("--text-column", default="text", help="hub dataset / jsonl text field")
+    c.add_argument("--split", default=None, help="hub dataset split (default: the dataset's usual one)")
+    c.add_argument("--text-column", default=None, help="hub dataset / jsonl text field (default: text)")
     c.add_argument("--subset", default=None, help="hub dataset configuration")
     c.add_argument("--max-calib-samples", type=int, default=128, help="texts to sample")
     c.add_argument("--max-calib-seq-len", type=int, default=512, help="tokens per calibration block")
