@@ -90,3 +90,4 @@ def test_discovery_restores_weights_exactly() -> None:
     _plan(model)
     for k, v in model.state_dict().items():
         assert torch.equal(v, snapshot[k]), k
+

@@ -143,11 +143,13 @@ def plan_conversion(
 def _on_device(modules: list[nn.Module], device: torch.device) -> Iterator[None]:
     """Temporarily move the given modules' *own* parameters and buffers to ``device``."""
     saved: list[tuple[nn.Module, str, bool, torch.device]] = []
+    seen: set[int] = set()  # tied tensors are moved (and restored) once
     for mod in modules:
         for kind, store in (("p", mod._parameters), ("b", mod._buffers)):
             for key, t in store.items():
-                if t is None or t.device == device:
+                if t is None or id(t) in seen:
                     continue
+                seen.add(id(t))
                 saved.append((mod, key, kind == "p", t.device))
                 if kind == "p":
                     t.data = t.data.to(device)
@@ -156,7 +158,7 @@ def _on_device(modules: list[nn.Module], device: torch.device) -> Iterator[None]
     try:
         yield
     finally:
-        for mod, key, is_param, dev in saved:
+        for mod, key, is_param, dev in reversed(saved):
             if is_param:
                 p = mod._parameters[key]
                 assert p is not None
