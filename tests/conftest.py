@@ -31,7 +31,4 @@ def char_tokenizer() -> Any:
     return make_char_tokenizer()
 
 
-TEXTS = [
-    f"Sample {i}: the quick brown fox jumps over the lazy dog while counting {i * 7} sheep."
-    for i in range(40)
-]
+TEXTS = [f"Sample {i}: the quick brown fox jumps over the lazy dog while counting {i * 7} sheep." for i in range(40)]

@@ -6,13 +6,13 @@ import copy
 
 import pytest
 import torch
-from tiny_models import ARCHS, calib_ids, make_model
 
 from fastawq import AWQConfig
 from fastawq.arch import arch_spec, discover_layer, find_decoder_layers
 from fastawq.arch.discover import LayerCall
 from fastawq.arch.fold import PrevKind
 from fastawq.pipeline import capture_inputs, quantize_model
+from tiny_models import ARCHS, calib_ids, make_model
 
 
 def _plan(model: torch.nn.Module):  # type: ignore[no-untyped-def]
@@ -53,8 +53,14 @@ def test_gemma_norm_fold_rule_is_detected() -> None:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     cfg = AutoConfig.for_model(
-        "gemma", hidden_size=128, intermediate_size=256, num_hidden_layers=1, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=32, vocab_size=320,
+        "gemma",
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        vocab_size=320,
     )
     torch.manual_seed(0)
     plan = _plan(AutoModelForCausalLM.from_config(cfg).eval())
@@ -76,9 +82,7 @@ def test_folding_scales_alone_leaves_logits_unchanged(arch: str) -> None:
     # the scales are far from 1, so the weights really changed
     alphas = [g["alpha"] for r in result.records for g in r.groups]
     assert any(a > 0 for a in alphas)
-    changed = max(
-        float((a - b).abs().max()) for a, b in zip(model.state_dict().values(), folded.state_dict().values())
-    )
+    changed = max(float((a - b).abs().max()) for a, b in zip(model.state_dict().values(), folded.state_dict().values()))
     assert changed > 1e-3
     rel = float((after - before).abs().max() / before.abs().max())
     assert rel <= 1e-5, rel
@@ -90,4 +94,3 @@ def test_discovery_restores_weights_exactly() -> None:
     _plan(model)
     for k, v in model.state_dict().items():
         assert torch.equal(v, snapshot[k]), k
-

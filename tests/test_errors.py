@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TEXTS
-from tiny_models import calib_ids, make_model
 
+from conftest import TEXTS
 from fastawq import AWQConfig, FastAWQError, load_quantized, quantize, quantize_model, save_quantized
 from fastawq.cli import main
+from tiny_models import calib_ids, make_model
 
 
 def _cli_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
@@ -60,8 +60,14 @@ def test_no_decoder_layers_found() -> None:
 def _odd_model() -> torch.nn.Module:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(hidden_size=96, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, vocab_size=320)
+    cfg = LlamaConfig(
+        hidden_size=96,
+        intermediate_size=192,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=320,
+    )
     torch.manual_seed(0)
     return LlamaForCausalLM(cfg).eval()
 
@@ -110,8 +116,14 @@ def test_empty_and_too_short_calibration(char_tokenizer: object) -> None:
     with pytest.raises(FastAWQError):
         quantize(model, char_tokenizer, {"q_group_size": 32}, calib_data=[], progress=False)
     with pytest.raises(FastAWQError, match="token"):
-        quantize(model, char_tokenizer, {"q_group_size": 32}, calib_data=TEXTS[:2], max_calib_seq_len=512,
-                 progress=False)
+        quantize(
+            model,
+            char_tokenizer,
+            {"q_group_size": 32},
+            calib_data=TEXTS[:2],
+            max_calib_seq_len=512,
+            progress=False,
+        )
     with pytest.raises(FastAWQError, match="non-empty"):
         quantize_model(model, torch.zeros(0, 8, dtype=torch.long), AWQConfig(group_size=32), progress=False)
 
@@ -124,8 +136,9 @@ def _tiny_dir(tmp_path: Path, tok: object) -> Path:
     return src
 
 
-def test_existing_output_needs_overwrite(capsys: pytest.CaptureFixture[str], tmp_path: Path,
-                                         char_tokenizer: object) -> None:
+def test_existing_output_needs_overwrite(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, char_tokenizer: object
+) -> None:
     src = _tiny_dir(tmp_path, char_tokenizer)
     out = tmp_path / "out"
     out.mkdir()

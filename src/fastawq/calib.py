@@ -227,9 +227,7 @@ def _load_json(path: Path, column: str) -> list[str]:
         hint = "a .json file must hold a list of strings or of objects"
         if exc.msg == "Extra data":
             hint += "; for one object per line, name the file .jsonl"
-        raise FastAWQError(
-            f"{path}: invalid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})", hint
-        ) from exc
+        raise FastAWQError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})", hint) from exc
     if not isinstance(data, list):
         raise FastAWQError(
             f"{path}: expected a JSON list, got a {type(data).__name__}",
@@ -368,12 +366,36 @@ def _check_positive(value: int, name: str) -> None:
 def _select(
     texts: Sequence[str], tokenizer: SupportsEncode, n_samples: int, seq_len: int, seed: int
 ) -> tuple[list[list[int]], int]:
+    samples, too_long, _ = _select_with_texts(texts, tokenizer, n_samples, seq_len, seed)
+    return samples, too_long
+
+
+def select_texts(
+    texts: Sequence[str],
+    tokenizer: SupportsEncode,
+    *,
+    n_samples: int = 128,
+    seq_len: int = 512,
+    seed: int = 42,
+) -> list[str]:
+    """The stripped texts :func:`select_samples` keeps, in its order.
+
+    Handing these to another AWQ implementation (which takes a list of strings without
+    shuffling) gives it exactly the same calibration blocks.
+    """
+    return _select_with_texts(texts, tokenizer, n_samples, seq_len, seed)[2]
+
+
+def _select_with_texts(
+    texts: Sequence[str], tokenizer: SupportsEncode, n_samples: int, seq_len: int, seed: int
+) -> tuple[list[list[int]], int, list[str]]:
     _check_positive(n_samples, "n_samples")
     _check_positive(seq_len, "seq_len")
     order = list(range(len(texts)))
     # shuffling indices gives exactly the permutation that shuffling a copy of texts would
     random.Random(seed).shuffle(order)
     samples: list[list[int]] = []
+    kept: list[str] = []
     too_long = 0
     for index in order:
         line = texts[index].strip()
@@ -384,9 +406,10 @@ def _select(
         if not ids:
             continue
         samples.append(ids)
+        kept.append(line)
         if len(samples) == n_samples:
             break
-    return samples, too_long
+    return samples, too_long, kept
 
 
 def select_samples(

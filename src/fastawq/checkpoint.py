@@ -51,7 +51,11 @@ def _unique_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     for name, t in model.state_dict().items():
         if t.device.type == "meta":
             raise FastAWQError(f"tensor {name} was never loaded (it is on the meta device)")
-        key = (t.untyped_storage().data_ptr() + t.storage_offset() * t.element_size(), tuple(t.shape), t.dtype)
+        key = (
+            t.untyped_storage().data_ptr() + t.storage_offset() * t.element_size(),
+            tuple(t.shape),
+            t.dtype,
+        )
         if key in seen:
             continue
         seen.add(key)
@@ -292,7 +296,9 @@ def load_checkpoint(
         try:
             old = model.get_submodule(name)
         except AttributeError:
-            raise FastAWQError(f"checkpoint tensor {name}.qweight matches no module of {type(model).__name__}") from None
+            raise FastAWQError(
+                f"checkpoint tensor {name}.qweight matches no module of {type(model).__name__}"
+            ) from None
         if not isinstance(old, nn.Linear):
             raise FastAWQError(f"checkpoint quantizes {name}, which is a {type(old).__name__}, not a Linear")
         new = AWQLinear(

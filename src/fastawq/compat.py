@@ -32,8 +32,16 @@ from fastawq.pipeline import QuantizeResult
 
 log = logging.getLogger(__name__)
 
-_DTYPES = {"float16": torch.float16, "fp16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16,
-           "bf16": torch.bfloat16, "float32": torch.float32, "fp32": torch.float32, "auto": None}
+_DTYPES = {
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "auto": None,
+}
 
 
 def _dtype(value: Any) -> torch.dtype | None:
@@ -136,13 +144,19 @@ class AWQModel(nn.Module):
         self.is_quantized = True
 
     def save_quantized(
-        self, save_dir: str | os.PathLike[str], safetensors: bool = True, shard_size: str | int = "5GB",
+        self,
+        save_dir: str | os.PathLike[str],
+        safetensors: bool = True,
+        shard_size: str | int = "5GB",
         overwrite: bool = True,
     ) -> None:
         if not safetensors:
             raise FastAWQError("fastawq writes safetensors only", hint="drop safetensors=False")
         if not self.is_quantized or self.awq_config is None:
-            raise FastAWQError("the model is not quantized yet", hint="call model.quantize(tokenizer, quant_config=...) first")
+            raise FastAWQError(
+                "the model is not quantized yet",
+                hint="call model.quantize(tokenizer, quant_config=...) first",
+            )
         save_quantized(
             self.model,
             save_dir,
@@ -174,9 +188,7 @@ class AutoAWQForCausalLM:
     ) -> AWQModel:
         _ignored([k for k in kwargs if k not in ("gguf_file",)] + (["device_map"] if device_map else []))
         dtype = _dtype(torch_dtype if torch_dtype is not None else kwargs.pop("dtype", None))
-        model, tokenizer, source = load_pretrained(
-            model_path, dtype=dtype, trust_remote_code=trust_remote_code
-        )
+        model, tokenizer, source = load_pretrained(model_path, dtype=dtype, trust_remote_code=trust_remote_code)
         return AWQModel(model, tokenizer=tokenizer, source=source)
 
     @classmethod

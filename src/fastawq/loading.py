@@ -17,7 +17,7 @@ def _looks_like_path(spec: str) -> bool:
         spec.startswith(("/", "./", "../", "~"))
         or spec.endswith((".gguf", ".safetensors", ".json"))
         or spec.count("/") > 1
-        or os.sep != "/" and os.sep in spec
+        or (os.sep != "/" and os.sep in spec)
     )
 
 
@@ -84,7 +84,9 @@ def load_pretrained(
         local = Path(source).exists()
         raise FastAWQError(
             f"could not load the model config from {source!r}: {str(exc).splitlines()[0]}",
-            hint="check the path" if local else "not a local folder; the hub may be unreachable (offline?) or the "
+            hint="check the path"
+            if local
+            else "not a local folder; the hub may be unreachable (offline?) or the "
             "id misspelled — download the model and pass its folder",
         ) from None
     qc = getattr(config, "quantization_config", None)
@@ -105,7 +107,7 @@ def load_pretrained(
         ) from None
     if gguf:
         # transformers attaches a GGUF "quantizer"; the weights are dequantized already
-        model.hf_quantizer = None
+        setattr(model, "hf_quantizer", None)  # noqa: B010
         if hasattr(model.config, "quantization_config"):
             delattr(model.config, "quantization_config")
     tokenizer = None

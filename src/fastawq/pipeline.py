@@ -12,6 +12,7 @@ Only one decoder layer is on the compute device at a time.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import time
@@ -24,7 +25,14 @@ import torch
 from torch import nn
 
 from fastawq.algo.quant import quantize_weight
-from fastawq.algo.search import SearchFailed, SearchOptions, apply_clip, sample_tokens, search_clip, search_scale
+from fastawq.algo.search import (
+    SearchFailed,
+    SearchOptions,
+    apply_clip,
+    sample_tokens,
+    search_clip,
+    search_scale,
+)
 from fastawq.arch.discover import LayerCall, LayerPlan, discover_layer, find_decoder_layers, first_tensor
 from fastawq.arch.fold import divide_prev, multiply_next
 from fastawq.arch.overrides import ArchSpec, arch_spec
@@ -123,7 +131,7 @@ def plan_conversion(
             decision[qual] = True
     if bad and not skip_indivisible:
         qual, mod = bad[0]
-        all_k = [layers[0].get_submodule(n).in_features for n in _linear_names(layers[0])]
+        all_k = [m.in_features for m in layers[0].modules() if isinstance(m, nn.Linear)]
         raise FastAWQError(
             f"{qual} has in_features={mod.in_features}, out_features={mod.out_features}: the group size "
             f"{config.group_size} must divide in_features (and out_features must be a multiple of 8)"
@@ -145,16 +153,18 @@ def _on_device(modules: list[nn.Module], device: torch.device) -> Iterator[None]
     saved: list[tuple[nn.Module, str, bool, torch.device]] = []
     seen: set[int] = set()  # tied tensors are moved (and restored) once
     for mod in modules:
-        for kind, store in (("p", mod._parameters), ("b", mod._buffers)):
-            for key, t in store.items():
-                if t is None or id(t) in seen:
-                    continue
-                seen.add(id(t))
-                saved.append((mod, key, kind == "p", t.device))
-                if kind == "p":
-                    t.data = t.data.to(device)
-                else:
-                    store[key] = t.to(device)
+        for key, param in mod._parameters.items():
+            if param is None or id(param) in seen:
+                continue
+            seen.add(id(param))
+            saved.append((mod, key, True, param.device))
+            param.data = param.data.to(device)
+        for key, buf in mod._buffers.items():
+            if buf is None or id(buf) in seen:
+                continue
+            seen.add(id(buf))
+            saved.append((mod, key, False, buf.device))
+            mod._buffers[key] = buf.to(device)
     try:
         yield
     finally:
@@ -208,7 +218,9 @@ def capture_inputs(
 
         return hook
 
-    handles = [layers[i].register_forward_pre_hook(make_hook(i), with_kwargs=True) for i in sorted(set(first_of.values()))]
+    handles = [
+        layers[i].register_forward_pre_hook(make_hook(i), with_kwargs=True) for i in sorted(set(first_of.values()))
+    ]
     moved = _outside(model, layers) + [m for layer in layers[: last + 1] for m in layer.modules()]
     try:
         with _on_device(moved, device):
@@ -239,6 +251,14 @@ def _check_finite_weights(layer: nn.Module, prefix: str) -> None:
                 hint="the model checkpoint is damaged or was loaded in a dtype too small for it; "
                 "load it in float32 or bfloat16",
             )
+
+
+def _run_linear(lin: nn.Module, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [lin(x) for x in inputs]
+
+
+def _run_calls(target: nn.Module, calls: list[LayerCall]) -> list[torch.Tensor]:
+    return [first_tensor(c.run(target)) for c in calls]
 
 
 def _check_fold(
@@ -354,7 +374,19 @@ def quantize_model(
             _check_finite_weights(layer, prefix)
             record = LayerRecord(index=i, seconds=0.0)
             chunks = _process_layer(
-                layer, prefix, chunks, types[i], dev, offload, config, options, spec, decision, plans, record, pack,
+                layer,
+                prefix,
+                chunks,
+                types[i],
+                dev,
+                offload,
+                config,
+                options,
+                spec,
+                decision,
+                plans,
+                record,
+                pack,
                 fold_only,
             )
             layer.to(home)
@@ -448,19 +480,12 @@ def _process_layer(
         mask = [quantize(n) for n in g.linears]
         if not any(mask):
             continue
+        run: Callable[[], list[torch.Tensor]]
         if g.inspect == g.linears[0] and len(g.linears) == 1:
-            lin = mods[0]
-            inputs = lin_inputs[g.linears[0]]
-
-            def run(lin: nn.Module = lin, inputs: list[torch.Tensor] = inputs) -> list[torch.Tensor]:
-                return [lin(x) for x in inputs]
-
+            run = functools.partial(_run_linear, mods[0], lin_inputs[g.linears[0]])
         else:
             target = layer.get_submodule(g.inspect) if g.inspect else layer
-            group_calls = calls[g.inspect] if g.inspect else layer_calls
-
-            def run(target: nn.Module = target, group_calls: list[LayerCall] = group_calls) -> list[torch.Tensor]:
-                return [first_tensor(c.run(target)) for c in group_calls]
+            run = functools.partial(_run_calls, target, calls[g.inspect] if g.inspect else layer_calls)
 
         x_mean = _mean_abs(lin_inputs[g.linears[0]])
         reference = run()
@@ -543,7 +568,9 @@ def _process_layer(
 
 
 @torch.no_grad()
-def rtn_quantize(model: nn.Module, config: AWQConfig, *, skip_indivisible: bool = False, pack: bool = False) -> list[str]:
+def rtn_quantize(
+    model: nn.Module, config: AWQConfig, *, skip_indivisible: bool = False, pack: bool = False
+) -> list[str]:
     """Round-to-nearest baseline: quantize every convertible linear of the decoder layers with no
     scale or clip search. Returns the quantized module names."""
     model_type = str(getattr(getattr(model, "config", None), "model_type", ""))
@@ -554,7 +581,9 @@ def rtn_quantize(model: nn.Module, config: AWQConfig, *, skip_indivisible: bool 
             continue
         lin = model.get_submodule(qual)
         assert isinstance(lin, nn.Linear)
-        qw = quantize_weight(lin.weight.data, bits=config.bits, group_size=config.group_size, zero_point=config.zero_point)
+        qw = quantize_weight(
+            lin.weight.data, bits=config.bits, group_size=config.group_size, zero_point=config.zero_point
+        )
         if pack:
             _set_module(model, qual, AWQLinear.from_quantized(qw, lin.bias))
         else:

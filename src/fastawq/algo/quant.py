@@ -1,8 +1,8 @@
 """Group-wise integer quantization of a weight matrix (the "Q" in AWQ).
 
 Asymmetric (zero point): per group of ``G`` input channels, with ``max ≥ 0 ≥ min`` the group's
-range widened to contain zero, ``scale = (max - min).clamp(min=1e-5) / (2^b - 1)``, ``zero = clamp(-round(min / scale), 0, 2^b - 1)``,
-``q = clamp(round(w / scale) + zero, 0, 2^b - 1)``.
+range widened to contain zero, ``scale = (max - min).clamp(min=1e-5) / (2^b - 1)``,
+``zero = clamp(-round(min / scale), 0, 2^b - 1)``, ``q = clamp(round(w / scale) + zero, 0, 2^b - 1)``.
 
 Symmetric: ``scale = absmax.clamp(min=1e-5) / (2^(b-1) - 1)``, ``q = clamp(round(w / scale), -2^(b-1),
 2^(b-1) - 1)``; codes are stored offset by ``2^(b-1)`` (a constant zero point of 8 for 4 bits), so
@@ -92,9 +92,7 @@ def quantize_weight(
     )
 
 
-def fake_quantize(
-    w: torch.Tensor, *, bits: int = 4, group_size: int = 128, zero_point: bool = True
-) -> torch.Tensor:
+def fake_quantize(w: torch.Tensor, *, bits: int = 4, group_size: int = 128, zero_point: bool = True) -> torch.Tensor:
     """Quantize-dequantize ``w`` [N, K] in float32 (no rounding of scales); returns ``w.dtype``."""
     n, k = w.shape
     wg = _grouped(w.float(), group_size)

@@ -68,7 +68,9 @@ class LayerPlan:
         return tuple(n for n in self.linears if n not in grouped)
 
     def describe(self) -> list[str]:
-        lines = [f"{g.prev} ({g.kind.value}) -> {', '.join(g.linears)} [loss on {g.inspect or 'layer'}]" for g in self.groups]
+        lines = [
+            f"{g.prev} ({g.kind.value}) -> {', '.join(g.linears)} [loss on {g.inspect or 'layer'}]" for g in self.groups
+        ]
         lines += [f"(no scaling) {n}" for n in self.ungrouped]
         return lines
 
@@ -265,9 +267,7 @@ def _random_scales(n: int, gen: torch.Generator, device: torch.device) -> torch.
     return (torch.rand(n, generator=gen) * 1.5 + 0.5).to(device)
 
 
-def _norm_kind(
-    norm: nn.Module, io: tuple[tuple[Any, ...], torch.Tensor], gen: torch.Generator
-) -> PrevKind | None:
+def _norm_kind(norm: nn.Module, io: tuple[tuple[Any, ...], torch.Tensor], gen: torch.Generator) -> PrevKind | None:
     args, out = io
     weight = norm.weight
     assert isinstance(weight, torch.Tensor)

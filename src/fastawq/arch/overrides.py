@@ -10,7 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 #: query/key projections: their error is amplified by the softmax, so the reference skips their clip search
-DEFAULT_NO_CLIP: tuple[str, ...] = ("q_proj", "k_proj", "query", "key", "qkv", "Wqkv", "q_a_proj", "kv_a_proj")
+DEFAULT_NO_CLIP: tuple[str, ...] = (
+    "q_proj",
+    "k_proj",
+    "query",
+    "key",
+    "qkv",
+    "Wqkv",
+    "q_a_proj",
+    "kv_a_proj",
+)
 
 #: always kept in full precision (matched against the name *inside* a decoder layer):
 #: MoE routers are called ``gate`` (not ``gate_proj``) by convention

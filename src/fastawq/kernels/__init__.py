@@ -4,6 +4,6 @@ This release has the reference kernel (unpack, dequantize in the activation dtyp
 runs on any device in fp16, bf16 and fp32. Faster kernels register in :mod:`.dispatch`.
 """
 
-from fastawq.kernels.dispatch import awq_linear, available_kernels
+from fastawq.kernels.dispatch import available_kernels, awq_linear
 
 __all__ = ["available_kernels", "awq_linear"]

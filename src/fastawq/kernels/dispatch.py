@@ -14,9 +14,7 @@ import torch
 from fastawq.errors import FastAWQError
 from fastawq.kernels.reference import reference_awq_linear
 
-KernelFn = Callable[
-    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, "torch.Tensor | None"], torch.Tensor
-]
+KernelFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, "torch.Tensor | None"], torch.Tensor]
 
 _KERNELS: dict[str, KernelFn] = {"reference": reference_awq_linear}
 

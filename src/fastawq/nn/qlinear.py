@@ -16,6 +16,11 @@ from fastawq.kernels import awq_linear
 
 
 class AWQLinear(nn.Module):
+    qweight: torch.Tensor
+    qzeros: torch.Tensor
+    scales: torch.Tensor
+    bias: torch.Tensor | None
+
     def __init__(
         self,
         in_features: int,
@@ -40,9 +45,7 @@ class AWQLinear(nn.Module):
         self.group_size = group_size
         self.bits = bits
         n_groups = in_features // group_size
-        self.register_buffer(
-            "qweight", torch.zeros(in_features, out_features // 8, dtype=torch.int32, device=device)
-        )
+        self.register_buffer("qweight", torch.zeros(in_features, out_features // 8, dtype=torch.int32, device=device))
         self.register_buffer("qzeros", torch.zeros(n_groups, out_features // 8, dtype=torch.int32, device=device))
         self.register_buffer("scales", torch.zeros(n_groups, out_features, dtype=scale_dtype, device=device))
         if bias:
