@@ -19,7 +19,7 @@ AWQ_ORDER: tuple[int, ...] = (0, 2, 4, 6, 1, 3, 5, 7)
 #: column c (mod 8) of a group of eight lies in nibble AWQ_REVERSE_ORDER[c]
 AWQ_REVERSE_ORDER: tuple[int, ...] = (0, 4, 1, 5, 2, 6, 3, 7)
 
-_SHIFTS = torch.arange(0, 32, 4, dtype=torch.int64)
+_SHIFTS = torch.arange(0, 32, 4, dtype=torch.int64)  # used by pack_gemm
 
 
 def pack_gemm(codes: torch.Tensor) -> torch.Tensor:
@@ -47,9 +47,11 @@ def unpack_gemm(packed: torch.Tensor) -> torch.Tensor:
     if packed.dtype != torch.int32 or packed.dim() != 2:
         raise ValueError(f"unpack_gemm needs a 2-D int32 tensor, got {packed.dtype} {tuple(packed.shape)}")
     rows, words = packed.shape
-    nibbles = (packed.to(torch.int64).unsqueeze(-1) >> _SHIFTS.to(packed.device)) & 0xF
-    columns = nibbles[:, :, list(AWQ_REVERSE_ORDER)]
-    return columns.reshape(rows, words * 8).to(torch.uint8)
+    out = torch.empty(rows, words, 8, dtype=torch.uint8, device=packed.device)
+    for nibble, column in enumerate(AWQ_ORDER):
+        # one [rows, W] temporary at a time; the mask makes the arithmetic shift harmless
+        out[:, :, column] = ((packed >> (4 * nibble)) & 0xF).to(torch.uint8)
+    return out.view(rows, words * 8)
 
 
 def dequantize_gemm(
@@ -63,7 +65,9 @@ def dequantize_gemm(
     dtype = dtype or scales.dtype
     q = unpack_gemm(qweight)  # [K, N]
     z = unpack_gemm(qzeros)  # [K/G, N]
-    k = q.shape[0]
-    z_full = z.repeat_interleave(group_size, dim=0)[:k]
-    s_full = scales.repeat_interleave(group_size, dim=0)[:k]
-    return ((q.to(dtype) - z_full.to(dtype)) * s_full.to(dtype)).to(dtype)
+    k, n = q.shape
+    groups = k // group_size
+    w = q.view(groups, group_size, n).to(dtype)
+    w -= z.view(groups, 1, n).to(dtype)
+    w *= scales.view(groups, 1, n).to(dtype)
+    return w.view(k, n)
