@@ -128,9 +128,10 @@ def test_autoawq_compatible_api(tmp_path: Path, char_tokenizer: object) -> None:
     out = tmp_path / "tiny-llama-awq"
     model.save_quantized(str(out))
     char_tokenizer.save_pretrained(str(out))  # type: ignore[attr-defined]
-    q = AutoAWQForCausalLM.from_quantized(str(out), torch_dtype="float32")
-    inputs = char_tokenizer("the quick", return_tensors="pt")  # type: ignore[operator]
+    q = AutoAWQForCausalLM.from_quantized(str(out), torch_dtype="float32")  # on the GPU when there is one
+    device = next(q.model.parameters()).device
+    inputs = char_tokenizer("the quick", return_tensors="pt").to(device)  # type: ignore[operator]
     gen = q.generate(**inputs, max_new_tokens=5, do_sample=False)
     assert gen.shape == (1, inputs["input_ids"].shape[1] + 5)
     with torch.no_grad():
-        torch.testing.assert_close(q(X).logits, model(X).logits, rtol=2e-2, atol=2e-2)
+        torch.testing.assert_close(q(X.to(device)).logits.cpu(), model(X).logits, rtol=2e-2, atol=2e-2)

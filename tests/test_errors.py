@@ -195,3 +195,18 @@ def test_loading_bad_checkpoints(tmp_path: Path) -> None:
     (out / "config.json").write_text(json.dumps(conf))
     with pytest.raises(FastAWQError, match="unexpected shapes"):
         load_quantized(out)
+
+
+def test_hub_id_offline_gives_one_clear_error(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastawq.cli", "quantize", "some-org/some-model", str(tmp_path / "out")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+    assert "some-org/some-model" in proc.stderr and "hub" in proc.stderr

@@ -142,3 +142,17 @@ def test_not_worse_than_reference_autoawq(results: dict[str, float]) -> None:
         pytest.skip("AutoAWQ reference venv not set up (scripts/setup_reference.sh)")
     # the same algorithm on the same blocks: equal up to float noise; fastawq must not be worse
     assert results["awq"] <= results["autoawq"] * 1.001, results
+
+
+def test_from_pretrained_reads_the_gguf_file() -> None:
+    from fastawq import AutoAWQForCausalLM, assets
+
+    try:
+        gguf = assets.smollm2_gguf_path()
+    except FastAWQError as exc:
+        pytest.skip(exc.message)
+    wrapped = AutoAWQForCausalLM.from_pretrained(str(gguf), torch_dtype="float32")
+    cfg = wrapped.model.config
+    assert cfg.model_type == "llama" and cfg.hidden_size == 576 and cfg.num_hidden_layers == 30
+    assert getattr(cfg, "quantization_config", None) is None  # the GGUF "quantizer" is dropped
+    assert wrapped.tokenizer is not None and len(wrapped.tokenizer("hello")["input_ids"]) > 0

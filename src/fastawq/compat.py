@@ -186,8 +186,8 @@ class AutoAWQForCausalLM:
         use_cache: bool = False,
         **kwargs: Any,
     ) -> AWQModel:
-        _ignored([k for k in kwargs if k not in ("gguf_file",)] + (["device_map"] if device_map else []))
         dtype = _dtype(torch_dtype if torch_dtype is not None else kwargs.pop("dtype", None))
+        _ignored(list(kwargs) + (["device_map"] if device_map else []))
         model, tokenizer, source = load_pretrained(model_path, dtype=dtype, trust_remote_code=trust_remote_code)
         return AWQModel(model, tokenizer=tokenizer, source=source)
 
