@@ -12,6 +12,7 @@ from fastawq.arch import arch_spec, discover_layer, find_decoder_layers
 from fastawq.arch.discover import LayerCall
 from fastawq.arch.fold import PrevKind
 from fastawq.pipeline import capture_inputs, quantize_model
+
 from tiny_models import ARCHS, calib_ids, make_model
 
 

@@ -393,8 +393,9 @@ def test_builtin_documents_join_paragraphs_up_to_the_limit() -> None:
 
 
 def test_select_texts_gives_the_same_blocks_unshuffled() -> None:
-    from conftest import make_char_tokenizer
     from fastawq.calib import build_blocks, select_samples, select_texts
+
+    from conftest import make_char_tokenizer
 
     tok = make_char_tokenizer()
     texts = [f"  text number {i} " + "x" * (i % 13) for i in range(60)] + ["y" * 200]

@@ -4,10 +4,11 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import TEXTS
-from tiny_models import make_model
 
 from fastawq.cli import build_parser, main
+
+from conftest import TEXTS
+from tiny_models import make_model
 
 
 def test_help_lists_commands_and_options(capsys: pytest.CaptureFixture[str]) -> None:

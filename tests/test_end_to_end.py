@@ -10,9 +10,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from conftest import TEXTS
 from fastawq import AutoAWQForCausalLM, AWQConfig, AWQLinear, load_quantized, quantize_model, save_quantized
 from fastawq.format.awq_gemm import unpack_gemm
+
+from conftest import TEXTS
 from tiny_models import calib_ids, make_model
 
 X = calib_ids(2, 40, seed=11)

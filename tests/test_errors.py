@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TEXTS
 from fastawq import AWQConfig, FastAWQError, load_quantized, quantize, quantize_model, save_quantized
 from fastawq.cli import main
+
+from conftest import TEXTS
 from tiny_models import calib_ids, make_model
 
 
@@ -205,7 +206,10 @@ def test_hub_id_offline_gives_one_clear_error(tmp_path: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     proc = subprocess.run(
         [sys.executable, "-m", "fastawq.cli", "quantize", "some-org/some-model", str(tmp_path / "out")],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr

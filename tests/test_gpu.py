@@ -10,6 +10,7 @@ import torch
 
 from fastawq import AWQConfig, AWQLinear, load_quantized, quantize_model, save_quantized
 from fastawq.algo.quant import quantize_weight
+
 from tiny_models import calib_ids, make_model
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]

@@ -59,6 +59,7 @@ def test_peak_memory_close_to_quantized_size(tmp_path: Path) -> None:
     probe = subprocess.run([sys.executable, "-c", PROBE, str(out)], capture_output=True, text=True, check=True)
     grown = int(probe.stdout.strip().splitlines()[-1])
     print(
-        f"peak RSS growth {grown / 1e6:.1f} MB, checkpoint {on_disk / 1e6:.1f} MB, fp16 linears {fp16_size / 1e6:.1f} MB"
+        f"peak RSS growth {grown / 1e6:.1f} MB, checkpoint {on_disk / 1e6:.1f} MB, "
+        f"fp16 linears {fp16_size / 1e6:.1f} MB"
     )
     assert grown < on_disk + fp16_size / 4, (grown, on_disk, fp16_size)

@@ -324,8 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--out", default="out/smollm2-135m-awq-g64")
     d.add_argument("--group-size", type=int, default=64)
-    d.add_argument("--max-calib-samples", type=int, default=32,
-                   help="texts to calibrate on (128 is the reference default; 32 keeps the demo to minutes on 2 cores)")
+    d.add_argument(
+        "--max-calib-samples",
+        type=int,
+        default=32,
+        help="texts to calibrate on (128 is the reference default; 32 keeps the demo to minutes on 2 cores)",
+    )
     d.add_argument("--max-calib-seq-len", type=int, default=512)
     d.add_argument("--eval-seq-len", type=int, default=512)
     d.add_argument("--eval-windows", type=int, default=40)
