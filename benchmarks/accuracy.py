@@ -71,11 +71,27 @@ def main() -> None:
             (Path(work) / "texts.json").write_text(json.dumps(chosen))
             t0 = time.perf_counter()
             subprocess.run(
-                [str(ref_py), str(ROOT / "benchmarks" / "autoawq_reference.py"), "--model-dir", str(model_dir),
-                 "--texts-json", str(Path(work) / "texts.json"), "--out", str(Path(work) / "ref"),
-                 "--group-size", str(args.group_size), "--w-bit", "4", "--max-calib-samples", str(args.samples),
-                 "--max-calib-seq-len", str(args.seq_len)],
-                check=True, capture_output=True, text=True,
+                [
+                    str(ref_py),
+                    str(ROOT / "benchmarks" / "autoawq_reference.py"),
+                    "--model-dir",
+                    str(model_dir),
+                    "--texts-json",
+                    str(Path(work) / "texts.json"),
+                    "--out",
+                    str(Path(work) / "ref"),
+                    "--group-size",
+                    str(args.group_size),
+                    "--w-bit",
+                    "4",
+                    "--max-calib-samples",
+                    str(args.samples),
+                    "--max-calib-seq-len",
+                    str(args.seq_len),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
             )
             ref_seconds = time.perf_counter() - t0
             ref, _ = load_quantized(Path(work) / "ref", dtype=torch.float32)

@@ -20,8 +20,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from fastawq import AWQConfig  # noqa: E402
-from fastawq.pipeline import quantize_model  # noqa: E402
+from fastawq import AWQConfig
+from fastawq.pipeline import quantize_model
 
 
 def main() -> None:
@@ -38,8 +38,14 @@ def main() -> None:
 
     dtype = getattr(torch, args.dtype)
     cfg = LlamaConfig(
-        hidden_size=4096, intermediate_size=14336, num_hidden_layers=args.layers, num_attention_heads=32,
-        num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192, rope_theta=500000.0,
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=args.layers,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        max_position_embeddings=8192,
+        rope_theta=500000.0,
     )
     torch.manual_seed(0)
     t = time.perf_counter()
@@ -54,8 +60,14 @@ def main() -> None:
         emb.mul_(1.0 + 8.0 * (torch.rand(emb.shape[1]) < 0.01).to(dtype))
     ids = torch.randint(0, cfg.vocab_size, (args.samples, args.seq_len), generator=torch.Generator().manual_seed(1))
     torch.cuda.reset_peak_memory_stats()
-    result = quantize_model(model, ids, AWQConfig(group_size=args.group_size), device="cuda",
-                            batch_size=args.batch_size, progress=False)
+    result = quantize_model(
+        model,
+        ids,
+        AWQConfig(group_size=args.group_size),
+        device="cuda",
+        batch_size=args.batch_size,
+        progress=False,
+    )
     torch.cuda.synchronize()
     peak = torch.cuda.max_memory_allocated() / 2**30
     per_layer = [r.seconds for r in result.records]
