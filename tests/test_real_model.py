@@ -5,6 +5,12 @@ AWQ must beat round-to-nearest, keep its perplexity increase at most 0.75× RTN'
 worse than the reference implementation (AutoAWQ 0.2.9, run in its own virtualenv by
 ``scripts/setup_reference.sh``) given exactly the same calibration texts.
 
+On a CPU, stock AutoAWQ 0.2.9 corrupts its own scale search (its weight snapshot is taken with
+``.cpu()``, which copies on a GPU but aliases on a CPU, so every grid point after the first sees
+already-scaled weights; perplexity goes from ~30 to ~10^5). ``benchmarks/autoawq_reference.py``
+therefore runs it with the snapshot made a real copy (through AutoAWQ's own ``quantizer_cls``
+hook), i.e. the reference algorithm as it behaves on a GPU; ``--stock-cpu-bug`` turns that off.
+
 Sizes are kept small for CI (``FASTAWQ_REAL_SAMPLES`` / ``FASTAWQ_REAL_WINDOWS`` raise them);
 ``benchmarks/accuracy.py`` runs the defaults.
 """
