@@ -176,8 +176,9 @@ def test_not_worse_than_reference_autoawq(results: dict[str, float]) -> None:
         if os.environ.get("FASTAWQ_REQUIRE_REFERENCE"):
             pytest.fail("the AutoAWQ reference venv is missing; run scripts/setup_reference.sh")
         pytest.skip("AutoAWQ reference venv not set up (scripts/setup_reference.sh)")
-    # the same algorithm on the same blocks: equal up to float noise; fastawq must not be worse
-    assert results["awq"] <= results["autoawq"] * 1.001, results
+    # same calibration blocks; fastawq also feeds each layer the quantized previous layer's output
+    # (error propagation, its default), which the reference does not
+    assert results["awq"] <= results["autoawq"], results
 
 
 def test_from_pretrained_reads_the_gguf_file() -> None:

@@ -75,7 +75,12 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         zero_point=not args.no_zero_point,
         modules_to_not_convert=tuple(args.modules_to_not_convert) if args.modules_to_not_convert else None,
     )
-    options = SearchOptions(n_grid=args.n_grid, duo_scaling=not args.no_duo_scaling, apply_clip=not args.no_clip)
+    options = SearchOptions(
+        n_grid=args.n_grid,
+        duo_scaling=not args.no_duo_scaling,
+        apply_clip=not args.no_clip,
+        error_propagation=not args.no_error_propagation,
+    )
     t0 = time.perf_counter()
     _print(f"loading {args.model} …")
     model, tokenizer, source = load_pretrained(
@@ -290,6 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-grid", type=int, default=20, help="points on the α grid")
     s.add_argument("--no-duo-scaling", action="store_true", help="scales from activations only")
     s.add_argument("--no-clip", action="store_true", help="skip the clip search")
+    s.add_argument(
+        "--no-error-propagation",
+        action="store_true",
+        help="feed each layer the full-precision output of the previous one (the reference's behaviour) "
+        "instead of the quantized output",
+    )
     r = q.add_argument_group("run")
     r.add_argument("--device", default=None, help="compute device (default: cuda if available, else cpu)")
     r.add_argument(

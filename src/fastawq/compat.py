@@ -116,6 +116,7 @@ class AWQModel(nn.Module):
         max_calib_seq_len: int = 512,
         max_chunk_memory: int | None = None,
         n_grid: int = 20,
+        error_propagation: bool = True,
         skip_indivisible: bool = False,
         device: torch.device | str | None = None,
         **kwargs: Any,
@@ -135,7 +136,9 @@ class AWQModel(nn.Module):
             max_calib_seq_len=max_calib_seq_len,
             split=split,
             text_column=text_column,
-            options=SearchOptions(n_grid=n_grid, duo_scaling=duo_scaling, apply_clip=apply_clip),
+            options=SearchOptions(
+                n_grid=n_grid, duo_scaling=duo_scaling, apply_clip=apply_clip, error_propagation=error_propagation
+            ),
             device=device,
             batch_size=n_parallel_calib_samples or 8,
             skip_indivisible=skip_indivisible,

@@ -560,10 +560,15 @@ def _process_layer(
             lin.weight.data, bits=config.bits, group_size=config.group_size, zero_point=config.zero_point
         )
         if pack:
-            _set_module(layer, name, AWQLinear.from_quantized(qw, lin.bias))
+            _set_module(layer, name, AWQLinear.from_quantized(qw, lin.bias, bias_dtype=lin.weight.dtype))
         else:
             lin.weight.data.copy_(qw.dequantize(torch.float32).to(lin.weight.dtype))
         record.linears[name] = info
+    if options.error_propagation:
+        next_chunks = [
+            _Chunk(first_tensor(LayerCall((c.hidden.to(dev),), c.kwargs[attn_type]).run(layer)).to(offload), c.kwargs)
+            for c in chunks
+        ]
     return next_chunks
 
 
@@ -585,7 +590,7 @@ def rtn_quantize(
             lin.weight.data, bits=config.bits, group_size=config.group_size, zero_point=config.zero_point
         )
         if pack:
-            _set_module(model, qual, AWQLinear.from_quantized(qw, lin.bias))
+            _set_module(model, qual, AWQLinear.from_quantized(qw, lin.bias, bias_dtype=lin.weight.dtype))
         else:
             lin.weight.data.copy_(qw.dequantize(torch.float32).to(lin.weight.dtype))
         done.append(qual)

@@ -34,6 +34,9 @@ class SearchOptions:
     clip_grid: int = 20
     clip_max_shrink: float = 0.5
     clip_sample_tokens: int = 512
+    #: feed the next layer the *quantized* layer's output (llm-compressor's default; lower perplexity)
+    #: instead of the full-precision output (AutoAWQ's); ``False`` reproduces the reference exactly
+    error_propagation: bool = True
 
     def __post_init__(self) -> None:
         if self.n_grid < 1:
@@ -49,6 +52,7 @@ class SearchOptions:
             "clip_grid": self.clip_grid,
             "clip_max_shrink": self.clip_max_shrink,
             "clip_sample_tokens": self.clip_sample_tokens,
+            "error_propagation": self.error_propagation,
         }
 
 
