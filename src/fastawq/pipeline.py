@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastawq.algo.quant import quantize_weight
+from fastawq.algo.quant import QuantizedWeight, quantize_weight
 from fastawq.algo.search import (
     SearchFailed,
     SearchOptions,
@@ -532,6 +532,7 @@ def _process_layer(
         return next_chunks
 
     # clip search and quantization, per linear
+    quantized: dict[str, QuantizedWeight] = {}
     for name in plan.linears:
         if not quantize(name):
             record.linears[name] = {"quantized": False}
@@ -559,16 +560,22 @@ def _process_layer(
         qw = quantize_weight(
             lin.weight.data, bits=config.bits, group_size=config.group_size, zero_point=config.zero_point
         )
-        if pack:
-            _set_module(layer, name, AWQLinear.from_quantized(qw, lin.bias, bias_dtype=lin.weight.dtype))
-        else:
-            lin.weight.data.copy_(qw.dequantize(torch.float32).to(lin.weight.dtype))
+        # the layer computes with exactly the weights a reader of the checkpoint will see
+        lin.weight.data.copy_(qw.dequantize(torch.float32).to(lin.weight.dtype))
+        quantized[name] = qw
         record.linears[name] = info
     if options.error_propagation:
         next_chunks = [
-            _Chunk(first_tensor(LayerCall((c.hidden.to(dev),), c.kwargs[attn_type]).run(layer)).to(offload), c.kwargs)
+            _Chunk(
+                first_tensor(LayerCall((c.hidden.to(dev),), c.kwargs[attn_type]).run(layer)).to(offload), c.kwargs
+            )
             for c in chunks
         ]
+    if pack:
+        for name, qw in quantized.items():
+            lin = layer.get_submodule(name)
+            assert isinstance(lin, nn.Linear)
+            _set_module(layer, name, AWQLinear.from_quantized(qw, lin.bias, bias_dtype=lin.weight.dtype))
     return next_chunks
 
 
