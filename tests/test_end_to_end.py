@@ -117,7 +117,7 @@ def test_autoawq_compatible_api(tmp_path: Path, char_tokenizer: object) -> None:
     src = tmp_path / "tiny-llama"
     make_model("llama").save_pretrained(src)
     char_tokenizer.save_pretrained(src)  # type: ignore[attr-defined]
-    model = AutoAWQForCausalLM.from_pretrained(str(src))
+    model = AutoAWQForCausalLM.from_pretrained(str(src), torch_dtype="float32")
     model.quantize(
         char_tokenizer,
         quant_config={"zero_point": True, "q_group_size": 64, "w_bit": 4, "version": "GEMM"},
