@@ -67,10 +67,11 @@ def load_pretrained(
     extra: dict[str, Any] = {"trust_remote_code": trust_remote_code, **kwargs}
     if gguf:
         try:
+            import accelerate as _accelerate  # noqa: F401
             import gguf as _gguf  # noqa: F401
         except ImportError:
             raise FastAWQError(
-                "loading a GGUF file needs the 'gguf' package", hint="pip install 'fastawq[gguf]'"
+                "loading a GGUF file needs the 'gguf' and 'accelerate' packages", hint="pip install 'fastawq[gguf]'"
             ) from None
         extra["gguf_file"] = gguf
     try:
