@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -7,6 +8,11 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# Without an NVIDIA GPU the Triton kernels run in Triton's interpreter on CPU tensors. This must be
+# set before triton is imported (it decides at decoration time).
+if "TRITON_INTERPRET" not in os.environ and not Path("/dev/nvidia0").exists():
+    os.environ["TRITON_INTERPRET"] = "1"
 
 CHARS = "".join(chr(c) for c in range(32, 127)) + "\n"
 

@@ -29,7 +29,8 @@ def _fake_and_packed(arch: str, cfg: AWQConfig, tie: bool = False) -> tuple[torc
 
 
 @pytest.mark.parametrize("arch", ["llama", "llama_mha", "mistral", "qwen2", "qwen3"])
-def test_round_trip_logits_match_fake_quantized(arch: str, tmp_path: Path) -> None:
+def test_round_trip_logits_match_fake_quantized(arch: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FASTAWQ_KERNEL", "reference")  # exact fp32 product; the fast kernels are checked below
     cfg = AWQConfig(group_size=32)
     fake, packed, result = _fake_and_packed(arch, cfg)
     out = save_quantized(packed, tmp_path / "ckpt", result, dtype=torch.float32)
@@ -42,6 +43,14 @@ def test_round_trip_logits_match_fake_quantized(arch: str, tmp_path: Path) -> No
         mem = packed(X).logits
     torch.testing.assert_close(mem, ref, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+
+    # the automatic CPU choice (PyTorch's int4 kernel, bf16 compute) agrees to bf16 precision
+    monkeypatch.delenv("FASTAWQ_KERNEL")
+    with torch.no_grad():
+        fast = loaded(X).logits
+    assert {m.layout for m in loaded.modules() if isinstance(m, AWQLinear)} == {"cpu_int4pack"}
+    rel = float((fast - ref).abs().max() / ref.abs().max())
+    assert rel < 2e-2, rel
 
 
 def test_fp16_checkpoint_and_dtypes(tmp_path: Path) -> None:
@@ -102,7 +111,8 @@ def test_awq_beats_rtn_on_group_loss() -> None:
     assert sum(g["loss_awq"] for g in groups) < 0.95 * sum(g["loss_rtn"] for g in groups)
 
 
-def test_symmetric_round_trip(tmp_path: Path) -> None:
+def test_symmetric_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FASTAWQ_KERNEL", "reference")
     cfg = AWQConfig(group_size=32, zero_point=False)
     fake, packed, result = _fake_and_packed("llama", cfg)
     out = save_quantized(packed, tmp_path / "ckpt", result, dtype=torch.float32)

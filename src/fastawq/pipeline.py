@@ -566,9 +566,7 @@ def _process_layer(
         record.linears[name] = info
     if options.error_propagation:
         next_chunks = [
-            _Chunk(
-                first_tensor(LayerCall((c.hidden.to(dev),), c.kwargs[attn_type]).run(layer)).to(offload), c.kwargs
-            )
+            _Chunk(first_tensor(LayerCall((c.hidden.to(dev),), c.kwargs[attn_type]).run(layer)).to(offload), c.kwargs)
             for c in chunks
         ]
     if pack:

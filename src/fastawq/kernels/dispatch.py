@@ -1,36 +1,230 @@
 """Choosing a kernel for one AWQ linear call.
 
-A kernel is chosen from the device, dtype and number of rows; ``FASTAWQ_KERNEL`` forces one by
-name. Only the reference kernel exists in this release; the registry is where faster ones go.
+The choice depends on the device, the activation dtype and the number of rows M:
+
+============  =================  =====================================================================
+device        dtype              kernel
+============  =================  =====================================================================
+CUDA          fp16 / bf16        ``triton_gemv`` (M ≤ 4), ``triton_gemm`` (M ≤ 1024 by default),
+                                 ``triton_dequant`` (dequantize + cuBLAS) above
+CUDA          fp32               ``reference`` (notice once: load the model in fp16/bf16)
+CPU           any float          ``cpu_int4`` (PyTorch's int4 kernel, bf16 compute) where the shape
+                                 allows (N % 16 == 0, group size 32/64/128/256), else ``reference``
+other                            ``reference``
+============  =================  =====================================================================
+
+``FASTAWQ_KERNEL=<name>`` (or ``kernel=`` when loading, stored on each :class:`~fastawq.nn.AWQLinear`)
+forces one kernel; a forced kernel that cannot run a call is an error, never a silent fallback. An
+automatic fallback to the reference kernel is announced once per reason with a
+:class:`KernelFallbackWarning`.
+
+Each kernel names the weight layout it reads (:mod:`.layouts`); the module repacks itself once when
+the chosen kernel wants another layout.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from fastawq.errors import FastAWQError
+from fastawq.kernels import layouts
 from fastawq.kernels.reference import reference_awq_linear
 
-KernelFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, "torch.Tensor | None"], torch.Tensor]
+Tensors = dict[str, torch.Tensor]
+RunFn = Callable[[torch.Tensor, Tensors, int, "torch.Tensor | None"], torch.Tensor]
 
-_KERNELS: dict[str, KernelFn] = {"reference": reference_awq_linear}
+#: Row counts at which the automatic choice moves from GEMV to the fused GEMM, and from the fused
+#: GEMM to dequantize + cuBLAS (measured on H100, see BENCHMARKS.md).
+GEMV_MAX_M = int(os.environ.get("FASTAWQ_GEMV_MAX_M", "4"))
+FUSED_MAX_M = int(os.environ.get("FASTAWQ_FUSED_MAX_M", "1024"))
+
+CPU_GROUP_SIZES = (32, 64, 128, 256)
+
+
+class KernelFallbackWarning(UserWarning):
+    """The fast kernel could not run a call and the reference kernel was used instead."""
+
+
+@dataclass(frozen=True)
+class Kernel:
+    name: str
+    layout: str
+    run: RunFn
+    #: why this kernel cannot compute ``x2d`` against a [K, N] weight with this group size (None: it can)
+    why_not: Callable[[torch.device, torch.dtype, int, int, int], str | None]
+
+
+def _run_reference(x2d: torch.Tensor, w: Tensors, group_size: int, bias: torch.Tensor | None) -> torch.Tensor:
+    return reference_awq_linear(x2d, w["qweight"], w["qzeros"], w["scales"], group_size, bias)
+
+
+def _triton_fn(name: str) -> RunFn:
+    def run(x2d: torch.Tensor, w: Tensors, group_size: int, bias: torch.Tensor | None) -> torch.Tensor:
+        from fastawq.kernels import triton_awq
+
+        fn: RunFn = getattr(triton_awq, name)
+        return fn(x2d, w, group_size, bias)
+
+    return run
+
+
+def _run_cpu_int4(x2d: torch.Tensor, w: Tensors, group_size: int, bias: torch.Tensor | None) -> torch.Tensor:
+    sz = w["scale_zeros"]
+    y: torch.Tensor = torch.ops.aten._weight_int4pack_mm_for_cpu(x2d.to(sz.dtype), w["weight_int4pack"], group_size, sz)
+    y = y.to(x2d.dtype)
+    if bias is not None:
+        y = y + bias.to(y.dtype)
+    return y
+
+
+def _why_not_any(device: torch.device, dtype: torch.dtype, k: int, n: int, group_size: int) -> str | None:
+    if not dtype.is_floating_point:
+        return f"activations must be floating point, got {dtype}"
+    return None
+
+
+def triton_available() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def _why_not_triton(device: torch.device, dtype: torch.dtype, k: int, n: int, group_size: int) -> str | None:
+    interpreting = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    if device.type != "cuda" and not interpreting:
+        return f"the Triton kernels run on CUDA devices, the input is on {device}"
+    if dtype not in (torch.float16, torch.bfloat16):
+        return f"the Triton kernels take fp16 or bf16 activations, got {dtype}"
+    if not triton_available():
+        return "triton is not installed"
+    if group_size % 8 or k % group_size:
+        return f"group size {group_size} must be a multiple of 8 dividing K={k}"
+    return None
+
+
+def _why_not_cpu(device: torch.device, dtype: torch.dtype, k: int, n: int, group_size: int) -> str | None:
+    if device.type != "cpu":
+        return f"the CPU int4 kernel runs on the CPU, the input is on {device}"
+    if not dtype.is_floating_point:
+        return f"activations must be floating point, got {dtype}"
+    if not layouts.cpu_int4pack_available():
+        return f"torch {torch.__version__} has no CPU int4 kernel (aten._weight_int4pack_mm_for_cpu)"
+    if n % 16:
+        return f"the CPU int4 kernel needs out_features divisible by 16, this layer has {n}"
+    if group_size not in CPU_GROUP_SIZES:
+        return f"the CPU int4 kernel takes group sizes {CPU_GROUP_SIZES}, not {group_size}"
+    return None
+
+
+KERNELS: dict[str, Kernel] = {
+    k.name: k
+    for k in (
+        Kernel("reference", layouts.AWQ_GEMM, _run_reference, _why_not_any),
+        Kernel("triton_gemv", layouts.NK_INT4, _triton_fn("gemv"), _why_not_triton),
+        Kernel("triton_gemm", layouts.NK_INT4, _triton_fn("gemm"), _why_not_triton),
+        Kernel("triton_dequant", layouts.NK_INT4, _triton_fn("dequant_matmul"), _why_not_triton),
+        Kernel("cpu_int4", layouts.CPU_INT4PACK, _run_cpu_int4, _why_not_cpu),
+    )
+}
+
+_announced: set[str] = set()
 
 
 def available_kernels() -> list[str]:
-    return sorted(_KERNELS)
+    return sorted(KERNELS)
 
 
-def _forced() -> str | None:
-    name = os.environ.get("FASTAWQ_KERNEL")
-    if name and name not in _KERNELS:
+def notice_once(key: str, message: str) -> None:
+    if key in _announced:
+        return
+    _announced.add(key)
+    warnings.warn(message, KernelFallbackWarning, stacklevel=3)
+
+
+def forced_kernel(module_choice: str | None = None) -> str | None:
+    """The kernel forced by ``FASTAWQ_KERNEL`` (which wins) or by the module; None for automatic."""
+    name = os.environ.get("FASTAWQ_KERNEL") or module_choice
+    if name in (None, "", "auto"):
+        return None
+    if name not in KERNELS:
         raise FastAWQError(
-            f"FASTAWQ_KERNEL={name!r} names no kernel",
-            hint=f"use one of: {', '.join(available_kernels())}, or unset it",
+            f"kernel {name!r} does not exist",
+            hint=f"use one of: auto, {', '.join(available_kernels())} (FASTAWQ_KERNEL or kernel=)",
         )
     return name
+
+
+def select(x2d: torch.Tensor, k: int, n: int, group_size: int, module_choice: str | None = None) -> Kernel:
+    """The kernel for one call: ``x2d`` [M, K] against a [K, N] weight."""
+    forced = forced_kernel(module_choice)
+    if forced is not None:
+        kernel = KERNELS[forced]
+        reason = kernel.why_not(x2d.device, x2d.dtype, k, n, group_size)
+        if reason is not None:
+            raise FastAWQError(
+                f"kernel {forced!r} was forced but cannot run this layer: {reason}",
+                hint="unset FASTAWQ_KERNEL (or pass kernel='auto') to let fastawq choose",
+            )
+        return kernel
+    return KERNELS[auto_kernel_name(x2d, k, n, group_size)]
+
+
+def auto_kernel_name(x2d: torch.Tensor, k: int, n: int, group_size: int) -> str:
+    name = auto_kernel_for(x2d.device, x2d.dtype, k, n, group_size, m=x2d.shape[0])
+    return name
+
+
+def auto_kernel_for(device: torch.device, dtype: torch.dtype, k: int, n: int, group_size: int, m: int) -> str:
+    """The automatic choice (announcing a fallback once)."""
+    if device.type == "cuda":
+        reason = _why_not_triton(device, dtype, k, n, group_size)
+        if reason is not None:
+            hint = " (load the model in fp16 or bf16)" if dtype == torch.float32 else ""
+            notice_once(f"cuda:{reason}", f"fastawq: using the slow reference kernel on the GPU: {reason}{hint}")
+            return "reference"
+        if m <= GEMV_MAX_M:
+            return "triton_gemv"
+        if m <= FUSED_MAX_M:
+            return "triton_gemm"
+        return "triton_dequant"
+    if device.type == "cpu":
+        reason = _why_not_cpu(device, dtype, k, n, group_size)
+        if reason is not None:
+            notice_once(f"cpu:{reason}", f"fastawq: using the reference kernel on the CPU: {reason}")
+            return "reference"
+        return "cpu_int4"
+    notice_once(f"dev:{device.type}", f"fastawq: no fast kernel for {device.type} devices; using the reference kernel")
+    return "reference"
+
+
+def prepare(model: torch.nn.Module, dtype: torch.dtype, kernel: str | None = None) -> dict[str, int]:
+    """Repack every AWQLinear of ``model`` once for the kernel that will run it; returns layout counts."""
+    from fastawq.nn.qlinear import AWQLinear
+
+    forced = forced_kernel(kernel)
+    counts: dict[str, int] = {}
+    for module in model.modules():
+        if not isinstance(module, AWQLinear):
+            continue
+        module.kernel = kernel
+        dev = module.device
+        if forced is not None:
+            layout = KERNELS[forced].layout
+        else:
+            name = auto_kernel_for(dev, dtype, module.in_features, module.out_features, module.group_size, m=1)
+            layout = KERNELS[name].layout
+        module.to_layout(layout)
+        counts[layout] = counts.get(layout, 0) + 1
+    return counts
+
+
+def describe() -> dict[str, Any]:
+    return {"kernels": available_kernels(), "gemv_max_m": GEMV_MAX_M, "fused_max_m": FUSED_MAX_M}
 
 
 def awq_linear(
@@ -41,6 +235,5 @@ def awq_linear(
     group_size: int,
     bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``x @ W.T + bias`` for the AWQ GEMM tensors of W."""
-    name = _forced() or "reference"
-    return _KERNELS[name](x, qweight, qzeros, scales, group_size, bias)
+    """``x @ W.T + bias`` straight from the AWQ GEMM tensors of W (reference kernel, any device)."""
+    return reference_awq_linear(x, qweight, qzeros, scales, group_size, bias)

@@ -1,18 +1,24 @@
-"""``AWQLinear``: a linear layer whose weight is stored in the AWQ GEMM layout.
+"""``AWQLinear``: a linear layer with a 4-bit AWQ weight.
 
-The module's buffers are exactly the checkpoint tensors (``qweight``, ``qzeros``, ``scales``,
-``bias``), so ``state_dict()`` is what is saved and what is loaded; the product is computed by
-:func:`fastawq.kernels.awq_linear`.
+A fresh or loaded module holds exactly the checkpoint tensors (``qweight``, ``qzeros``, ``scales``,
+``bias``: the AWQ GEMM layout). The kernel chosen for a call (:mod:`fastawq.kernels.dispatch`) may want
+another runtime layout (:mod:`fastawq.kernels.layouts`); the module then repacks itself once. Whatever
+the layout, ``state_dict()`` yields the GEMM tensors, converted back exactly, so saving a repacked model
+writes the checkpoint it was loaded from.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
 
 from fastawq.algo.quant import QuantizedWeight
 from fastawq.format.awq_gemm import dequantize_gemm, pack_gemm
-from fastawq.kernels import awq_linear
+from fastawq.kernels import dispatch, layouts
+
+_GEMM_NAMES = ("qweight", "qzeros", "scales")
 
 
 class AWQLinear(nn.Module):
@@ -44,6 +50,9 @@ class AWQLinear(nn.Module):
         self.out_features = out_features
         self.group_size = group_size
         self.bits = bits
+        self.layout = layouts.AWQ_GEMM
+        #: kernel forced for this module (None/"auto": chosen per call); FASTAWQ_KERNEL overrides it
+        self.kernel: str | None = None
         n_groups = in_features // group_size
         self.register_buffer("qweight", torch.zeros(in_features, out_features // 8, dtype=torch.int32, device=device))
         self.register_buffer("qzeros", torch.zeros(n_groups, out_features // 8, dtype=torch.int32, device=device))
@@ -66,12 +75,61 @@ class AWQLinear(nn.Module):
             mod.bias = bias.detach().to(bias_dtype).clone()
         return mod
 
+    # ------------------------------------------------------------------------------------- layouts
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(t for t in self._buffers.values() if t is not None)).device
+
+    def layout_tensors(self) -> dict[str, torch.Tensor]:
+        """The weight tensors of the current layout (no bias)."""
+        return {k: v for k, v in self._buffers.items() if k != "bias" and v is not None}
+
+    def gemm_tensors(self) -> layouts.GemmTensors:
+        """The AWQ GEMM tensors, whatever the current layout (exact)."""
+        return layouts.from_layout(self.layout_tensors(), self.layout)
+
+    def to_layout(self, layout: str) -> None:
+        """Repack the weight into ``layout`` (no-op if already there)."""
+        if layout == self.layout:
+            return
+        new = layouts.to_layout(self.gemm_tensors(), layout)
+        for name in list(self.layout_tensors()):
+            del self._buffers[name]
+        for name, t in new.items():
+            self.register_buffer(name, t, persistent=layout == layouts.AWQ_GEMM)
+        self.layout = layout
+
+    def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
+        if self.layout == layouts.AWQ_GEMM:
+            super()._save_to_state_dict(destination, prefix, keep_vars)
+            return
+        gemm = self.gemm_tensors()
+        for name in _GEMM_NAMES:
+            destination[prefix + name] = getattr(gemm, name)
+        if self.bias is not None:
+            destination[prefix + "bias"] = self.bias if keep_vars else self.bias.detach()
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any, **kwargs: Any) -> None:
+        self.to_layout(layouts.AWQ_GEMM)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # -------------------------------------------------------------------------------------- compute
+
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The full-precision weight in ``nn.Linear`` orientation [out, in]."""
-        return dequantize_gemm(self.qweight, self.qzeros, self.scales, self.group_size, dtype=dtype).t()
+        g = self.gemm_tensors()
+        return dequantize_gemm(g.qweight, g.qzeros, g.scales, self.group_size, dtype=dtype).t()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return awq_linear(x, self.qweight, self.qzeros, self.scales, self.group_size, self.bias)
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"AWQLinear expects {self.in_features} input features, got shape {tuple(x.shape)}")
+        x2d = x.reshape(-1, self.in_features)
+        kernel = dispatch.select(x2d, self.in_features, self.out_features, self.group_size, self.kernel)
+        if kernel.layout != self.layout:
+            self.to_layout(kernel.layout)
+        y = kernel.run(x2d, self.layout_tensors(), self.group_size, self.bias)
+        return y.view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return (

@@ -1,0 +1,221 @@
+"""W4A16 kernel benchmark: fastawq's kernels against fp16/bf16 cuBLAS, one run per device.
+
+    PYTHONPATH=src python benchmarks/kernels.py --json results.json          # the BENCHMARKS.md table
+    PYTHONPATH=src python benchmarks/kernels.py --sweep --json sweep.json    # tile-config search
+
+What is measured (CUDA events around each call, L2 flushed before every call: "kernel time, cold L2"):
+- copy bandwidth of a 1 GiB device-to-device copy (read + write bytes over time);
+- for every shape K×N and row count M: cuBLAS (``F.linear`` with a dense weight of the activation dtype),
+  the kernel the dispatcher picks, and each fastawq kernel where it applies;
+- the int4 memory bound: (packed weights + fp16 scales + 4-bit zeros + x + y) / copy bandwidth;
+- eager time: back-to-back ``AWQLinear`` / ``nn.Linear`` module calls, warm L2, wall clock per call,
+  Python launch overhead included.
+Weights are random (codes, zero points, scales; never zeros). Output: a printed table and JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import platform
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import triton
+import triton.testing
+
+from fastawq import AWQLinear
+from fastawq.kernels import dispatch, layouts, triton_awq
+from fastawq.kernels.triton_awq import TileConfig
+
+SHAPES = [(4096, 4096), (4096, 6144), (4096, 28672), (14336, 4096), (8192, 8192)]  # K × N
+MS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
+EXTRA_MS = [1, 16, 128, 512]
+
+
+def kernel_time_us(fn: Callable[[], Any], rep_ms: int = 60) -> float:
+    return float(triton.testing.do_bench(fn, warmup=10, rep=rep_ms, return_mode="median")) * 1e3
+
+
+def eager_time_us(fn: Callable[[], Any], calls: int = 200) -> float:
+    for _ in range(10):
+        fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / calls * 1e6
+
+
+def copy_bandwidth() -> float:
+    n = 1 << 30
+    a = torch.empty(n, dtype=torch.uint8, device="cuda")
+    b = torch.empty_like(a)
+    t = float(triton.testing.do_bench(lambda: b.copy_(a), warmup=5, rep=200, return_mode="median")) * 1e-3
+    return 2 * n / t
+
+
+def random_nk(k: int, n: int, g: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    words = torch.randint(-(2**31), 2**31 - 1, (n, k // 8), generator=gen, dtype=torch.int64).to(torch.int32)
+    return {
+        "qweight_nk": words.cuda(),
+        "scales_nk": (torch.rand(n, k // g, generator=gen) * 0.02 + 0.002).half().cuda(),
+        "zeros_nk": torch.randint(0, 16, (n, k // g), generator=gen, dtype=torch.uint8).cuda(),
+    }
+
+
+def int4_bytes(m: int, k: int, n: int, g: int, act_bytes: int = 2) -> int:
+    return k * n // 2 + (k // g) * n * 2 + (k // g) * n // 2 + m * k * act_bytes + m * n * act_bytes
+
+
+def module_for(w: dict[str, torch.Tensor], k: int, n: int, g: int) -> AWQLinear:
+    mod = AWQLinear(k, n, group_size=g, bias=False, device="meta")
+    for name in list(mod.layout_tensors()):
+        del mod._buffers[name]
+    for name, t in w.items():
+        mod.register_buffer(name, t, persistent=False)
+    mod.layout = layouts.NK_INT4
+    return mod
+
+
+def check(fn: Callable[[], torch.Tensor], x: torch.Tensor, w: dict[str, torch.Tensor], g: int) -> float:
+    """Relative error of one result against the fp32 dequantized product (sanity, not the CI test)."""
+    deq = triton_awq.dequantize(w, g, torch.float32)
+    ref = x.float() @ deq.t()
+    return float((fn().float() - ref).norm() / ref.norm())
+
+
+def bench_case(m: int, k: int, n: int, g: int, dtype: torch.dtype, bw: float, full: bool) -> dict[str, Any]:
+    gen = torch.Generator().manual_seed(m * 7 + k + n + g)
+    w = random_nk(k, n, g, gen)
+    x = torch.randn(m, k, generator=gen).to(dtype).cuda()
+    dense = (torch.randn(n, k, generator=gen) * 0.02).to(dtype).cuda()
+    auto = dispatch.auto_kernel_for(x.device, dtype, k, n, g, m)
+    run = dispatch.KERNELS[auto].run
+    row: dict[str, Any] = {"m": m, "k": k, "n": n, "group_size": g, "dtype": str(dtype).split(".")[-1], "auto": auto}
+    row["cublas_us"] = kernel_time_us(lambda: torch.nn.functional.linear(x, dense))
+    row["fastawq_us"] = kernel_time_us(lambda: run(x, w, g, None))
+    row["bound_us"] = int4_bytes(m, k, n, g) / bw * 1e6
+    row["speedup"] = row["cublas_us"] / row["fastawq_us"]
+    row["pct_of_bound"] = 100 * row["bound_us"] / row["fastawq_us"]
+    row["rel_err"] = check(lambda: run(x, w, g, None), x, w, g)
+    if full:
+        for name in ("triton_gemv", "triton_gemm", "triton_dequant"):
+            if name == "triton_gemv" and m > 16:
+                continue
+            fn = dispatch.KERNELS[name].run
+            row[f"{name}_us"] = kernel_time_us(lambda fn=fn: fn(x, w, g, None))  # type: ignore[misc]
+        mod = module_for(w, k, n, g)
+        lin = torch.nn.Linear(k, n, bias=False, device="cuda", dtype=dtype)
+        lin.weight.data.copy_(dense)
+        with torch.no_grad():
+            row["eager_fastawq_us"] = eager_time_us(lambda: mod(x))
+            row["eager_cublas_us"] = eager_time_us(lambda: lin(x))
+    return row
+
+
+def sweep(bw: float, shapes: list[tuple[int, int]], dtype: torch.dtype, path: str, info: Any) -> list[dict[str, Any]]:
+    """Time every candidate tile config per (M, shape); print the best per M."""
+    out = []
+    g = 128
+    for k, n in shapes:
+        gen = torch.Generator().manual_seed(k + n)
+        w = random_nk(k, n, g, gen)
+        dense = (torch.randn(n, k, generator=gen) * 0.02).to(dtype).cuda()
+        for m in [1, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048]:
+            x = torch.randn(m, k, generator=gen).to(dtype).cuda()
+            cands: list[tuple[str, TileConfig]] = []
+            if m <= 4:
+                for bn, bk, nw, ns in itertools.product((8, 16, 32), (256, 512, 1024), (4, 8), (1, 3)):
+                    cands.append(("gemv", TileConfig(1, bn, bk, nw, ns)))
+            if m <= 64 and m not in (2, 4):
+                bm = max(16, triton.next_power_of_2(m))
+                for bn, bk, nw, ns in itertools.product((16, 32, 64), (128, 256, 512), (4,), (2, 3, 4)):
+                    cands.append(("gemm", TileConfig(bm, bn, bk, nw, ns)))
+            if m >= 64:
+                for bm, bn, bk, nw, ns in itertools.product((64, 128), (64, 128, 256), (32, 64, 128), (4, 8), (3, 4)):
+                    if bm * bn >= 128 * 256 and bk >= 128:
+                        continue  # too large for shared memory
+                    cands.append(("gemm", TileConfig(bm, bn, bk, nw, ns)))
+            cublas = kernel_time_us(lambda x=x, d=dense: torch.nn.functional.linear(x, d), rep_ms=15)  # type: ignore[misc]
+            results = []
+            for kind, cfg in cands:
+                fn = triton_awq.gemv if kind == "gemv" else triton_awq.gemm
+                try:
+                    t = kernel_time_us(lambda fn=fn, cfg=cfg, x=x, w=w: fn(x, w, g, None, cfg), rep_ms=15)  # type: ignore[misc]
+                except Exception as exc:  # out of resources etc.
+                    results.append({"kind": kind, "cfg": cfg.__dict__, "error": type(exc).__name__})
+                    continue
+                results.append({"kind": kind, "cfg": cfg.__dict__, "us": t})
+            ok = sorted((r for r in results if "us" in r), key=lambda r: r["us"])
+            dq = kernel_time_us(lambda x=x, w=w: triton_awq.dequant_matmul(x, w, g, None), rep_ms=15)  # type: ignore[misc]
+            best = ok[0] if ok else None
+            bound = int4_bytes(m, k, n, g) / bw * 1e6
+            print(
+                f"sweep K={k:5d} N={n:5d} M={m:4d} bound {bound:7.1f}us cuBLAS {cublas:7.1f}us "
+                f"dequant+cuBLAS {dq:7.1f}us  best "
+                f"{best['us'] if best else float('nan'):7.1f}us {best['kind'] if best else ''} "
+                f"{best['cfg'] if best else ''}",
+                flush=True,
+            )
+            out.append({"k": k, "n": n, "m": m, "bound_us": bound, "dequant_us": dq, "top": ok[:5], "cublas": cublas})
+        with open(path, "w") as f:  # after every shape: a run cut short keeps what it measured
+            json.dump({"info": info, "sweep": out}, f, indent=1)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", default="kernels.json")
+    ap.add_argument("--sweep", action="store_true", help="search tile configs instead of the table")
+    ap.add_argument("--shapes", default="", help="subset, e.g. 4096x4096,14336x4096")
+    ap.add_argument("--ms", default="", help="row counts for the main table, e.g. 1,16,128")
+    ap.add_argument("--quick", action="store_true", help="fp16 g128 only")
+    args = ap.parse_args()
+    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")] if args.shapes else SHAPES
+    ms = [int(v) for v in args.ms.split(",")] if args.ms else MS
+    torch.manual_seed(0)
+    bw = copy_bandwidth()
+    info = {
+        "device": torch.cuda.get_device_name(),
+        "date": time.strftime("%Y-%m-%d"),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "python": platform.python_version(),
+        "copy_bandwidth_TBps": bw / 1e12,
+        "dispatch": dispatch.describe(),
+    }
+    print(json.dumps(info), flush=True)
+    if args.sweep:
+        sweep(bw, shapes, torch.float16, args.json, info)  # type: ignore[arg-type]
+        return
+
+    rows = []
+    header = (
+        f"{'dtype':5s} {'g':>4s} {'K':>6s} {'N':>6s} {'M':>5s} {'kernel':15s} {'fastawq':>9s} {'cuBLAS':>9s} "
+        f"{'speedup':>7s} {'%bound':>7s} {'eager':>9s} {'eager cuBLAS':>12s}"
+    )
+    print(header)
+    plan = [(torch.float16, 128, m) for m in ms]
+    if not args.quick:
+        plan += [(torch.bfloat16, 128, m) for m in EXTRA_MS]
+        plan += [(torch.float16, g, m) for g in (64, 32) for m in EXTRA_MS]
+    for (dtype, g, m), (k, n) in itertools.product(plan, shapes):
+        r = bench_case(m, k, n, g, dtype, bw, full=True)
+        rows.append(r)
+        print(
+            f"{r['dtype']:5s} {g:4d} {k:6d} {n:6d} {m:5d} {r['auto']:15s} {r['fastawq_us']:8.1f}u "
+            f"{r['cublas_us']:8.1f}u {r['speedup']:6.2f}x {r['pct_of_bound']:6.1f}% "
+            f"{r['eager_fastawq_us']:8.1f}u {r['eager_cublas_us']:11.1f}u  err {r['rel_err']:.1e}",
+            flush=True,
+        )
+    with open(args.json, "w") as f:
+        json.dump({"info": info, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

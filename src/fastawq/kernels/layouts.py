@@ -1,0 +1,169 @@
+"""Runtime weight layouts: how a kernel wants the 4-bit weight laid out in memory.
+
+The checkpoint always holds the AWQ GEMM layout (:mod:`fastawq.format.awq_gemm`). A kernel may prefer
+another layout; the weight is repacked into it once (at load or at the first call) and every layout
+converts back to the GEMM tensors losslessly, so a repacked model saves exactly what it loaded.
+
+Layouts:
+
+``awq_gemm``
+    The checkpoint tensors: ``qweight`` int32 [K, N/8] (AWQ nibble order across N), ``qzeros`` int32
+    [K/G, N/8], ``scales`` fp16 [K/G, N]. Used by the reference kernel.
+``nk_int4``
+    For the Triton kernels: ``qweight_nk`` int32 [N, K/8], nibble ``j`` of word ``w`` holding the code of
+    input ``k = 8w + j`` (plain order along K, so one output row streams contiguous memory);
+    ``scales_nk`` fp16 [N, K/G]; ``zeros_nk`` uint8 [N, K/G]. Same bytes as ``awq_gemm`` except the
+    zero points, which take one byte instead of half a byte.
+``cpu_int4pack``
+    For PyTorch's CPU int4 kernel: the opaque uint8 [N, K/2] tensor of
+    ``aten._convert_weight_to_int4pack_for_cpu``, ``scale_zeros`` [K/G, N, 2] in the compute dtype with
+    the float zero ``(8 - z)·s`` that kernel expects, plus the fp16 scales and uint8 zero points so the
+    way back is exact. Its nibble placement is not documented, so the way back finds it by packing
+    index patterns (only needed when a CPU-packed model is saved).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from fastawq.format.awq_gemm import pack_gemm, unpack_gemm
+
+AWQ_GEMM = "awq_gemm"
+NK_INT4 = "nk_int4"
+CPU_INT4PACK = "cpu_int4pack"
+LAYOUTS = (AWQ_GEMM, NK_INT4, CPU_INT4PACK)
+
+#: The dtype PyTorch's CPU int4 kernel computes in (fast on x86 with or without AVX512-BF16).
+CPU_COMPUTE_DTYPE = torch.bfloat16
+
+
+@dataclass(frozen=True)
+class GemmTensors:
+    """The three AWQ GEMM tensors of one linear layer."""
+
+    qweight: torch.Tensor  # int32 [K, N/8]
+    qzeros: torch.Tensor  # int32 [K/G, N/8]
+    scales: torch.Tensor  # fp16 [K/G, N]
+
+
+# ---------------------------------------------------------------------------------------------- nk_int4
+
+
+def pack_rows_int4(codes: torch.Tensor) -> torch.Tensor:
+    """uint8/int codes [R, C] (C a multiple of 8) → int32 [R, C/8], nibble j of word w = column 8w + j."""
+    r, c = codes.shape
+    c8 = codes.to(torch.int64).view(r, c // 8, 8)
+    shifts = torch.arange(0, 32, 4, device=codes.device, dtype=torch.int64)
+    words = (c8 << shifts).sum(dim=-1)
+    words = torch.where(words >= 2**31, words - 2**32, words)
+    return words.to(torch.int32)
+
+
+def unpack_rows_int4(words: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`pack_rows_int4`: int32 [R, W] → uint8 [R, 8W]."""
+    r, w = words.shape
+    shifts = torch.arange(0, 32, 4, device=words.device, dtype=torch.int32)
+    codes = (words.unsqueeze(-1) >> shifts) & 0xF
+    return codes.to(torch.uint8).view(r, w * 8)
+
+
+def gemm_to_nk(t: GemmTensors) -> dict[str, torch.Tensor]:
+    codes = unpack_gemm(t.qweight)  # [K, N]
+    zeros = unpack_gemm(t.qzeros)  # [K/G, N]
+    return {
+        "qweight_nk": pack_rows_int4(codes.t().contiguous()),
+        "scales_nk": t.scales.t().contiguous(),
+        "zeros_nk": zeros.t().contiguous(),
+    }
+
+
+def nk_to_gemm(d: dict[str, torch.Tensor]) -> GemmTensors:
+    codes = unpack_rows_int4(d["qweight_nk"])  # [N, K]
+    return GemmTensors(
+        qweight=pack_gemm(codes.t().contiguous()),
+        qzeros=pack_gemm(d["zeros_nk"].t().contiguous()),
+        scales=d["scales_nk"].t().contiguous(),
+    )
+
+
+# ----------------------------------------------------------------------------------------- cpu_int4pack
+
+
+def cpu_int4pack_available() -> bool:
+    return hasattr(torch.ops.aten, "_convert_weight_to_int4pack_for_cpu") and hasattr(
+        torch.ops.aten, "_weight_int4pack_mm_for_cpu"
+    )
+
+
+def cpu_scale_zeros(scales: torch.Tensor, zeros: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[K/G, N, 2] (scale, (8 - z)·scale): the CPU kernel computes ``(q - 8)·scale + zero``."""
+    s = scales.to(torch.float32)
+    zf = (8.0 - zeros.to(torch.float32)) * s
+    return torch.stack([s, zf], dim=-1).to(dtype).contiguous()
+
+
+def gemm_to_cpu(t: GemmTensors, dtype: torch.dtype = CPU_COMPUTE_DTYPE) -> dict[str, torch.Tensor]:
+    codes = unpack_gemm(t.qweight).t().contiguous().to(torch.int32)  # [N, K]
+    zeros = unpack_gemm(t.qzeros)  # [K/G, N] uint8
+    return {
+        "weight_int4pack": torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1),
+        "scale_zeros": cpu_scale_zeros(t.scales, zeros, dtype),
+        "scales_kn": t.scales.contiguous(),
+        "zeros_kn": zeros,
+    }
+
+
+def _int4pack_positions(n: int, k: int) -> torch.Tensor:
+    """For every nibble of the packed [N, K/2] tensor, the flat index ``n·K + k`` of the code it holds."""
+    idx = torch.arange(n * k, dtype=torch.int64).view(n, k)
+    bits = max(1, (n * k - 1).bit_length())
+    lo = torch.zeros(n, k // 2, dtype=torch.int64)
+    hi = torch.zeros(n, k // 2, dtype=torch.int64)
+    for b in range(0, bits, 4):
+        probe = ((idx >> b) & 0xF).to(torch.int32)
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(probe, 1).to(torch.int64)
+        lo |= (packed & 0xF) << b
+        hi |= ((packed >> 4) & 0xF) << b
+    return torch.stack([lo, hi], dim=-1).view(-1)
+
+
+def cpu_to_gemm(d: dict[str, torch.Tensor]) -> GemmTensors:
+    packed = d["weight_int4pack"].cpu()
+    n, half_k = packed.shape
+    k = half_k * 2
+    nibbles = torch.stack([packed & 0xF, (packed >> 4) & 0xF], dim=-1).view(-1)
+    codes = torch.empty(n * k, dtype=torch.uint8)
+    codes[_int4pack_positions(n, k)] = nibbles.to(torch.uint8)
+    dev = d["scales_kn"].device
+    return GemmTensors(
+        qweight=pack_gemm(codes.view(n, k).t().contiguous()).to(dev),
+        qzeros=pack_gemm(d["zeros_kn"]),
+        scales=d["scales_kn"],
+    )
+
+
+# --------------------------------------------------------------------------------------------- dispatch
+
+
+def to_layout(t: GemmTensors, layout: str) -> dict[str, torch.Tensor]:
+    """The tensors of ``layout`` for the GEMM tensors ``t`` (on t's device)."""
+    if layout == AWQ_GEMM:
+        return {"qweight": t.qweight, "qzeros": t.qzeros, "scales": t.scales}
+    if layout == NK_INT4:
+        return gemm_to_nk(t)
+    if layout == CPU_INT4PACK:
+        return gemm_to_cpu(t)
+    raise ValueError(f"unknown layout {layout!r}")
+
+
+def from_layout(d: dict[str, torch.Tensor], layout: str) -> GemmTensors:
+    """The GEMM tensors back from ``layout``'s tensors: exact for every layout."""
+    if layout == AWQ_GEMM:
+        return GemmTensors(d["qweight"], d["qzeros"], d["scales"])
+    if layout == NK_INT4:
+        return nk_to_gemm(d)
+    if layout == CPU_INT4PACK:
+        return cpu_to_gemm(d)
+    raise ValueError(f"unknown layout {layout!r}")

@@ -1,0 +1,232 @@
+"""Triton kernels for ``y = x @ dequant(W).T`` on the ``nk_int4`` layout (see :mod:`.layouts`).
+
+Three ways to compute the product, chosen per call by :mod:`.dispatch`:
+
+``triton_gemv``
+    M ≤ 4 rows. One program owns ``BN`` output columns and streams their packed rows along all of K
+    (no split-K, no atomics, one launch); the product is an FMA reduction in fp32.
+``triton_gemm``
+    Small and medium M. Tiles [BM, BN] with ``tl.dot`` on the tensor cores; every weight tile is
+    unpacked and dequantized in registers in the loop, so the weight is read once as 4 bits.
+``triton_dequant``
+    Prefill-sized M: dequantize the weight into a [N, K] buffer of the activation dtype with one
+    kernel, then cuBLAS. The buffer lives only for the call.
+
+Importing this module imports ``triton``; :mod:`.dispatch` imports it only when a CUDA tensor (or
+``TRITON_INTERPRET=1``) asks for it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    bm: int
+    bn: int
+    bk: int
+    num_warps: int
+    num_stages: int
+    group_m: int = 8
+
+
+@triton.jit
+def _dequant_tile(qw_ptr, s_ptr, z_ptr, offs_n, mask_n, k0, K, G: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    """The [BN, BK] fp32 weight tile at columns ``k0 … k0+BK`` of rows ``offs_n``."""
+    NG: tl.constexpr = BK // G if BK >= G else 1
+    PER: tl.constexpr = BK // NG
+    kw = K // 8
+    kg = K // G
+    offs_w = tl.arange(0, BK // 8)
+    qw = tl.load(qw_ptr + offs_n[:, None] * kw + (k0 // 8 + offs_w)[None, :], mask=mask_n[:, None], other=0)
+    shifts = tl.arange(0, 8) * 4
+    q = (qw[:, :, None] >> shifts[None, None, :]) & 0xF
+    q = tl.reshape(q, (BN, NG, PER)).to(tl.float32)
+    offs_g = k0 // G + tl.arange(0, NG)
+    sz_off = offs_n[:, None] * kg + offs_g[None, :]
+    s = tl.load(s_ptr + sz_off, mask=mask_n[:, None], other=0.0).to(tl.float32)
+    z = tl.load(z_ptr + sz_off, mask=mask_n[:, None], other=0).to(tl.float32)
+    w = (q - z[:, :, None]) * s[:, :, None]
+    return tl.reshape(w, (BN, BK))
+
+
+@triton.jit
+def _gemv_kernel(
+    x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, y_ptr,
+    M, N, K, stride_xm, stride_ym,
+    G: tl.constexpr, HAS_BIAS: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+):  # fmt: skip
+    pid_n = tl.program_id(0)
+    m = tl.program_id(1)
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    mask_n = offs_n < N
+    offs_k = tl.arange(0, BK)
+    acc = tl.zeros((BN,), dtype=tl.float32)
+    for k0 in range(0, K, BK):
+        w = _dequant_tile(qw_ptr, s_ptr, z_ptr, offs_n, mask_n, k0, K, G, BN, BK)
+        x = tl.load(x_ptr + m * stride_xm + k0 + offs_k).to(tl.float32)
+        acc += tl.sum(w * x[None, :], axis=1)
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+    tl.store(y_ptr + m * stride_ym + offs_n, acc.to(y_ptr.dtype.element_ty), mask=mask_n)
+
+
+@triton.jit
+def _gemm_kernel(
+    x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, y_ptr,
+    M, N, K, stride_xm, stride_ym,
+    G: tl.constexpr, HAS_BIAS: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr, UPCAST: tl.constexpr,
+):  # fmt: skip
+    pid = tl.program_id(0)
+    num_m = tl.cdiv(M, BM)
+    num_n = tl.cdiv(N, BN)
+    width = GROUP_M * num_n
+    first_m = (pid // width) * GROUP_M
+    rows = min(num_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % width) % rows
+    pid_n = (pid % width) // rows
+    offs_m = pid_m * BM + tl.arange(0, BM)
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+    offs_k = tl.arange(0, BK)
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    for k0 in range(0, K, BK):
+        x = tl.load(x_ptr + offs_m[:, None] * stride_xm + (k0 + offs_k)[None, :], mask=mask_m[:, None], other=0.0)
+        w = _dequant_tile(qw_ptr, s_ptr, z_ptr, offs_n, mask_n, k0, K, G, BN, BK)
+        if UPCAST:  # the interpreter's bf16 dot is wrong (triton 3.9): same roundings, fp32 product
+            acc = tl.dot(x.to(tl.float32), tl.trans(w.to(x.dtype).to(tl.float32)), acc, input_precision="ieee")
+        else:
+            acc = tl.dot(x, tl.trans(w.to(x.dtype)), acc)
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+    y_off = offs_m[:, None] * stride_ym + offs_n[None, :]
+    tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+
+
+@triton.jit
+def _dequant_kernel(
+    qw_ptr, s_ptr, z_ptr, w_ptr, N, K,
+    G: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+):  # fmt: skip
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    mask_n = offs_n < N
+    k0 = pid_k * BK
+    w = _dequant_tile(qw_ptr, s_ptr, z_ptr, offs_n, mask_n, k0, K, G, BN, BK)
+    offs_k = k0 + tl.arange(0, BK)
+    tl.store(w_ptr + offs_n[:, None] * K + offs_k[None, :], w.to(w_ptr.dtype.element_ty), mask=mask_n[:, None])
+
+
+# ------------------------------------------------------------------------------------------- launchers
+
+
+def interpreting() -> bool:
+    """True under ``TRITON_INTERPRET=1`` (kernels run on CPU tensors, for tests)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _fit_bk(bk: int, k: int, group_size: int) -> int:
+    """The largest power of two ≤ ``bk`` that divides K (K is a multiple of the group size)."""
+    bk = max(8, bk)
+    while k % bk:
+        bk //= 2
+    if bk < group_size and group_size % bk:
+        bk = group_size
+    return bk
+
+
+def gemv_config(m: int, n: int, k: int, group_size: int) -> TileConfig:
+    return TileConfig(bm=1, bn=16, bk=_fit_bk(512, k, group_size), num_warps=4, num_stages=1)
+
+
+def gemm_config(m: int, n: int, k: int, group_size: int) -> TileConfig:
+    if m <= 16:
+        return TileConfig(16, 32, _fit_bk(256, k, group_size), 4, 4)
+    if m <= 32:
+        return TileConfig(32, 32, _fit_bk(256, k, group_size), 4, 4)
+    if m <= 64:
+        return TileConfig(64, 64, _fit_bk(128, k, group_size), 4, 4)
+    return TileConfig(128, 128, _fit_bk(64, k, group_size), 8, 4)
+
+
+def _check(x2d: torch.Tensor, w: dict[str, torch.Tensor], group_size: int) -> tuple[int, int, int]:
+    n, kw = w["qweight_nk"].shape
+    k = kw * 8
+    m = x2d.shape[0]
+    if x2d.shape[1] != k:
+        raise ValueError(f"input has {x2d.shape[1]} features, the layer expects {k}")
+    if k % group_size or group_size % 8:
+        raise ValueError(f"group size {group_size} must divide K={k} and be a multiple of 8")
+    return m, n, k
+
+
+def gemv(
+    x2d: torch.Tensor, w: dict[str, torch.Tensor], group_size: int, bias: torch.Tensor | None,
+    config: TileConfig | None = None,
+) -> torch.Tensor:  # fmt: skip
+    m, n, k = _check(x2d, w, group_size)
+    x2d = x2d if x2d.stride(1) == 1 else x2d.contiguous()
+    cfg = config or gemv_config(m, n, k, group_size)
+    bk = _fit_bk(cfg.bk, k, group_size)
+    y = torch.empty(m, n, device=x2d.device, dtype=x2d.dtype)
+    grid = (triton.cdiv(n, cfg.bn), m)
+    _gemv_kernel[grid](
+        x2d, w["qweight_nk"], w["scales_nk"], w["zeros_nk"], bias if bias is not None else y, y,
+        m, n, k, x2d.stride(0), y.stride(0),
+        G=group_size, HAS_BIAS=bias is not None, BN=cfg.bn, BK=bk,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )  # fmt: skip
+    return y
+
+
+def gemm(
+    x2d: torch.Tensor, w: dict[str, torch.Tensor], group_size: int, bias: torch.Tensor | None,
+    config: TileConfig | None = None,
+) -> torch.Tensor:  # fmt: skip
+    m, n, k = _check(x2d, w, group_size)
+    x2d = x2d if x2d.stride(1) == 1 else x2d.contiguous()
+    cfg = config or gemm_config(m, n, k, group_size)
+    bk = _fit_bk(cfg.bk, k, group_size)
+    y = torch.empty(m, n, device=x2d.device, dtype=x2d.dtype)
+    grid = (triton.cdiv(m, cfg.bm) * triton.cdiv(n, cfg.bn),)
+    _gemm_kernel[grid](
+        x2d, w["qweight_nk"], w["scales_nk"], w["zeros_nk"], bias if bias is not None else y, y,
+        m, n, k, x2d.stride(0), y.stride(0),
+        G=group_size, HAS_BIAS=bias is not None, BM=cfg.bm, BN=cfg.bn, BK=bk, GROUP_M=cfg.group_m,
+        UPCAST=x2d.dtype == torch.bfloat16 and interpreting(),
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )  # fmt: skip
+    return y
+
+
+def dequantize(
+    w: dict[str, torch.Tensor], group_size: int, dtype: torch.dtype, bn: int = 64, bk: int = 128
+) -> torch.Tensor:
+    """The full weight [N, K] in ``dtype`` (nn.Linear orientation)."""
+    n, kw = w["qweight_nk"].shape
+    k = kw * 8
+    bk = _fit_bk(bk, k, group_size)
+    out = torch.empty(n, k, device=w["qweight_nk"].device, dtype=dtype)
+    grid = (triton.cdiv(n, bn), k // bk)
+    _dequant_kernel[grid](
+        w["qweight_nk"], w["scales_nk"], w["zeros_nk"], out, n, k, G=group_size, BN=bn, BK=bk, num_warps=4
+    )
+    return out
+
+
+def dequant_matmul(
+    x2d: torch.Tensor, w: dict[str, torch.Tensor], group_size: int, bias: torch.Tensor | None,
+    config: TileConfig | None = None,
+) -> torch.Tensor:  # fmt: skip
+    _check(x2d, w, group_size)
+    weight = dequantize(w, group_size, x2d.dtype)
+    return torch.nn.functional.linear(x2d, weight, bias.to(x2d.dtype) if bias is not None else None)

@@ -1,0 +1,247 @@
+"""Kernels against a float64 reference on fresh random data; layouts round-trip bit-exactly; dispatch.
+
+Without a GPU the Triton kernels run under ``TRITON_INTERPRET=1`` (set in conftest) on CPU tensors;
+on a CUDA machine the same tests run the compiled kernels on the GPU.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+
+from fastawq import AWQLinear
+from fastawq.errors import FastAWQError
+from fastawq.format.awq_gemm import pack_gemm
+from fastawq.kernels import dispatch, layouts
+
+HAS_CUDA = torch.cuda.is_available()
+DEV = "cuda" if HAS_CUDA else "cpu"
+
+
+def random_gemm(k: int, n: int, g: int, seed: int, device: str = "cpu") -> tuple[layouts.GemmTensors, torch.Tensor]:
+    """Random AWQ GEMM tensors and the float64 weight [K, N] they encode."""
+    gen = torch.Generator().manual_seed(seed)
+    codes = torch.randint(0, 16, (k, n), generator=gen, dtype=torch.uint8)
+    zeros = torch.randint(0, 16, (k // g, n), generator=gen, dtype=torch.uint8)
+    scales = (torch.rand(k // g, n, generator=gen) * 0.03 + 0.002).half()
+    w = (codes.double() - zeros.double().repeat_interleave(g, 0)) * scales.double().repeat_interleave(g, 0)
+    t = layouts.GemmTensors(pack_gemm(codes).to(device), pack_gemm(zeros).to(device), scales.to(device))
+    return t, w
+
+
+def sqnr_db(got: torch.Tensor, ref: torch.Tensor) -> float:
+    err = (got.double().cpu() - ref).pow(2).sum().item()
+    return 10 * math.log10(ref.pow(2).sum().item() / max(err, 1e-300))
+
+
+# fp16 output rounding alone is ~65 dB; bf16 ~ 50 dB, its dequantized weight rounding costs more
+SQNR_FLOOR = {torch.float16: 55.0, torch.bfloat16: 38.0}
+
+
+# ------------------------------------------------------------------------------------------ layouts
+
+
+@pytest.mark.parametrize(("k", "n", "g"), [(64, 16, 32), (256, 48, 64), (384, 96, 128), (576, 1536, 64)])
+def test_nk_layout_round_trips_bit_exactly(k: int, n: int, g: int) -> None:
+    t, _ = random_gemm(k, n, g, seed=k + n)
+    nk = layouts.gemm_to_nk(t)
+    assert nk["qweight_nk"].shape == (n, k // 8) and nk["zeros_nk"].dtype == torch.uint8
+    back = layouts.nk_to_gemm(nk)
+    for name in ("qweight", "qzeros", "scales"):
+        assert torch.equal(getattr(back, name), getattr(t, name)), name
+
+
+def test_nk_layout_puts_codes_in_plain_k_order() -> None:
+    t, w = random_gemm(64, 16, 32, seed=3)
+    nk = layouts.gemm_to_nk(t)
+    codes = layouts.unpack_rows_int4(nk["qweight_nk"]).double()  # [N, K]
+    z = nk["zeros_nk"].double().repeat_interleave(32, 1)
+    s = nk["scales_nk"].double().repeat_interleave(32, 1)
+    assert torch.equal((codes - z) * s, w.t())
+
+
+@pytest.mark.skipif(not layouts.cpu_int4pack_available(), reason="torch has no CPU int4 kernel")
+@pytest.mark.parametrize(("k", "n", "g"), [(64, 16, 32), (256, 48, 64), (576, 1536, 64), (512, 32, 256)])
+def test_cpu_layout_round_trips_bit_exactly(k: int, n: int, g: int) -> None:
+    t, _ = random_gemm(k, n, g, seed=k * n)
+    back = layouts.cpu_to_gemm(layouts.gemm_to_cpu(t))
+    for name in ("qweight", "qzeros", "scales"):
+        assert torch.equal(getattr(back, name), getattr(t, name)), name
+
+
+# ------------------------------------------------------------------------------------------ Triton
+
+triton_awq = pytest.importorskip("fastawq.kernels.triton_awq", reason="triton is not installed")
+
+TRITON_CASES = [
+    # (kernel, M, K, N, group size): odd M, partial N tiles, every group size, BK below and above G
+    ("gemv", 1, 256, 64, 32),
+    ("gemv", 3, 512, 48, 128),
+    ("gemv", 2, 192, 32, 64),
+    ("gemm", 1, 256, 64, 64),
+    ("gemm", 5, 256, 48, 32),
+    ("gemm", 17, 512, 64, 128),
+    ("gemm", 33, 384, 80, 64),
+    ("gemm", 70, 256, 144, 32),
+    ("dequant_matmul", 7, 256, 64, 64),
+    ("dequant_matmul", 9, 384, 48, 128),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize(("kernel", "m", "k", "n", "g"), TRITON_CASES)
+def test_triton_kernels_match_float64(kernel: str, m: int, k: int, n: int, g: int, dtype: torch.dtype) -> None:
+    t, w = random_gemm(k, n, g, seed=m * 1000 + k + n, device=DEV)
+    nk = layouts.gemm_to_nk(t)
+    gen = torch.Generator().manual_seed(m + k)
+    x = torch.randn(m, k, generator=gen).to(dtype)
+    bias = torch.randn(n, generator=gen).half()
+    got = getattr(triton_awq, kernel)(x.to(DEV), nk, g, bias.to(DEV))
+    assert got.dtype == dtype and got.shape == (m, n)
+    ref = x.double() @ w + bias.double()
+    assert sqnr_db(got, ref) > SQNR_FLOOR[dtype]
+
+
+@pytest.mark.parametrize("g", [32, 64, 128])
+def test_triton_dequantize_is_exact_in_fp16(g: int) -> None:
+    t, w = random_gemm(256, 32, g, seed=g, device=DEV)
+    deq = triton_awq.dequantize(layouts.gemm_to_nk(t), g, torch.float16)
+    assert torch.equal(deq.cpu(), w.t().half())  # one rounding of an exact product, as the reference
+
+
+def test_triton_rejects_bad_shapes() -> None:
+    t, _ = random_gemm(256, 32, 64, seed=1, device=DEV)
+    nk = layouts.gemm_to_nk(t)
+    with pytest.raises(ValueError, match="features"):
+        triton_awq.gemv(torch.randn(1, 128).half().to(DEV), nk, 64, None)
+    with pytest.raises(ValueError, match="group size"):
+        triton_awq.gemm(torch.randn(4, 256).half().to(DEV), nk, 48, None)
+
+
+# ------------------------------------------------------------------------------------------ CPU
+
+
+CPU_CASES = [(1, 256, 48, 64), (5, 576, 1536, 64), (33, 512, 32, 128), (2, 64, 16, 32)]
+
+
+@pytest.mark.skipif(not layouts.cpu_int4pack_available(), reason="torch has no CPU int4 kernel")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(("m", "k", "n", "g"), CPU_CASES)
+def test_cpu_int4_matches_float64(m: int, k: int, n: int, g: int, dtype: torch.dtype) -> None:
+    t, w = random_gemm(k, n, g, seed=m + k + n)
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(m)).to(dtype)
+    got = dispatch.KERNELS["cpu_int4"].run(x, layouts.gemm_to_cpu(t), g, None)
+    assert got.dtype == dtype
+    assert sqnr_db(got, x.double() @ w) > 38.0  # bf16 compute
+
+
+# ------------------------------------------------------------------------------------------ module + dispatch
+
+
+def _module(k: int = 256, n: int = 64, g: int = 64, seed: int = 0) -> tuple[AWQLinear, torch.Tensor]:
+    t, w = random_gemm(k, n, g, seed=seed)
+    mod = AWQLinear(k, n, group_size=g, bias=True)
+    mod.qweight, mod.qzeros, mod.scales = t.qweight, t.qzeros, t.scales
+    mod.bias = torch.randn(n, generator=torch.Generator().manual_seed(seed)).half()
+    return mod, w
+
+
+@pytest.mark.parametrize("layout", [layouts.NK_INT4, layouts.CPU_INT4PACK])
+def test_state_dict_is_the_checkpoint_whatever_the_layout(layout: str) -> None:
+    if layout == layouts.CPU_INT4PACK and not layouts.cpu_int4pack_available():
+        pytest.skip("torch has no CPU int4 kernel")
+    mod, _ = _module()
+    before = {k: v.clone() for k, v in mod.state_dict().items()}
+    mod.to_layout(layout)
+    assert mod.layout == layout and not hasattr(mod, "qweight")
+    after = mod.state_dict()
+    assert sorted(after) == sorted(before)
+    for key in before:
+        assert torch.equal(after[key], before[key]), key
+    fresh, _ = _module(seed=1)
+    fresh.to_layout(layout)
+    fresh.load_state_dict(after)  # loading goes back to the checkpoint layout
+    assert fresh.layout == layouts.AWQ_GEMM and torch.equal(fresh.qweight, before["qweight"])
+
+
+def test_module_auto_kernel_on_cpu_and_forced_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    mod, w = _module(576, 1536, 64)
+    x = torch.randn(2, 3, 576)
+    ref = x.double() @ w + mod.bias.double()
+    with torch.no_grad():
+        fast = mod(x)
+        assert fast.shape == (2, 3, 1536)
+        assert mod.layout == (layouts.CPU_INT4PACK if layouts.cpu_int4pack_available() else layouts.AWQ_GEMM)
+        assert sqnr_db(fast, ref) > 38.0
+        monkeypatch.setenv("FASTAWQ_KERNEL", "reference")
+        exact = mod(x)
+    assert mod.layout == layouts.AWQ_GEMM
+    assert sqnr_db(exact, ref) > 120.0  # fp32 reference: only fp32 rounding
+
+
+def test_fallback_is_announced_once() -> None:
+    mod, w = _module(256, 40, 64)  # 40 outputs: the CPU int4 kernel needs a multiple of 16
+    dispatch._announced.clear()
+    x = torch.randn(3, 256)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            y = mod(x)
+    fallbacks = [c for c in caught if issubclass(c.category, dispatch.KernelFallbackWarning)]
+    assert len(fallbacks) == 1 and "divisible by 16" in str(fallbacks[0].message)
+    assert mod.layout == layouts.AWQ_GEMM
+    assert sqnr_db(y, x.double() @ w + mod.bias.double()) > 120.0
+
+
+def test_forced_kernel_that_cannot_run_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    mod, _ = _module()
+    monkeypatch.setenv("FASTAWQ_KERNEL", "no_such_kernel")
+    with pytest.raises(FastAWQError, match="does not exist"):
+        mod(torch.randn(1, 256))
+    monkeypatch.setenv("FASTAWQ_KERNEL", "triton_gemv")
+    with pytest.raises(FastAWQError, match="fp16 or bf16"):
+        mod(torch.randn(1, 256))  # fp32 activations
+    monkeypatch.delenv("FASTAWQ_KERNEL")
+    mod.kernel = "cpu_int4"
+    if layouts.cpu_int4pack_available():
+        mod(torch.randn(1, 256))
+        assert mod.layout == layouts.CPU_INT4PACK
+
+
+def test_wrong_input_width_is_rejected() -> None:
+    mod, _ = _module()
+    with pytest.raises(ValueError, match="expects 256 input features"):
+        mod(torch.randn(2, 255))
+
+
+def test_auto_choice_by_device_dtype_and_rows() -> None:
+    cuda = torch.device("cuda")
+    if dispatch.triton_available():
+        assert dispatch.auto_kernel_for(cuda, torch.float16, 4096, 4096, 128, m=1) == "triton_gemv"
+        assert dispatch.auto_kernel_for(cuda, torch.bfloat16, 4096, 4096, 128, m=64) == "triton_gemm"
+        assert dispatch.auto_kernel_for(cuda, torch.float16, 4096, 4096, 128, m=8192) == "triton_dequant"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert dispatch.auto_kernel_for(cuda, torch.float32, 4096, 4096, 128, m=1) == "reference"
+        assert dispatch.auto_kernel_for(torch.device("mps"), torch.float16, 64, 64, 32, m=1) == "reference"
+    if layouts.cpu_int4pack_available():
+        assert dispatch.auto_kernel_for(torch.device("cpu"), torch.float32, 576, 1536, 64, m=1) == "cpu_int4"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("m", [1, 3, 16, 100, 1500])
+def test_module_on_gpu_every_auto_path(m: int, dtype: torch.dtype) -> None:
+    mod, w = _module(1024, 768, 128, seed=m)
+    mod = mod.cuda()
+    x = torch.randn(m, 1024, generator=torch.Generator().manual_seed(m)).to(dtype)
+    with torch.no_grad():
+        got = mod(x.cuda())
+    assert mod.layout == layouts.NK_INT4
+    assert sqnr_db(got, x.double() @ w + mod.bias.double().cpu()) > SQNR_FLOOR[dtype]
+    sd = mod.state_dict()
+    assert sd["qweight"].shape == (1024, 96) and sd["qweight"].device.type == "cuda"
