@@ -126,19 +126,19 @@ def sweep(bw: float, shapes: list[tuple[int, int]], dtype: torch.dtype, path: st
         gen = torch.Generator().manual_seed(k + n)
         w = random_nk(k, n, g, gen)
         dense = (torch.randn(n, k, generator=gen) * 0.02).to(dtype).cuda()
-        for m in [1, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048]:
+        for m in [1, 4, 8, 16, 32, 64, 128, 256, 512, 1024]:
             x = torch.randn(m, k, generator=gen).to(dtype).cuda()
             cands: list[tuple[str, TileConfig]] = []
             if m <= 4:
-                for bn, bk, nw, ns in itertools.product((8, 16, 32), (256, 512, 1024), (4, 8), (1, 3)):
+                for bn, bk, nw, ns in itertools.product((8, 16, 32), (256, 512, 1024), (2, 4), (1, 2, 3)):
                     cands.append(("gemv", TileConfig(1, bn, bk, nw, ns)))
             if m <= 64 and m not in (2, 4):
                 bm = max(16, triton.next_power_of_2(m))
-                for bn, bk, nw, ns in itertools.product((16, 32, 64), (128, 256, 512), (4,), (2, 3, 4)):
+                for bn, bk, nw, ns in itertools.product((16, 32, 64, 128), (128, 256, 512), (4,), (2, 3, 4)):
                     cands.append(("gemm", TileConfig(bm, bn, bk, nw, ns)))
             if m >= 64:
-                for bm, bn, bk, nw, ns in itertools.product((64, 128), (64, 128, 256), (32, 64, 128), (4, 8), (3, 4)):
-                    if bm * bn >= 128 * 256 and bk >= 128:
+                for bm, bn, bk, nw, ns in itertools.product((64, 128), (64, 128, 256), (128, 256), (4, 8), (2, 3)):
+                    if bm * bn >= 128 * 256 and bk >= 256:
                         continue  # too large for shared memory
                     cands.append(("gemm", TileConfig(bm, bn, bk, nw, ns)))
             cublas = kernel_time_us(lambda x=x, d=dense: torch.nn.functional.linear(x, d), rep_ms=15)  # type: ignore[misc]

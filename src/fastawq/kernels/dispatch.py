@@ -102,8 +102,8 @@ def _why_not_triton(device: torch.device, dtype: torch.dtype, k: int, n: int, gr
         return f"the Triton kernels take fp16 or bf16 activations, got {dtype}"
     if not triton_available():
         return "triton is not installed"
-    if group_size % 8 or k % group_size:
-        return f"group size {group_size} must be a multiple of 8 dividing K={k}"
+    if group_size not in (16, 32, 64, 128, 256) or k % group_size:
+        return f"the Triton kernels take group sizes 16/32/64/128/256 dividing K, not {group_size} (K={k})"
     return None
 
 

@@ -26,6 +26,9 @@ import triton
 import triton.language as tl
 
 
+GROUP_SIZES = (16, 32, 64, 128, 256)
+
+
 @dataclass(frozen=True)
 class TileConfig:
     bm: int
@@ -56,22 +59,40 @@ def _dequant_tile(qw_ptr, s_ptr, z_ptr, offs_n, mask_n, k0, K, G: tl.constexpr, 
     return tl.reshape(w, (BN, BK))
 
 
+#: ``bitcast(0x4B000000 | q)`` is the float 2**23 + q exactly: turns a nibble into a float without I2F
+MAGIC = 0x4B000000
+MAGIC_F = 8388608.0
+
+
 @triton.jit
 def _gemv_kernel(
     x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, y_ptr,
     M, N, K, stride_xm, stride_ym,
-    G: tl.constexpr, HAS_BIAS: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+    G: tl.constexpr, HAS_BIAS: tl.constexpr, BN: tl.constexpr, NG: tl.constexpr,
 ):  # fmt: skip
+    """One program: BN output rows × all of K, NG groups per step; one x row per grid column."""
+    GW: tl.constexpr = G // 8  # packed words per group
     pid_n = tl.program_id(0)
     m = tl.program_id(1)
     offs_n = pid_n * BN + tl.arange(0, BN)
     mask_n = offs_n < N
-    offs_k = tl.arange(0, BK)
+    kw = K // 8
+    kg = K // G
+    words = tl.arange(0, NG)[:, None] * GW + tl.arange(0, GW)[None, :]  # [NG, GW] word index in the step
     acc = tl.zeros((BN,), dtype=tl.float32)
-    for k0 in range(0, K, BK):
-        w = _dequant_tile(qw_ptr, s_ptr, z_ptr, offs_n, mask_n, k0, K, G, BN, BK)
-        x = tl.load(x_ptr + m * stride_xm + k0 + offs_k).to(tl.float32)
-        acc += tl.sum(w * x[None, :], axis=1)
+    for g0 in range(0, kg, NG):
+        qw = tl.load(
+            qw_ptr + offs_n[:, None, None] * kw + (g0 * GW + words)[None, :, :], mask=mask_n[:, None, None], other=0
+        )  # [BN, NG, GW]
+        sz = offs_n[:, None] * kg + g0 + tl.arange(0, NG)[None, :]
+        s = tl.load(s_ptr + sz, mask=mask_n[:, None], other=0.0).to(tl.float32)  # [BN, NG]
+        zf = tl.load(z_ptr + sz, mask=mask_n[:, None], other=0).to(tl.float32) + MAGIC_F
+        part = tl.zeros((BN, NG, GW), dtype=tl.float32)
+        for j in tl.static_range(8):
+            xj = tl.load(x_ptr + m * stride_xm + (g0 * GW + words) * 8 + j).to(tl.float32)  # [NG, GW]
+            q = (((qw >> (4 * j)) & 0xF) | MAGIC).to(tl.float32, bitcast=True) - zf[:, :, None]
+            part += q * xj[None, :, :]
+        acc += tl.sum(tl.sum(part, axis=2) * s, axis=1)
     if HAS_BIAS:
         acc += tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)
     tl.store(y_ptr + m * stride_ym + offs_n, acc.to(y_ptr.dtype.element_ty), mask=mask_n)
@@ -84,6 +105,8 @@ def _gemm_kernel(
     G: tl.constexpr, HAS_BIAS: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr, UPCAST: tl.constexpr,
 ):  # fmt: skip
+    """Tiles [BM, BN]; each K step splits the packed tile by nibble: 8 dots of depth BK/8, no reshapes."""
+    BKW: tl.constexpr = BK // 8
     pid = tl.program_id(0)
     num_m = tl.cdiv(M, BM)
     num_n = tl.cdiv(N, BN)
@@ -96,15 +119,29 @@ def _gemm_kernel(
     offs_n = pid_n * BN + tl.arange(0, BN)
     mask_m = offs_m < M
     mask_n = offs_n < N
-    offs_k = tl.arange(0, BK)
+    offs_w = tl.arange(0, BKW)
+    kw = K // 8
+    kg = K // G
     acc = tl.zeros((BM, BN), dtype=tl.float32)
     for k0 in range(0, K, BK):
-        x = tl.load(x_ptr + offs_m[:, None] * stride_xm + (k0 + offs_k)[None, :], mask=mask_m[:, None], other=0.0)
-        w = _dequant_tile(qw_ptr, s_ptr, z_ptr, offs_n, mask_n, k0, K, G, BN, BK)
-        if UPCAST:  # the interpreter's bf16 dot is wrong (triton 3.9): same roundings, fp32 product
-            acc = tl.dot(x.to(tl.float32), tl.trans(w.to(x.dtype).to(tl.float32)), acc, input_precision="ieee")
-        else:
-            acc = tl.dot(x, tl.trans(w.to(x.dtype)), acc)
+        mask_w = (k0 // 8 + offs_w) < kw  # K need not be a multiple of BK
+        mask_nw = mask_n[:, None] & mask_w[None, :]
+        qw = tl.load(qw_ptr + offs_n[:, None] * kw + (k0 // 8 + offs_w)[None, :], mask=mask_nw, other=0)
+        sz = offs_n[:, None] * kg + ((k0 + offs_w * 8) // G)[None, :]  # [BN, BKW]: each word's group
+        s = tl.load(s_ptr + sz, mask=mask_nw, other=0.0).to(tl.float32)
+        zf = tl.load(z_ptr + sz, mask=mask_nw, other=0).to(tl.float32) + MAGIC_F
+        for j in tl.static_range(8):
+            xj = tl.load(
+                x_ptr + offs_m[:, None] * stride_xm + (k0 + offs_w * 8 + j)[None, :],
+                mask=mask_m[:, None] & mask_w[None, :],
+                other=0.0,
+            )  # [BM, BKW]: inputs k0 + 8w + j
+            q = (((qw >> (4 * j)) & 0xF) | MAGIC).to(tl.float32, bitcast=True)
+            wj = ((q - zf) * s).to(x_ptr.dtype.element_ty)  # [BN, BKW]
+            if UPCAST:  # the interpreter's bf16 dot is wrong (triton 3.9): same roundings, fp32 product
+                acc = tl.dot(xj.to(tl.float32), tl.trans(wj.to(tl.float32)), acc, input_precision="ieee")
+            else:
+                acc = tl.dot(xj, tl.trans(wj), acc)
     if HAS_BIAS:
         acc += tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
     y_off = offs_m[:, None] * stride_ym + offs_n[None, :]
@@ -145,17 +182,26 @@ def _fit_bk(bk: int, k: int, group_size: int) -> int:
 
 
 def gemv_config(m: int, n: int, k: int, group_size: int) -> TileConfig:
-    return TileConfig(bm=1, bn=16, bk=_fit_bk(512, k, group_size), num_warps=4, num_stages=1)
+    return TileConfig(bm=1, bn=16, bk=1024, num_warps=4, num_stages=3)
+
+
+def _groups_per_step(bk: int, k: int, group_size: int) -> int:
+    """Groups per GEMV step: the largest power of two ≤ bk/G dividing K/G."""
+    kg = k // group_size
+    ng = max(1, bk // group_size)
+    while kg % ng:
+        ng //= 2
+    return ng
 
 
 def gemm_config(m: int, n: int, k: int, group_size: int) -> TileConfig:
     if m <= 16:
-        return TileConfig(16, 32, _fit_bk(256, k, group_size), 4, 4)
+        return TileConfig(16, 32, 256, 4, 3)
     if m <= 32:
-        return TileConfig(32, 32, _fit_bk(256, k, group_size), 4, 4)
+        return TileConfig(32, 32, 256, 4, 3)
     if m <= 64:
-        return TileConfig(64, 64, _fit_bk(128, k, group_size), 4, 4)
-    return TileConfig(128, 128, _fit_bk(64, k, group_size), 8, 4)
+        return TileConfig(64, 64, 256, 4, 3)
+    return TileConfig(128, 128, 128, 8, 3)
 
 
 def _check(x2d: torch.Tensor, w: dict[str, torch.Tensor], group_size: int) -> tuple[int, int, int]:
@@ -164,8 +210,8 @@ def _check(x2d: torch.Tensor, w: dict[str, torch.Tensor], group_size: int) -> tu
     m = x2d.shape[0]
     if x2d.shape[1] != k:
         raise ValueError(f"input has {x2d.shape[1]} features, the layer expects {k}")
-    if k % group_size or group_size % 8:
-        raise ValueError(f"group size {group_size} must divide K={k} and be a multiple of 8")
+    if k % group_size or group_size not in GROUP_SIZES:
+        raise ValueError(f"group size {group_size} must be one of {GROUP_SIZES} and divide K={k}")
     return m, n, k
 
 
@@ -176,13 +222,12 @@ def gemv(
     m, n, k = _check(x2d, w, group_size)
     x2d = x2d if x2d.stride(1) == 1 else x2d.contiguous()
     cfg = config or gemv_config(m, n, k, group_size)
-    bk = _fit_bk(cfg.bk, k, group_size)
     y = torch.empty(m, n, device=x2d.device, dtype=x2d.dtype)
     grid = (triton.cdiv(n, cfg.bn), m)
     _gemv_kernel[grid](
         x2d, w["qweight_nk"], w["scales_nk"], w["zeros_nk"], bias if bias is not None else y, y,
         m, n, k, x2d.stride(0), y.stride(0),
-        G=group_size, HAS_BIAS=bias is not None, BN=cfg.bn, BK=bk,
+        G=group_size, HAS_BIAS=bias is not None, BN=cfg.bn, NG=_groups_per_step(cfg.bk, k, group_size),
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     return y
@@ -195,7 +240,7 @@ def gemm(
     m, n, k = _check(x2d, w, group_size)
     x2d = x2d if x2d.stride(1) == 1 else x2d.contiguous()
     cfg = config or gemm_config(m, n, k, group_size)
-    bk = _fit_bk(cfg.bk, k, group_size)
+    bk = max(128, cfg.bk)  # 8 dots of depth bk/8 ≥ 16
     y = torch.empty(m, n, device=x2d.device, dtype=x2d.dtype)
     grid = (triton.cdiv(m, cfg.bm) * triton.cdiv(n, cfg.bn),)
     _gemm_kernel[grid](
