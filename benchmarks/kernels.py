@@ -36,7 +36,7 @@ MS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
 EXTRA_MS = [1, 16, 128, 512]
 
 
-def kernel_time_us(fn: Callable[[], Any], rep_ms: int = 60) -> float:
+def kernel_time_us(fn: Callable[[], Any], rep_ms: int = 40) -> float:
     return float(triton.testing.do_bench(fn, warmup=10, rep=rep_ms, return_mode="median")) * 1e3
 
 
@@ -89,7 +89,7 @@ def check(fn: Callable[[], torch.Tensor], x: torch.Tensor, w: dict[str, torch.Te
     return float((fn().float() - ref).norm() / ref.norm())
 
 
-def bench_case(m: int, k: int, n: int, g: int, dtype: torch.dtype, bw: float, full: bool) -> dict[str, Any]:
+def bench_case(m: int, k: int, n: int, g: int, dtype: torch.dtype, bw: float) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(m * 7 + k + n + g)
     w = random_nk(k, n, g, gen)
     x = torch.randn(m, k, generator=gen).to(dtype).cuda()
@@ -98,23 +98,19 @@ def bench_case(m: int, k: int, n: int, g: int, dtype: torch.dtype, bw: float, fu
     run = dispatch.KERNELS[auto].run
     row: dict[str, Any] = {"m": m, "k": k, "n": n, "group_size": g, "dtype": str(dtype).split(".")[-1], "auto": auto}
     row["cublas_us"] = kernel_time_us(lambda: torch.nn.functional.linear(x, dense))
-    row["fastawq_us"] = kernel_time_us(lambda: run(x, w, g, None))
+    row["fastawq_us"] = kernel_time_us(lambda: run(x, w, g, None))  # the first call tunes (warm-up)
+    row["choice"] = triton_awq.choice(x, w, g, None)
+    row["tuning"] = triton_awq.TUNE_LOG.get(triton_awq._key(x, n, k, g, None), [])
     row["bound_us"] = int4_bytes(m, k, n, g) / bw * 1e6
     row["speedup"] = row["cublas_us"] / row["fastawq_us"]
     row["pct_of_bound"] = 100 * row["bound_us"] / row["fastawq_us"]
     row["rel_err"] = check(lambda: run(x, w, g, None), x, w, g)
-    if full:
-        for name in ("triton_gemv", "triton_gemm", "triton_dequant"):
-            if name == "triton_gemv" and m > 16:
-                continue
-            fn = dispatch.KERNELS[name].run
-            row[f"{name}_us"] = kernel_time_us(lambda fn=fn: fn(x, w, g, None))  # type: ignore[misc]
-        mod = module_for(w, k, n, g)
-        lin = torch.nn.Linear(k, n, bias=False, device="cuda", dtype=dtype)
-        lin.weight.data.copy_(dense)
-        with torch.no_grad():
-            row["eager_fastawq_us"] = eager_time_us(lambda: mod(x))
-            row["eager_cublas_us"] = eager_time_us(lambda: lin(x))
+    mod = module_for(w, k, n, g)
+    lin = torch.nn.Linear(k, n, bias=False, device="cuda", dtype=dtype)
+    lin.weight.data.copy_(dense)
+    with torch.no_grad():
+        row["eager_fastawq_us"] = eager_time_us(lambda: mod(x))
+        row["eager_cublas_us"] = eager_time_us(lambda: lin(x))
     return row
 
 
@@ -149,6 +145,8 @@ def sweep(bw: float, shapes: list[tuple[int, int]], dtype: torch.dtype, path: st
                     t = kernel_time_us(lambda fn=fn, cfg=cfg, x=x, w=w: fn(x, w, g, None, cfg), rep_ms=15)  # type: ignore[misc]
                 except Exception as exc:  # out of resources etc.
                     results.append({"kind": kind, "cfg": cfg.__dict__, "error": type(exc).__name__})
+                    if len([r for r in results if "error" in r]) == 1:
+                        print("first failure:", kind, cfg, str(exc)[-600:], flush=True)
                     continue
                 results.append({"kind": kind, "cfg": cfg.__dict__, "us": t})
             ok = sorted((r for r in results if "us" in r), key=lambda r: r["us"])
@@ -196,7 +194,7 @@ def main() -> None:
 
     rows = []
     header = (
-        f"{'dtype':5s} {'g':>4s} {'K':>6s} {'N':>6s} {'M':>5s} {'kernel':15s} {'fastawq':>9s} {'cuBLAS':>9s} "
+        f"{'dtype':5s} {'g':>4s} {'K':>6s} {'N':>6s} {'M':>5s} {'kernel (tuned)':31s} {'fastawq':>9s} {'cuBLAS':>9s} "
         f"{'speedup':>7s} {'%bound':>7s} {'eager':>9s} {'eager cuBLAS':>12s}"
     )
     print(header)
@@ -205,16 +203,16 @@ def main() -> None:
         plan += [(torch.bfloat16, 128, m) for m in EXTRA_MS]
         plan += [(torch.float16, g, m) for g in (64, 32) for m in EXTRA_MS]
     for (dtype, g, m), (k, n) in itertools.product(plan, shapes):
-        r = bench_case(m, k, n, g, dtype, bw, full=True)
+        r = bench_case(m, k, n, g, dtype, bw)
         rows.append(r)
         print(
-            f"{r['dtype']:5s} {g:4d} {k:6d} {n:6d} {m:5d} {r['auto']:15s} {r['fastawq_us']:8.1f}u "
+            f"{r['dtype']:5s} {g:4d} {k:6d} {n:6d} {m:5d} {r['choice']:31s} {r['fastawq_us']:8.1f}u "
             f"{r['cublas_us']:8.1f}u {r['speedup']:6.2f}x {r['pct_of_bound']:6.1f}% "
             f"{r['eager_fastawq_us']:8.1f}u {r['eager_cublas_us']:11.1f}u  err {r['rel_err']:.1e}",
             flush=True,
         )
-    with open(args.json, "w") as f:
-        json.dump({"info": info, "rows": rows}, f, indent=1)
+        with open(args.json, "w") as f:  # after every row: a run cut short keeps what it measured
+            json.dump({"info": info, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -76,35 +76,59 @@ def test_cpu_layout_round_trips_bit_exactly(k: int, n: int, g: int) -> None:
 
 triton_awq = pytest.importorskip("fastawq.kernels.triton_awq", reason="triton is not installed")
 
+TileConfig = triton_awq.TileConfig
 TRITON_CASES = [
-    # (kernel, M, K, N, group size): odd M, partial N tiles, every group size, BK below and above G
-    ("gemv", 1, 256, 64, 32),
-    ("gemv", 3, 512, 48, 128),
-    ("gemv", 2, 192, 32, 64),
-    ("gemv", 1, 576, 32, 64),
-    ("gemm", 1, 256, 64, 64),
-    ("gemm", 5, 256, 48, 32),
-    ("gemm", 17, 512, 64, 128),
-    ("gemm", 33, 384, 80, 64),
-    ("gemm", 70, 256, 144, 32),
-    ("gemm", 4, 576, 32, 64),
-    ("dequant_matmul", 7, 256, 64, 64),
-    ("dequant_matmul", 9, 384, 48, 128),
+    # (kernel, config, M, K, N, group size): odd M, partial N tiles, every group size, K steps below and
+    # above the group, both unpacking schemes (in-register joins, shift-and-reshape)
+    ("gemv", None, 1, 256, 64, 32),
+    ("gemv", TileConfig(1, 32, 512, 4, 1, join=True), 3, 512, 48, 128),
+    ("gemv", TileConfig(1, 8, 1024, 4, 1, join=False), 2, 192, 32, 64),
+    ("gemv", TileConfig(1, 16, 256, 4, 1, join=False), 1, 576, 32, 64),
+    ("gemv", None, 1, 64, 16, 16),
+    ("gemm", None, 1, 256, 64, 64),
+    ("gemm", TileConfig(16, 16, 128, 4, 2, join=True), 5, 256, 48, 32),
+    ("gemm", TileConfig(32, 32, 256, 4, 2, join=False), 17, 512, 64, 128),
+    ("gemm", TileConfig(64, 32, 64, 4, 2, join=False), 33, 384, 80, 64),
+    ("gemm", TileConfig(16, 64, 128, 4, 2, join=True), 70, 256, 144, 32),
+    ("gemm", None, 4, 576, 32, 64),
+    ("dequant_matmul", None, 7, 256, 64, 64),
+    ("dequant_matmul", None, 9, 384, 48, 128),
+    ("auto", None, 3, 256, 32, 128),
+    ("auto", None, 40, 256, 32, 64),
 ]
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
-@pytest.mark.parametrize(("kernel", "m", "k", "n", "g"), TRITON_CASES)
-def test_triton_kernels_match_float64(kernel: str, m: int, k: int, n: int, g: int, dtype: torch.dtype) -> None:
+@pytest.mark.parametrize(("kernel", "config", "m", "k", "n", "g"), TRITON_CASES)
+def test_triton_kernels_match_float64(
+    kernel: str, config: object, m: int, k: int, n: int, g: int, dtype: torch.dtype
+) -> None:
     t, w = random_gemm(k, n, g, seed=m * 1000 + k + n, device=DEV)
     nk = layouts.gemm_to_nk(t)
     gen = torch.Generator().manual_seed(m + k)
     x = torch.randn(m, k, generator=gen).to(dtype)
     bias = torch.randn(n, generator=gen).half()
-    got = getattr(triton_awq, kernel)(x.to(DEV), nk, g, bias.to(DEV))
+    args = (x.to(DEV), nk, g, bias.to(DEV)) + ((config,) if config is not None else ())
+    got = getattr(triton_awq, kernel)(*args)
     assert got.dtype == dtype and got.shape == (m, n)
     ref = x.double() @ w + bias.double()
     assert sqnr_db(got, ref) > SQNR_FLOOR[dtype]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+@pytest.mark.parametrize("m", [1, 4, 16, 64, 300])
+def test_every_tuning_candidate_is_correct_on_gpu(m: int) -> None:
+    k, n, g = 1024, 512, 128
+    t, w = random_gemm(k, n, g, seed=m, device=DEV)
+    nk = layouts.gemm_to_nk(t)
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(m)).half()
+    ref = x.double() @ w
+    for cand in triton_awq.candidates(m, n, k, g):
+        got = triton_awq._run(cand, x.to(DEV), nk, g, None)
+        assert sqnr_db(got, ref) > SQNR_FLOOR[torch.float16], cand
+    triton_awq.auto(x.to(DEV), nk, g, None)
+    assert triton_awq.choice(x.to(DEV), nk, g, None)
 
 
 @pytest.mark.parametrize("g", [32, 64, 128])
@@ -222,9 +246,8 @@ def test_wrong_input_width_is_rejected() -> None:
 def test_auto_choice_by_device_dtype_and_rows() -> None:
     cuda = torch.device("cuda")
     if dispatch.triton_available():
-        assert dispatch.auto_kernel_for(cuda, torch.float16, 4096, 4096, 128, m=1) == "triton_gemv"
-        assert dispatch.auto_kernel_for(cuda, torch.bfloat16, 4096, 4096, 128, m=64) == "triton_gemm"
-        assert dispatch.auto_kernel_for(cuda, torch.float16, 4096, 4096, 128, m=8192) == "triton_dequant"
+        assert dispatch.auto_kernel_for(cuda, torch.float16, 4096, 4096, 128, m=1) == "triton"
+        assert dispatch.auto_kernel_for(cuda, torch.bfloat16, 4096, 4096, 128, m=64) == "triton"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert dispatch.auto_kernel_for(cuda, torch.float32, 4096, 4096, 128, m=1) == "reference"

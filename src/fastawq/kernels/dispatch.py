@@ -5,8 +5,9 @@ The choice depends on the device, the activation dtype and the number of rows M:
 ============  =================  =====================================================================
 device        dtype              kernel
 ============  =================  =====================================================================
-CUDA          fp16 / bf16        ``triton_gemv`` (M ≤ 4), ``triton_gemm`` (M ≤ 1024 by default),
-                                 ``triton_dequant`` (dequantize + cuBLAS) above
+CUDA          fp16 / bf16        ``triton``: GEMV, fused GEMM or dequantize + cuBLAS, whichever was
+                                 fastest for this shape and M bucket on this card (timed on the
+                                 first call, see :mod:`.triton_awq`)
 CUDA          fp32               ``reference`` (notice once: load the model in fp16/bf16)
 CPU           any float          ``cpu_int4`` (PyTorch's int4 kernel, bf16 compute) where the shape
                                  allows (N % 16 == 0, group size 32/64/128/256), else ``reference``
@@ -39,11 +40,6 @@ from fastawq.kernels.reference import reference_awq_linear
 
 Tensors = dict[str, torch.Tensor]
 RunFn = Callable[[torch.Tensor, Tensors, int, "torch.Tensor | None"], torch.Tensor]
-
-#: Row counts at which the automatic choice moves from GEMV to the fused GEMM, and from the fused
-#: GEMM to dequantize + cuBLAS (measured on H100, see BENCHMARKS.md).
-GEMV_MAX_M = int(os.environ.get("FASTAWQ_GEMV_MAX_M", "4"))
-FUSED_MAX_M = int(os.environ.get("FASTAWQ_FUSED_MAX_M", "1024"))
 
 CPU_GROUP_SIZES = (32, 64, 128, 256)
 
@@ -125,6 +121,7 @@ KERNELS: dict[str, Kernel] = {
     k.name: k
     for k in (
         Kernel("reference", layouts.AWQ_GEMM, _run_reference, _why_not_any),
+        Kernel("triton", layouts.NK_INT4, _triton_fn("auto"), _why_not_triton),
         Kernel("triton_gemv", layouts.NK_INT4, _triton_fn("gemv"), _why_not_triton),
         Kernel("triton_gemm", layouts.NK_INT4, _triton_fn("gemm"), _why_not_triton),
         Kernel("triton_dequant", layouts.NK_INT4, _triton_fn("dequant_matmul"), _why_not_triton),
@@ -187,11 +184,7 @@ def auto_kernel_for(device: torch.device, dtype: torch.dtype, k: int, n: int, gr
             hint = " (load the model in fp16 or bf16)" if dtype == torch.float32 else ""
             notice_once(f"cuda:{reason}", f"fastawq: using the slow reference kernel on the GPU: {reason}{hint}")
             return "reference"
-        if m <= GEMV_MAX_M:
-            return "triton_gemv"
-        if m <= FUSED_MAX_M:
-            return "triton_gemm"
-        return "triton_dequant"
+        return "triton"
     if device.type == "cpu":
         reason = _why_not_cpu(device, dtype, k, n, group_size)
         if reason is not None:
@@ -224,7 +217,7 @@ def prepare(model: torch.nn.Module, dtype: torch.dtype, kernel: str | None = Non
 
 
 def describe() -> dict[str, Any]:
-    return {"kernels": available_kernels(), "gemv_max_m": GEMV_MAX_M, "fused_max_m": FUSED_MAX_M}
+    return {"kernels": available_kernels()}
 
 
 def awq_linear(

@@ -25,7 +25,6 @@ import torch
 import triton
 import triton.language as tl
 
-
 GROUP_SIZES = (16, 32, 64, 128, 256)
 
 
@@ -37,11 +36,21 @@ class TileConfig:
     num_warps: int
     num_stages: int
     group_m: int = 8
+    #: unpack with in-register joins (else shift-and-reshape); both kept, the tuner picks per shape
+    join: bool = True
+
+    def describe(self) -> str:
+        return f"bm{self.bm} bn{self.bn} bk{self.bk} w{self.num_warps} s{self.num_stages}{' join' if self.join else ''}"
+
+
+#: ``bitcast(0x4B000000 | q)`` is the float 2**23 + q exactly: turns a nibble into a float without I2F
+MAGIC: tl.constexpr = tl.constexpr(0x4B000000)
+MAGIC_F: tl.constexpr = tl.constexpr(8388608.0)
 
 
 @triton.jit
 def _dequant_tile(qw_ptr, s_ptr, z_ptr, offs_n, mask_n, k0, K, G: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
-    """The [BN, BK] fp32 weight tile at columns ``k0 … k0+BK`` of rows ``offs_n``."""
+    """The [BN, BK] fp32 weight tile at columns ``k0 … k0+BK`` of rows ``offs_n`` (shift-and-reshape)."""
     NG: tl.constexpr = BK // G if BK >= G else 1
     PER: tl.constexpr = BK // NG
     kw = K // 8
@@ -59,18 +68,33 @@ def _dequant_tile(qw_ptr, s_ptr, z_ptr, offs_n, mask_n, k0, K, G: tl.constexpr, 
     return tl.reshape(w, (BN, BK))
 
 
-#: ``bitcast(0x4B000000 | q)`` is the float 2**23 + q exactly: turns a nibble into a float without I2F
-MAGIC = 0x4B000000
-MAGIC_F = 8388608.0
+@triton.jit
+def _nibble(qw, j: tl.constexpr):
+    return (((qw >> (4 * j)) & 0xF) | MAGIC).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _unpack_join(qw):
+    """int32 words [..., W] → fp32 ``2**23 + code`` [..., W, 2, 2, 2] whose flattening is plain k order.
+
+    ``tl.join`` adds an in-register last axis, so the unpacked codes stay in the thread that loaded the
+    word: no shared-memory shuffle, no integer-to-float conversion.
+    """
+    lo = tl.join(tl.join(_nibble(qw, 0), _nibble(qw, 4)), tl.join(_nibble(qw, 2), _nibble(qw, 6)))
+    hi = tl.join(tl.join(_nibble(qw, 1), _nibble(qw, 5)), tl.join(_nibble(qw, 3), _nibble(qw, 7)))
+    return tl.join(lo, hi)
 
 
 @triton.jit
 def _gemv_kernel(
     x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, y_ptr,
     M, N, K, stride_xm, stride_ym,
-    G: tl.constexpr, HAS_BIAS: tl.constexpr, BN: tl.constexpr, NG: tl.constexpr,
+    G: tl.constexpr, HAS_BIAS: tl.constexpr, BN: tl.constexpr, NG: tl.constexpr, JOIN: tl.constexpr,
 ):  # fmt: skip
-    """One program: BN output rows × all of K, NG groups per step; one x row per grid column."""
+    """One program: BN output rows × all of K, NG groups per step; one x row per grid column.
+
+    Scales and zero points are factored out of the inner sum: y = Σ_g s_g · Σ_{k∈g} (q_k − z_g) x_k.
+    """
     GW: tl.constexpr = G // 8  # packed words per group
     pid_n = tl.program_id(0)
     m = tl.program_id(1)
@@ -79,6 +103,7 @@ def _gemv_kernel(
     kw = K // 8
     kg = K // G
     words = tl.arange(0, NG)[:, None] * GW + tl.arange(0, GW)[None, :]  # [NG, GW] word index in the step
+    ks = tl.arange(0, NG)[:, None] * G + tl.arange(0, G)[None, :]  # [NG, G] input index in the step
     acc = tl.zeros((BN,), dtype=tl.float32)
     for g0 in range(0, kg, NG):
         qw = tl.load(
@@ -87,12 +112,17 @@ def _gemv_kernel(
         sz = offs_n[:, None] * kg + g0 + tl.arange(0, NG)[None, :]
         s = tl.load(s_ptr + sz, mask=mask_n[:, None], other=0.0).to(tl.float32)  # [BN, NG]
         zf = tl.load(z_ptr + sz, mask=mask_n[:, None], other=0).to(tl.float32) + MAGIC_F
-        part = tl.zeros((BN, NG, GW), dtype=tl.float32)
-        for j in tl.static_range(8):
-            xj = tl.load(x_ptr + m * stride_xm + (g0 * GW + words) * 8 + j).to(tl.float32)  # [NG, GW]
-            q = (((qw >> (4 * j)) & 0xF) | MAGIC).to(tl.float32, bitcast=True) - zf[:, :, None]
-            part += q * xj[None, :, :]
-        acc += tl.sum(tl.sum(part, axis=2) * s, axis=1)
+        if JOIN:
+            x = tl.load(x_ptr + m * stride_xm + g0 * G + ks).to(tl.float32)  # [NG, G], one vector load
+            q = tl.reshape(_unpack_join(qw), (BN, NG, G)) - zf[:, :, None]
+            part = tl.sum(q * x[None, :, :], axis=2)
+        else:
+            part3 = tl.zeros((BN, NG, GW), dtype=tl.float32)
+            for j in tl.static_range(8):
+                xj = tl.load(x_ptr + m * stride_xm + (g0 * GW + words) * 8 + j).to(tl.float32)  # [NG, GW]
+                part3 += (_nibble(qw, j) - zf[:, :, None]) * xj[None, :, :]
+            part = tl.sum(part3, axis=2)
+        acc += tl.sum(part * s, axis=1)
     if HAS_BIAS:
         acc += tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)
     tl.store(y_ptr + m * stride_ym + offs_n, acc.to(y_ptr.dtype.element_ty), mask=mask_n)
@@ -103,10 +133,13 @@ def _gemm_kernel(
     x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, y_ptr,
     M, N, K, stride_xm, stride_ym,
     G: tl.constexpr, HAS_BIAS: tl.constexpr,
-    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr, UPCAST: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr, JOIN: tl.constexpr,
+    UPCAST: tl.constexpr,
 ):  # fmt: skip
-    """Tiles [BM, BN]; each K step splits the packed tile by nibble: 8 dots of depth BK/8, no reshapes."""
-    BKW: tl.constexpr = BK // 8
+    """Tiles [BM, BN], the weight tile dequantized in registers each K step, then ``tl.dot``.
+
+    JOIN: unpack with in-register joins (needs BK ≤ G: one group per step); else shift-and-reshape.
+    """
     pid = tl.program_id(0)
     num_m = tl.cdiv(M, BM)
     num_n = tl.cdiv(N, BN)
@@ -119,29 +152,24 @@ def _gemm_kernel(
     offs_n = pid_n * BN + tl.arange(0, BN)
     mask_m = offs_m < M
     mask_n = offs_n < N
-    offs_w = tl.arange(0, BKW)
+    offs_k = tl.arange(0, BK)
+    offs_w = tl.arange(0, BK // 8)
     kw = K // 8
     kg = K // G
     acc = tl.zeros((BM, BN), dtype=tl.float32)
     for k0 in range(0, K, BK):
-        mask_w = (k0 // 8 + offs_w) < kw  # K need not be a multiple of BK
-        mask_nw = mask_n[:, None] & mask_w[None, :]
-        qw = tl.load(qw_ptr + offs_n[:, None] * kw + (k0 // 8 + offs_w)[None, :], mask=mask_nw, other=0)
-        sz = offs_n[:, None] * kg + ((k0 + offs_w * 8) // G)[None, :]  # [BN, BKW]: each word's group
-        s = tl.load(s_ptr + sz, mask=mask_nw, other=0.0).to(tl.float32)
-        zf = tl.load(z_ptr + sz, mask=mask_nw, other=0).to(tl.float32) + MAGIC_F
-        for j in tl.static_range(8):
-            xj = tl.load(
-                x_ptr + offs_m[:, None] * stride_xm + (k0 + offs_w * 8 + j)[None, :],
-                mask=mask_m[:, None] & mask_w[None, :],
-                other=0.0,
-            )  # [BM, BKW]: inputs k0 + 8w + j
-            q = (((qw >> (4 * j)) & 0xF) | MAGIC).to(tl.float32, bitcast=True)
-            wj = ((q - zf) * s).to(x_ptr.dtype.element_ty)  # [BN, BKW]
-            if UPCAST:  # the interpreter's bf16 dot is wrong (triton 3.9): same roundings, fp32 product
-                acc = tl.dot(xj.to(tl.float32), tl.trans(wj.to(tl.float32)), acc, input_precision="ieee")
-            else:
-                acc = tl.dot(xj, tl.trans(wj), acc)
+        x = tl.load(x_ptr + offs_m[:, None] * stride_xm + (k0 + offs_k)[None, :], mask=mask_m[:, None], other=0.0)
+        if JOIN:
+            qw = tl.load(qw_ptr + offs_n[:, None] * kw + (k0 // 8 + offs_w)[None, :], mask=mask_n[:, None], other=0)
+            s = tl.load(s_ptr + offs_n * kg + k0 // G, mask=mask_n, other=0.0).to(tl.float32)
+            zf = tl.load(z_ptr + offs_n * kg + k0 // G, mask=mask_n, other=0).to(tl.float32) + MAGIC_F
+            w = (tl.reshape(_unpack_join(qw), (BN, BK)) - zf[:, None]) * s[:, None]
+        else:
+            w = _dequant_tile(qw_ptr, s_ptr, z_ptr, offs_n, mask_n, k0, K, G, BN, BK)
+        if UPCAST:  # the interpreter's bf16 dot is wrong (triton 3.9): same roundings, fp32 product
+            acc = tl.dot(x.to(tl.float32), tl.trans(w.to(x.dtype).to(tl.float32)), acc, input_precision="ieee")
+        else:
+            acc = tl.dot(x, tl.trans(w.to(x.dtype)), acc)
     if HAS_BIAS:
         acc += tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
     y_off = offs_m[:, None] * stride_ym + offs_n[None, :]
@@ -173,16 +201,12 @@ def interpreting() -> bool:
 
 def _fit_bk(bk: int, k: int, group_size: int) -> int:
     """The largest power of two ≤ ``bk`` that divides K (K is a multiple of the group size)."""
-    bk = max(8, bk)
+    bk = max(16, bk)
     while k % bk:
         bk //= 2
     if bk < group_size and group_size % bk:
         bk = group_size
     return bk
-
-
-def gemv_config(m: int, n: int, k: int, group_size: int) -> TileConfig:
-    return TileConfig(bm=1, bn=16, bk=1024, num_warps=4, num_stages=3)
 
 
 def _groups_per_step(bk: int, k: int, group_size: int) -> int:
@@ -194,13 +218,19 @@ def _groups_per_step(bk: int, k: int, group_size: int) -> int:
     return ng
 
 
+def gemv_config(m: int, n: int, k: int, group_size: int) -> TileConfig:
+    """Untuned default (best single config of the H100 sweep in BENCHMARKS.md)."""
+    return TileConfig(bm=1, bn=16, bk=1024, num_warps=4, num_stages=2)
+
+
 def gemm_config(m: int, n: int, k: int, group_size: int) -> TileConfig:
+    """Untuned default for the fused GEMM."""
     if m <= 16:
-        return TileConfig(16, 32, 256, 4, 3)
+        return TileConfig(16, 32, 128, 4, 3)
     if m <= 32:
-        return TileConfig(32, 32, 256, 4, 3)
+        return TileConfig(32, 32, 128, 4, 3)
     if m <= 64:
-        return TileConfig(64, 64, 256, 4, 3)
+        return TileConfig(64, 64, 128, 4, 3)
     return TileConfig(128, 128, 128, 8, 3)
 
 
@@ -228,7 +258,7 @@ def gemv(
         x2d, w["qweight_nk"], w["scales_nk"], w["zeros_nk"], bias if bias is not None else y, y,
         m, n, k, x2d.stride(0), y.stride(0),
         G=group_size, HAS_BIAS=bias is not None, BN=cfg.bn, NG=_groups_per_step(cfg.bk, k, group_size),
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        JOIN=cfg.join, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     return y
 
@@ -240,14 +270,14 @@ def gemm(
     m, n, k = _check(x2d, w, group_size)
     x2d = x2d if x2d.stride(1) == 1 else x2d.contiguous()
     cfg = config or gemm_config(m, n, k, group_size)
-    bk = max(128, cfg.bk)  # 8 dots of depth bk/8 ≥ 16
+    bk = min(cfg.bk, group_size) if cfg.join else _fit_bk(max(16, cfg.bk), k, group_size)
     y = torch.empty(m, n, device=x2d.device, dtype=x2d.dtype)
     grid = (triton.cdiv(m, cfg.bm) * triton.cdiv(n, cfg.bn),)
     _gemm_kernel[grid](
         x2d, w["qweight_nk"], w["scales_nk"], w["zeros_nk"], bias if bias is not None else y, y,
         m, n, k, x2d.stride(0), y.stride(0),
         G=group_size, HAS_BIAS=bias is not None, BM=cfg.bm, BN=cfg.bn, BK=bk, GROUP_M=cfg.group_m,
-        UPCAST=x2d.dtype == torch.bfloat16 and interpreting(),
+        JOIN=cfg.join, UPCAST=x2d.dtype == torch.bfloat16 and interpreting(),
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     return y
@@ -275,3 +305,116 @@ def dequant_matmul(
     _check(x2d, w, group_size)
     weight = dequantize(w, group_size, x2d.dtype)
     return torch.nn.functional.linear(x2d, weight, bias.to(x2d.dtype) if bias is not None else None)
+
+
+# ---------------------------------------------------------------------------------------------- tuning
+#
+# The best kernel and tile shape depend on the card, M, N, K and the group size. The first call for a
+# (device, dtype, M bucket, N, K, G) times a short list of candidates on the real inputs with a cold L2
+# and keeps the fastest for the process. While a CUDA graph is being captured, under the interpreter,
+# or with FASTAWQ_TUNE=0, the untuned defaults run instead.
+
+Candidate = tuple[str, "TileConfig | None"]
+_TUNED: dict[tuple[object, ...], Candidate] = {}
+#: per tuned key: [(kernel, config, microseconds)] as measured, for benchmarks and debugging
+TUNE_LOG: dict[tuple[object, ...], list[tuple[str, str, float]]] = {}
+
+
+def _bucket(m: int) -> int:
+    return 1 << max(0, (m - 1).bit_length())
+
+
+def candidates(m: int, n: int, k: int, group_size: int) -> list[Candidate]:
+    out: list[Candidate] = []
+    if m <= 4:
+        for bn, bk, join in ((8, 1024, True), (16, 1024, True), (32, 512, True), (8, 1024, False), (32, 512, False)):
+            out.append(("gemv", TileConfig(1, bn, bk, 4, 2, join=join)))
+    if m >= 2:
+        bm = min(128, max(16, _bucket(m)))
+        bns = (16, 32, 64, 128) if bm <= 32 else (64, 128, 256)
+        for bn in bns:
+            warps = 4 if bm * bn <= 64 * 64 else 8
+            for join in (True, False):
+                if bm * bn >= 128 * 256 and not join:
+                    continue
+                out.append(("gemm", TileConfig(bm, bn, 128, warps, 3, join=join)))
+    if m >= 32:
+        out.append(("dequant", None))
+    return out
+
+
+def _default(m: int, n: int, k: int, group_size: int) -> Candidate:
+    if m <= 4:
+        return ("gemv", gemv_config(m, n, k, group_size))
+    if m <= 256:
+        return ("gemm", gemm_config(m, n, k, group_size))
+    return ("dequant", None)
+
+
+def _run(
+    c: Candidate, x2d: torch.Tensor, w: dict[str, torch.Tensor], g: int, bias: torch.Tensor | None
+) -> torch.Tensor:
+    name, cfg = c
+    if name == "gemv":
+        return gemv(x2d, w, g, bias, cfg)
+    if name == "gemm":
+        return gemm(x2d, w, g, bias, cfg)
+    return dequant_matmul(x2d, w, g, bias)
+
+
+def _tune(
+    x2d: torch.Tensor, w: dict[str, torch.Tensor], g: int, bias: torch.Tensor | None, key: tuple[object, ...]
+) -> Candidate:
+    m, n, k = _check(x2d, w, g)
+    flush = torch.empty(64 << 20, dtype=torch.uint8, device=x2d.device)
+    start = [torch.cuda.Event(enable_timing=True) for _ in range(5)]
+    end = [torch.cuda.Event(enable_timing=True) for _ in range(5)]
+    log: list[tuple[str, str, float]] = []
+    best: tuple[float, Candidate] | None = None
+    for c in candidates(m, n, k, g):
+        try:
+            _run(c, x2d, w, g, bias)  # compile + warm up
+        except Exception:  # a config the card cannot hold (shared memory, registers): not a candidate
+            continue
+        for i in range(5):
+            flush.zero_()
+            start[i].record()
+            _run(c, x2d, w, g, bias)
+            end[i].record()
+        torch.cuda.synchronize(x2d.device)
+        us = sorted(s.elapsed_time(e) for s, e in zip(start, end))[2] * 1e3
+        log.append((c[0], c[1].describe() if c[1] else "", us))
+        if best is None or us < best[0]:
+            best = (us, c)
+    del flush
+    TUNE_LOG[key] = log
+    return best[1] if best is not None else _default(m, n, k, g)
+
+
+def _key(x2d: torch.Tensor, n: int, k: int, g: int, bias: torch.Tensor | None) -> tuple[object, ...]:
+    return (x2d.device.index, x2d.dtype, _bucket(x2d.shape[0]), n, k, g, bias is not None)
+
+
+def choice(x2d: torch.Tensor, w: dict[str, torch.Tensor], g: int, bias: torch.Tensor | None) -> str:
+    """What :func:`auto` runs for this call (after it has run once)."""
+    m, n, k = _check(x2d, w, g)
+    c = _TUNED.get(_key(x2d, n, k, g, bias)) or _default(m, n, k, g)
+    return f"{c[0]} {c[1].describe() if c[1] else ''}".strip()
+
+
+def auto(x2d: torch.Tensor, w: dict[str, torch.Tensor], g: int, bias: torch.Tensor | None) -> torch.Tensor:
+    """The tuned choice among GEMV, fused GEMM and dequantize + cuBLAS for this call's shape."""
+    m, n, k = _check(x2d, w, g)
+    key = _key(x2d, n, k, g, bias)
+    c = _TUNED.get(key)
+    if c is None:
+        no_tune = (
+            interpreting()
+            or os.environ.get("FASTAWQ_TUNE", "1") == "0"
+            or x2d.device.type != "cuda"
+            or torch.cuda.is_current_stream_capturing()
+        )
+        if no_tune:
+            return _run(_default(m, n, k, g), x2d, w, g, bias)
+        c = _TUNED[key] = _tune(x2d, w, g, bias, key)
+    return _run(c, x2d, w, g, bias)
