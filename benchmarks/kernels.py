@@ -19,13 +19,13 @@ import argparse
 import itertools
 import json
 import platform
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
 import triton
-import triton.testing
 
 from fastawq import AWQLinear
 from fastawq.kernels import dispatch, layouts, triton_awq
@@ -36,8 +36,29 @@ MS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
 EXTRA_MS = [1, 16, 128, 512]
 
 
-def kernel_time_us(fn: Callable[[], Any], rep_ms: int = 40) -> float:
-    return float(triton.testing.do_bench(fn, warmup=10, rep=rep_ms, return_mode="median")) * 1e3
+_FLUSH: list[torch.Tensor] = []
+
+
+def kernel_time_us(fn: Callable[[], Any], reps: int = 30) -> float:
+    """Median GPU time of one call, cold L2, launch latency excluded.
+
+    Before each call: overwrite 256 MiB (evicts the 50 MiB L2), then ``torch.cuda._sleep`` so the GPU is
+    still busy while the CPU enqueues the call; the events then bracket only the kernel(s) of ``fn``.
+    """
+    if not _FLUSH:
+        _FLUSH.append(torch.empty(256 << 20, dtype=torch.uint8, device="cuda"))
+    for _ in range(3):
+        fn()
+    start = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    end = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    for i in range(reps):
+        _FLUSH[0].zero_()
+        torch.cuda._sleep(400_000)
+        start[i].record()
+        fn()
+        end[i].record()
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) for s, e in zip(start, end)) * 1e3
 
 
 def eager_time_us(fn: Callable[[], Any], calls: int = 200) -> float:
@@ -55,7 +76,7 @@ def copy_bandwidth() -> float:
     n = 1 << 30
     a = torch.empty(n, dtype=torch.uint8, device="cuda")
     b = torch.empty_like(a)
-    t = float(triton.testing.do_bench(lambda: b.copy_(a), warmup=5, rep=200, return_mode="median")) * 1e-3
+    t = kernel_time_us(lambda: b.copy_(a), reps=20) * 1e-6
     return 2 * n / t
 
 
@@ -137,12 +158,12 @@ def sweep(bw: float, shapes: list[tuple[int, int]], dtype: torch.dtype, path: st
                     if bm * bn >= 128 * 256 and bk >= 256:
                         continue  # too large for shared memory
                     cands.append(("gemm", TileConfig(bm, bn, bk, nw, ns)))
-            cublas = kernel_time_us(lambda x=x, d=dense: torch.nn.functional.linear(x, d), rep_ms=15)  # type: ignore[misc]
+            cublas = kernel_time_us(lambda x=x, d=dense: torch.nn.functional.linear(x, d), reps=10)  # type: ignore[misc]
             results = []
             for kind, cfg in cands:
                 fn = triton_awq.gemv if kind == "gemv" else triton_awq.gemm
                 try:
-                    t = kernel_time_us(lambda fn=fn, cfg=cfg, x=x, w=w: fn(x, w, g, None, cfg), rep_ms=15)  # type: ignore[misc]
+                    t = kernel_time_us(lambda fn=fn, cfg=cfg, x=x, w=w: fn(x, w, g, None, cfg), reps=10)  # type: ignore[misc]
                 except Exception as exc:  # out of resources etc.
                     results.append({"kind": kind, "cfg": cfg.__dict__, "error": type(exc).__name__})
                     if len([r for r in results if "error" in r]) == 1:
@@ -150,7 +171,7 @@ def sweep(bw: float, shapes: list[tuple[int, int]], dtype: torch.dtype, path: st
                     continue
                 results.append({"kind": kind, "cfg": cfg.__dict__, "us": t})
             ok = sorted((r for r in results if "us" in r), key=lambda r: r["us"])
-            dq = kernel_time_us(lambda x=x, w=w: triton_awq.dequant_matmul(x, w, g, None), rep_ms=15)  # type: ignore[misc]
+            dq = kernel_time_us(lambda x=x, w=w: triton_awq.dequant_matmul(x, w, g, None), reps=10)  # type: ignore[misc]
             best = ok[0] if ok else None
             bound = int4_bytes(m, k, n, g) / bw * 1e6
             print(

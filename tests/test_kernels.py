@@ -85,6 +85,8 @@ TRITON_CASES = [
     ("gemv", TileConfig(1, 8, 1024, 4, 1, join=False), 2, 192, 32, 64),
     ("gemv", TileConfig(1, 16, 256, 4, 1, join=False), 1, 576, 32, 64),
     ("gemv", None, 1, 64, 16, 16),
+    ("gemv", TileConfig(4, 16, 256, 4, 1, join=True), 6, 512, 48, 64),  # 4 rows per program, last partial
+    ("gemv", TileConfig(8, 8, 512, 4, 1, join=True), 3, 256, 32, 128),
     ("gemm", None, 1, 256, 64, 64),
     ("gemm", TileConfig(16, 16, 128, 4, 2, join=True), 5, 256, 48, 32),
     ("gemm", TileConfig(32, 32, 256, 4, 2, join=False), 17, 512, 64, 128),
@@ -210,7 +212,7 @@ def test_module_auto_kernel_on_cpu_and_forced_reference(monkeypatch: pytest.Monk
 
 def test_fallback_is_announced_once() -> None:
     mod, w = _module(256, 40, 64)  # 40 outputs: the CPU int4 kernel needs a multiple of 16
-    dispatch._announced.clear()
+    dispatch.reset()
     x = torch.randn(3, 256)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

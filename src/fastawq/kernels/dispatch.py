@@ -25,6 +25,7 @@ the chosen kernel wants another layout.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import warnings
@@ -86,6 +87,7 @@ def _why_not_any(device: torch.device, dtype: torch.dtype, k: int, n: int, group
     return None
 
 
+@functools.cache
 def triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
 
@@ -132,6 +134,12 @@ KERNELS: dict[str, Kernel] = {
 _announced: set[str] = set()
 
 
+def reset() -> None:
+    """Forget remembered choices and announcements (tests; after changing the environment)."""
+    _announced.clear()
+    _auto.clear()
+
+
 def available_kernels() -> list[str]:
     return sorted(KERNELS)
 
@@ -171,8 +179,15 @@ def select(x2d: torch.Tensor, k: int, n: int, group_size: int, module_choice: st
     return KERNELS[auto_kernel_name(x2d, k, n, group_size)]
 
 
+_auto: dict[tuple[object, ...], str] = {}
+
+
 def auto_kernel_name(x2d: torch.Tensor, k: int, n: int, group_size: int) -> str:
-    name = auto_kernel_for(x2d.device, x2d.dtype, k, n, group_size, m=x2d.shape[0])
+    """The automatic choice, remembered per (device type, dtype, shape): it does not depend on M."""
+    key = (x2d.device.type, x2d.dtype, k, n, group_size, os.environ.get("TRITON_INTERPRET"))
+    name = _auto.get(key)
+    if name is None:
+        name = _auto[key] = auto_kernel_for(x2d.device, x2d.dtype, k, n, group_size, m=x2d.shape[0])
     return name
 
 

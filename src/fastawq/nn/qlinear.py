@@ -100,6 +100,20 @@ class AWQLinear(nn.Module):
             self.register_buffer(name, t, persistent=layout == layouts.AWQ_GEMM)
         self.layout = layout
 
+    def _apply(self, fn: Any, recurse: bool = True) -> AWQLinear:
+        """``.to(device)`` moves the weight; ``.to(dtype)`` / ``.half()`` leave its tensors' dtypes alone.
+
+        The codes, zero points and fp16 scales are the checkpoint: casting them (say scales to bf16)
+        would lose bits silently. The bias follows the model's dtype like any other parameter.
+        """
+        before = self.layout_tensors()
+        super()._apply(fn, recurse)
+        for name, old in before.items():
+            new = self._buffers[name]
+            if new is not None and new.dtype != old.dtype:
+                self._buffers[name] = old.to(new.device)
+        return self
+
     def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
         if self.layout == layouts.AWQ_GEMM:
             super()._save_to_state_dict(destination, prefix, keep_vars)
