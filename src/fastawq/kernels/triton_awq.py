@@ -38,9 +38,12 @@ class TileConfig:
     group_m: int = 8
     #: unpack with in-register joins (else shift-and-reshape); both kept, the tuner picks per shape
     join: bool = True
+    #: GEMV only: programs per output tile along K, summed with atomics (1: plain stores)
+    split: int = 1
 
     def describe(self) -> str:
-        return f"bm{self.bm} bn{self.bn} bk{self.bk} w{self.num_warps} s{self.num_stages}{' join' if self.join else ''}"
+        extra = (" join" if self.join else "") + (f" split{self.split}" if self.split > 1 else "")
+        return f"bm{self.bm} bn{self.bn} bk{self.bk} w{self.num_warps} s{self.num_stages}{extra}"
 
 
 #: ``bitcast(0x4B000000 | q)`` is the float 2**23 + q exactly: turns a nibble into a float without I2F
@@ -90,31 +93,39 @@ def _gemv_kernel(
     x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, y_ptr,
     M, N, K, stride_xm, stride_ym,
     G: tl.constexpr, HAS_BIAS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, NG: tl.constexpr,
-    JOIN: tl.constexpr,
+    JOIN: tl.constexpr, SPLIT: tl.constexpr,
 ):  # fmt: skip
-    """One program: BN output columns × all of K for BM rows of x, NG groups per step.
+    """One program: BN output columns × 1/SPLIT of K for BM rows of x, NG groups per step.
 
     Scales and zero points are factored out of the inner sum: y = Σ_g s_g · Σ_{k∈g} (q_k − z_g) x_k.
     The weight tile is unpacked once per step and reused by all BM rows (plain FMAs, no tensor cores).
+    The next step's weights are loaded before this step is computed, so memory stays busy. SPLIT > 1
+    adds partial sums into a zeroed output with atomics (more programs for narrow layers).
     """
     GW: tl.constexpr = G // 8  # packed words per group
     pid_n = tl.program_id(0)
     m0 = tl.program_id(1) * BM
+    pid_k = tl.program_id(2)
     offs_n = pid_n * BN + tl.arange(0, BN)
     mask_n = offs_n < N
     rows = m0 + tl.arange(0, BM)
     kw = K // 8
     kg = K // G
+    per_split = kg // SPLIT
+    g_lo = pid_k * per_split
+    g_hi = g_lo + per_split
     words = tl.arange(0, NG)[:, None] * GW + tl.arange(0, GW)[None, :]  # [NG, GW] word index in the step
     ks = tl.arange(0, NG)[:, None] * G + tl.arange(0, G)[None, :]  # [NG, G] input index in the step
+    q_ptrs = qw_ptr + offs_n[:, None, None] * kw + words[None, :, :]
+    sz_ptrs = offs_n[:, None] * kg + tl.arange(0, NG)[None, :]
     acc = tl.zeros((BM, BN), dtype=tl.float32)
-    for g0 in range(0, kg, NG):
-        qw = tl.load(
-            qw_ptr + offs_n[:, None, None] * kw + (g0 * GW + words)[None, :, :], mask=mask_n[:, None, None], other=0
-        )  # [BN, NG, GW]
-        sz = offs_n[:, None] * kg + g0 + tl.arange(0, NG)[None, :]
-        s = tl.load(s_ptr + sz, mask=mask_n[:, None], other=0.0).to(tl.float32)  # [BN, NG]
-        zf = tl.load(z_ptr + sz, mask=mask_n[:, None], other=0).to(tl.float32) + MAGIC_F
+    qw_next = tl.load(q_ptrs + g_lo * GW, mask=mask_n[:, None, None], other=0)  # [BN, NG, GW]
+    for g0 in range(g_lo, g_hi, NG):
+        qw = qw_next
+        more = (words * 0 + g0 + NG) < g_hi
+        qw_next = tl.load(q_ptrs + (g0 + NG) * GW, mask=mask_n[:, None, None] & more[None, :, :], other=0)
+        s = tl.load(s_ptr + sz_ptrs + g0, mask=mask_n[:, None], other=0.0).to(tl.float32)  # [BN, NG]
+        zf = tl.load(z_ptr + sz_ptrs + g0, mask=mask_n[:, None], other=0).to(tl.float32) + MAGIC_F
         if JOIN:
             q = tl.reshape(_unpack_join(qw), (BN, NG, G)) - zf[:, :, None]
             for i in tl.static_range(BM):
@@ -129,9 +140,14 @@ def _gemv_kernel(
                 part3 += (_nibble(qw, j) - zf[:, :, None]) * xj[None, :, :]
             acc += tl.sum(tl.sum(part3, axis=2) * s, axis=1)[None, :]
     if HAS_BIAS:
-        acc += tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
-    y_off = rows[:, None] * stride_ym + offs_n[None, :]
-    tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=(rows < M)[:, None] & mask_n[None, :])
+        b = tl.load(b_ptr + offs_n, mask=mask_n & ((offs_n * 0 + pid_k) == 0), other=0.0).to(tl.float32)
+        acc += b[None, :]
+    y_ptrs = y_ptr + rows[:, None] * stride_ym + offs_n[None, :]
+    y_mask = (rows < M)[:, None] & mask_n[None, :]
+    if SPLIT == 1:
+        tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=y_mask)
+    else:
+        tl.atomic_add(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=y_mask, sem="relaxed")
 
 
 @triton.jit
@@ -163,19 +179,33 @@ def _gemm_kernel(
     kw = K // 8
     kg = K // G
     acc = tl.zeros((BM, BN), dtype=tl.float32)
-    for k0 in range(0, K, BK):
-        x = tl.load(x_ptr + offs_m[:, None] * stride_xm + (k0 + offs_k)[None, :], mask=mask_m[:, None], other=0.0)
-        if JOIN:
-            qw = tl.load(qw_ptr + offs_n[:, None] * kw + (k0 // 8 + offs_w)[None, :], mask=mask_n[:, None], other=0)
+    if JOIN:  # one group per step; the next step's x and weights are loaded before this one is computed
+        q_ptrs = qw_ptr + offs_n[:, None] * kw + offs_w[None, :]
+        x_ptrs = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :]
+        qw_next = tl.load(q_ptrs, mask=mask_n[:, None], other=0)
+        x_next = tl.load(x_ptrs, mask=mask_m[:, None], other=0.0)
+        for k0 in range(0, K, BK):
+            qw = qw_next
+            x = x_next
+            more_w = (offs_w * 0 + k0 + BK) < K
+            more_k = (offs_k * 0 + k0 + BK) < K
+            qw_next = tl.load(q_ptrs + (k0 + BK) // 8, mask=mask_n[:, None] & more_w[None, :], other=0)
+            x_next = tl.load(x_ptrs + k0 + BK, mask=mask_m[:, None] & more_k[None, :], other=0.0)
             s = tl.load(s_ptr + offs_n * kg + k0 // G, mask=mask_n, other=0.0).to(tl.float32)
             zf = tl.load(z_ptr + offs_n * kg + k0 // G, mask=mask_n, other=0).to(tl.float32) + MAGIC_F
             w = (tl.reshape(_unpack_join(qw), (BN, BK)) - zf[:, None]) * s[:, None]
-        else:
+            if UPCAST:  # the interpreter's bf16 dot is wrong (triton 3.9): same roundings, fp32 product
+                acc = tl.dot(x.to(tl.float32), tl.trans(w.to(x.dtype).to(tl.float32)), acc, input_precision="ieee")
+            else:
+                acc = tl.dot(x, tl.trans(w.to(x.dtype)), acc)
+    else:
+        for k0 in range(0, K, BK):
+            x = tl.load(x_ptr + offs_m[:, None] * stride_xm + (k0 + offs_k)[None, :], mask=mask_m[:, None], other=0.0)
             w = _dequant_tile(qw_ptr, s_ptr, z_ptr, offs_n, mask_n, k0, K, G, BN, BK)
-        if UPCAST:  # the interpreter's bf16 dot is wrong (triton 3.9): same roundings, fp32 product
-            acc = tl.dot(x.to(tl.float32), tl.trans(w.to(x.dtype).to(tl.float32)), acc, input_precision="ieee")
-        else:
-            acc = tl.dot(x, tl.trans(w.to(x.dtype)), acc)
+            if UPCAST:
+                acc = tl.dot(x.to(tl.float32), tl.trans(w.to(x.dtype).to(tl.float32)), acc, input_precision="ieee")
+            else:
+                acc = tl.dot(x, tl.trans(w.to(x.dtype)), acc)
     if HAS_BIAS:
         acc += tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
     y_off = offs_m[:, None] * stride_ym + offs_n[None, :]
@@ -259,13 +289,17 @@ def gemv(
     x2d = x2d if x2d.stride(1) == 1 else x2d.contiguous()
     cfg = config or gemv_config(m, n, k, group_size)
     bm = cfg.bm if cfg.join else 1
-    y = torch.empty(m, n, device=x2d.device, dtype=x2d.dtype)
-    grid = (triton.cdiv(n, cfg.bn), triton.cdiv(m, bm))
+    ng = _groups_per_step(cfg.bk, k, group_size)
+    split = cfg.split
+    while (k // group_size) % (split * ng):
+        split //= 2
+    y = (torch.zeros if split > 1 else torch.empty)(m, n, device=x2d.device, dtype=x2d.dtype)
+    grid = (triton.cdiv(n, cfg.bn), triton.cdiv(m, bm), split)
     _gemv_kernel[grid](
         x2d, w["qweight_nk"], w["scales_nk"], w["zeros_nk"], bias if bias is not None else y, y,
         m, n, k, x2d.stride(0), y.stride(0),
-        G=group_size, HAS_BIAS=bias is not None, BM=bm, BN=cfg.bn, NG=_groups_per_step(cfg.bk, k, group_size),
-        JOIN=cfg.join, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        G=group_size, HAS_BIAS=bias is not None, BM=bm, BN=cfg.bn, NG=ng,
+        JOIN=cfg.join, SPLIT=split, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     return y
 
@@ -336,10 +370,12 @@ def candidates(m: int, n: int, k: int, group_size: int) -> list[Candidate]:
     if m == 1:
         for bn, bk, join in ((8, 1024, True), (16, 1024, True), (32, 512, True), (8, 1024, False), (32, 512, False)):
             out.append(("gemv", TileConfig(1, bn, bk, 4, 2, join=join)))
+        for bn, bk, split in ((8, 512, 2), (8, 512, 4), (16, 512, 4), (8, 256, 8)):
+            out.append(("gemv", TileConfig(1, bn, bk, 4, 2, join=True, split=split)))
     elif m <= 16:
         bm = min(8, _bucket(m))
-        for bn, bk in ((8, 512), (16, 512), (16, 256), (32, 256)):
-            out.append(("gemv", TileConfig(bm, bn, bk, 4, 2, join=True)))
+        for bn, bk, split in ((8, 512, 1), (16, 512, 1), (16, 256, 1), (32, 256, 1), (16, 512, 4), (8, 256, 4)):
+            out.append(("gemv", TileConfig(bm, bn, bk, 4, 2, join=True, split=split)))
     if m >= 2:
         bm = min(128, max(16, _bucket(m)))
         bns = (16, 32, 64, 128) if bm <= 32 else (64, 128, 256)
