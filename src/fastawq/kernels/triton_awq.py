@@ -179,33 +179,19 @@ def _gemm_kernel(
     kw = K // 8
     kg = K // G
     acc = tl.zeros((BM, BN), dtype=tl.float32)
-    if JOIN:  # one group per step; the next step's x and weights are loaded before this one is computed
-        q_ptrs = qw_ptr + offs_n[:, None] * kw + offs_w[None, :]
-        x_ptrs = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :]
-        qw_next = tl.load(q_ptrs, mask=mask_n[:, None], other=0)
-        x_next = tl.load(x_ptrs, mask=mask_m[:, None], other=0.0)
-        for k0 in range(0, K, BK):
-            qw = qw_next
-            x = x_next
-            more_w = (offs_w * 0 + k0 + BK) < K
-            more_k = (offs_k * 0 + k0 + BK) < K
-            qw_next = tl.load(q_ptrs + (k0 + BK) // 8, mask=mask_n[:, None] & more_w[None, :], other=0)
-            x_next = tl.load(x_ptrs + k0 + BK, mask=mask_m[:, None] & more_k[None, :], other=0.0)
+    for k0 in range(0, K, BK):
+        x = tl.load(x_ptr + offs_m[:, None] * stride_xm + (k0 + offs_k)[None, :], mask=mask_m[:, None], other=0.0)
+        if JOIN:
+            qw = tl.load(qw_ptr + offs_n[:, None] * kw + (k0 // 8 + offs_w)[None, :], mask=mask_n[:, None], other=0)
             s = tl.load(s_ptr + offs_n * kg + k0 // G, mask=mask_n, other=0.0).to(tl.float32)
             zf = tl.load(z_ptr + offs_n * kg + k0 // G, mask=mask_n, other=0).to(tl.float32) + MAGIC_F
             w = (tl.reshape(_unpack_join(qw), (BN, BK)) - zf[:, None]) * s[:, None]
-            if UPCAST:  # the interpreter's bf16 dot is wrong (triton 3.9): same roundings, fp32 product
-                acc = tl.dot(x.to(tl.float32), tl.trans(w.to(x.dtype).to(tl.float32)), acc, input_precision="ieee")
-            else:
-                acc = tl.dot(x, tl.trans(w.to(x.dtype)), acc)
-    else:
-        for k0 in range(0, K, BK):
-            x = tl.load(x_ptr + offs_m[:, None] * stride_xm + (k0 + offs_k)[None, :], mask=mask_m[:, None], other=0.0)
+        else:
             w = _dequant_tile(qw_ptr, s_ptr, z_ptr, offs_n, mask_n, k0, K, G, BN, BK)
-            if UPCAST:
-                acc = tl.dot(x.to(tl.float32), tl.trans(w.to(x.dtype).to(tl.float32)), acc, input_precision="ieee")
-            else:
-                acc = tl.dot(x, tl.trans(w.to(x.dtype)), acc)
+        if UPCAST:  # the interpreter's bf16 dot is wrong (triton 3.9): same roundings, fp32 product
+            acc = tl.dot(x.to(tl.float32), tl.trans(w.to(x.dtype).to(tl.float32)), acc, input_precision="ieee")
+        else:
+            acc = tl.dot(x, tl.trans(w.to(x.dtype)), acc)
     if HAS_BIAS:
         acc += tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
     y_off = offs_m[:, None] * stride_ym + offs_n[None, :]
