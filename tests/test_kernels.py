@@ -64,12 +64,25 @@ def test_nk_layout_puts_codes_in_plain_k_order() -> None:
 
 
 @pytest.mark.skipif(not layouts.cpu_int4pack_available(), reason="torch has no CPU int4 kernel")
-@pytest.mark.parametrize(("k", "n", "g"), [(64, 16, 32), (256, 48, 64), (576, 1536, 64), (512, 32, 256)])
+@pytest.mark.parametrize(
+    ("k", "n", "g"), [(64, 16, 32), (256, 48, 64), (576, 1536, 64), (512, 32, 256), (128, 1040, 64)]
+)
 def test_cpu_layout_round_trips_bit_exactly(k: int, n: int, g: int) -> None:
     t, _ = random_gemm(k, n, g, seed=k * n)
     back = layouts.cpu_to_gemm(layouts.gemm_to_cpu(t))
     for name in ("qweight", "qzeros", "scales"):
         assert torch.equal(getattr(back, name), getattr(t, name)), name
+
+
+@pytest.mark.skipif(not layouts.cpu_int4pack_available(), reason="torch has no CPU int4 kernel")
+def test_cpu_repack_in_slices_equals_one_conversion(monkeypatch: pytest.MonkeyPatch) -> None:
+    t, _ = random_gemm(128, 1040, 64, seed=9)  # 1040 rows: two slices of 512 and a last one of 16
+    monkeypatch.setattr(layouts, "REPACK_ROWS", 512)
+    sliced = layouts.gemm_to_cpu(t)["weight_int4pack"]
+    codes = layouts.unpack_gemm(t.qweight).t().contiguous().to(torch.int32)
+    assert torch.equal(sliced, torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1))
+    monkeypatch.setattr(layouts, "REPACK_ROWS", 64)
+    assert torch.equal(layouts.nk_to_gemm(layouts.gemm_to_nk(t)).qweight, t.qweight)
 
 
 # ------------------------------------------------------------------------------------------ Triton

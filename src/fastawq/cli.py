@@ -144,7 +144,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_any(model_arg: str, dtype_name: str, device: str | None, trust_remote_code: bool) -> tuple[Any, Any]:
+def _load_any(
+    model_arg: str, dtype_name: str, device: str | None, trust_remote_code: bool, kernel: str | None = None
+) -> tuple[Any, Any]:
     import torch
     from transformers import AutoTokenizer
 
@@ -155,7 +157,9 @@ def _load_any(model_arg: str, dtype_name: str, device: str | None, trust_remote_
     dtype = _dtype(dtype_name)
     if _is_awq_checkpoint(model_arg):
         default = torch.float16 if dev.startswith("cuda") else torch.float32
-        model, _ = load_quantized(model_arg, device=dev, dtype=dtype or default, trust_remote_code=trust_remote_code)
+        model, _ = load_quantized(
+            model_arg, device=dev, dtype=dtype or default, trust_remote_code=trust_remote_code, kernel=kernel
+        )
         tokenizer = AutoTokenizer.from_pretrained(model_arg, trust_remote_code=trust_remote_code)
         return model, tokenizer
     resolve_source(model_arg)
@@ -181,7 +185,7 @@ def generate_text(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int, 
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    model, tokenizer = _load_any(args.model, args.dtype, args.device, args.trust_remote_code)
+    model, tokenizer = _load_any(args.model, args.dtype, args.device, args.trust_remote_code, args.kernel)
     t0 = time.perf_counter()
     text = generate_text(model, tokenizer, args.prompt, args.max_new_tokens, chat=args.chat)
     seconds = time.perf_counter() - t0
@@ -326,6 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--device", default=None)
     gen.add_argument("--dtype", choices=_DTYPE_CHOICES, default="auto")
     gen.add_argument("--trust-remote-code", action="store_true")
+    gen.add_argument(
+        "--kernel",
+        default="auto",
+        help="4-bit matmul kernel: auto, reference, triton, triton_gemv, triton_gemm, triton_dequant, cpu_int4",
+    )
     gen.set_defaults(func=cmd_generate)
 
     d = sub.add_parser(

@@ -213,9 +213,12 @@ class AutoAWQForCausalLM:
         device: str | torch.device | None = None,
         **kwargs: Any,
     ) -> AWQModel:
+        kernel = kwargs.pop("kernel", None)  # fastawq's own: force a kernel (see fastawq.kernels.dispatch)
         _ignored(list(kwargs))
         dtype = _dtype(torch_dtype) or torch.float16
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        model, qconfig = load_quantized(quant_path, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        model, qconfig = load_quantized(
+            quant_path, device=device, dtype=dtype, trust_remote_code=trust_remote_code, kernel=kernel
+        )
         return AWQModel(model, source=str(quant_path), quant_config=qconfig, is_quantized=True)

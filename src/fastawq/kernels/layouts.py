@@ -24,6 +24,7 @@ Layouts:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -69,14 +70,19 @@ def unpack_rows_int4(words: torch.Tensor) -> torch.Tensor:
     return codes.to(torch.uint8).view(r, w * 8)
 
 
+#: output rows repacked at a time: bounds the temporary memory of a repack (a multiple of 64)
+REPACK_ROWS = 128
+
+
 def gemm_to_nk(t: GemmTensors) -> dict[str, torch.Tensor]:
-    codes = unpack_gemm(t.qweight)  # [K, N]
+    k, n = t.qweight.shape[0], t.qweight.shape[1] * 8
+    qweight = torch.empty(n, k // 8, dtype=torch.int32, device=t.qweight.device)
+    for n0 in range(0, n, REPACK_ROWS):
+        n1 = min(n, n0 + REPACK_ROWS)
+        codes = unpack_gemm(t.qweight[:, n0 // 8 : n1 // 8])  # [K, rows]
+        qweight[n0:n1] = pack_rows_int4(codes.t().contiguous())
     zeros = unpack_gemm(t.qzeros)  # [K/G, N]
-    return {
-        "qweight_nk": pack_rows_int4(codes.t().contiguous()),
-        "scales_nk": t.scales.t().contiguous(),
-        "zeros_nk": zeros.t().contiguous(),
-    }
+    return {"qweight_nk": qweight, "scales_nk": t.scales.t().contiguous(), "zeros_nk": zeros.t().contiguous()}
 
 
 def nk_to_gemm(d: dict[str, torch.Tensor]) -> GemmTensors:
@@ -105,18 +111,25 @@ def cpu_scale_zeros(scales: torch.Tensor, zeros: torch.Tensor, dtype: torch.dtyp
 
 
 def gemm_to_cpu(t: GemmTensors, dtype: torch.dtype = CPU_COMPUTE_DTYPE) -> dict[str, torch.Tensor]:
-    codes = unpack_gemm(t.qweight).t().contiguous().to(torch.int32)  # [N, K]
+    k, n = t.qweight.shape[0], t.qweight.shape[1] * 8
+    packed = torch.empty(n, k // 2, dtype=torch.uint8)
+    # the kernel's packing is independent per block of 64 output rows, so it can go a slice at a time
+    for n0 in range(0, n, REPACK_ROWS):
+        n1 = min(n, n0 + REPACK_ROWS)
+        codes = unpack_gemm(t.qweight[:, n0 // 8 : n1 // 8]).t().contiguous().to(torch.int32)  # [rows, K]
+        packed[n0:n1] = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
     zeros = unpack_gemm(t.qzeros)  # [K/G, N] uint8
     return {
-        "weight_int4pack": torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1),
+        "weight_int4pack": packed,
         "scale_zeros": cpu_scale_zeros(t.scales, zeros, dtype),
         "scales_kn": t.scales.contiguous(),
         "zeros_kn": zeros,
     }
 
 
+@functools.lru_cache(maxsize=16)
 def _int4pack_positions(n: int, k: int) -> torch.Tensor:
-    """For every nibble of the packed [N, K/2] tensor, the flat index ``n·K + k`` of the code it holds."""
+    """For every nibble of the packed [n, K/2] tensor, the flat index ``row·K + k`` of the code it holds."""
     idx = torch.arange(n * k, dtype=torch.int64).view(n, k)
     bits = max(1, (n * k - 1).bit_length())
     lo = torch.zeros(n, k // 2, dtype=torch.int64)
@@ -129,16 +142,25 @@ def _int4pack_positions(n: int, k: int) -> torch.Tensor:
     return torch.stack([lo, hi], dim=-1).view(-1)
 
 
+#: the CPU kernel packs each block of this many output rows on its own (checked by the tests)
+CPU_PACK_BLOCK = 64
+
+
 def cpu_to_gemm(d: dict[str, torch.Tensor]) -> GemmTensors:
     packed = d["weight_int4pack"].cpu()
     n, half_k = packed.shape
     k = half_k * 2
-    nibbles = torch.stack([packed & 0xF, (packed >> 4) & 0xF], dim=-1).view(-1)
-    codes = torch.empty(n * k, dtype=torch.uint8)
-    codes[_int4pack_positions(n, k)] = nibbles.to(torch.uint8)
+    codes = torch.empty(n, k, dtype=torch.uint8)
+    for n0 in range(0, n, CPU_PACK_BLOCK):  # one block at a time: the index pattern is per block
+        n1 = min(n, n0 + CPU_PACK_BLOCK)
+        block = packed[n0:n1]
+        nibbles = torch.stack([block & 0xF, (block >> 4) & 0xF], dim=-1).view(-1)
+        out = torch.empty((n1 - n0) * k, dtype=torch.uint8)
+        out[_int4pack_positions(n1 - n0, k)] = nibbles
+        codes[n0:n1] = out.view(n1 - n0, k)
     dev = d["scales_kn"].device
     return GemmTensors(
-        qweight=pack_gemm(codes.view(n, k).t().contiguous()).to(dev),
+        qweight=pack_gemm(codes.t().contiguous()).to(dev),
         qzeros=pack_gemm(d["zeros_kn"]),
         scales=d["scales_kn"],
     )
