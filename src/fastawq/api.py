@@ -113,8 +113,10 @@ def save_quantized(
     dtype: torch.dtype = torch.float16,
     max_shard_bytes: int | None = None,
     overwrite: bool = False,
+    card: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write the quantized model as an AWQ GEMM checkpoint (plus ``fastawq_record.json``)."""
+    """Write the quantized model as an AWQ GEMM checkpoint (plus ``fastawq_record.json`` and a README.md
+    model card; ``card`` may add ``base_model``, ``calibration``, ``perplexity``, ``perplexity_data``)."""
     if isinstance(result, QuantizeResult):
         config, record = result.config, result.to_dict()
     else:
@@ -131,6 +133,7 @@ def save_quantized(
         record=record,
         dtype=dtype,
         overwrite=overwrite,
+        card=card,
         **kwargs,
     )
 

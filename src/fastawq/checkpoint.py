@@ -21,8 +21,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastawq.config import AWQConfig, Layout
+from fastawq import __version__
+from fastawq.config import AWQConfig
 from fastawq.errors import FastAWQError
+from fastawq.model_card import render_card
 from fastawq.nn.qlinear import AWQLinear
 
 RECORD_FILE = "fastawq_record.json"
@@ -103,8 +105,13 @@ def save_checkpoint(
     dtype: torch.dtype = torch.float16,
     max_shard_bytes: int = DEFAULT_SHARD_BYTES,
     overwrite: bool = False,
+    card: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write ``model`` (with AWQLinear modules) as an AWQ GEMM checkpoint into ``out_dir``."""
+    """Write ``model`` (with AWQLinear modules) as an AWQ GEMM checkpoint into ``out_dir``.
+
+    ``card``: facts for the README.md model card (``base_model``, ``calibration``, ``perplexity``,
+    ``perplexity_data``); the quantization settings and the record are added from the other arguments.
+    """
     from safetensors.torch import save_file
 
     out = Path(out_dir)
@@ -151,6 +158,11 @@ def save_checkpoint(
                     shutil.copy2(src, tmp / fname)
         if record is not None:
             (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        facts = dict(card or {})
+        facts.setdefault("base_model", getattr(getattr(model, "config", None), "_name_or_path", None) or None)
+        (tmp / "README.md").write_text(
+            render_card(out.name, qconfig, record=record, fastawq_version=__version__, **facts)
+        )
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -265,16 +277,13 @@ def load_checkpoint(
     trust_remote_code: bool = False,
 ) -> tuple[nn.Module, AWQConfig]:
     """Load an AWQ GEMM checkpoint (fastawq's or AutoAWQ's) as a transformers causal LM."""
-    from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from fastawq.convert import CT, iter_modules, read_format, to_gemm
+
     root = Path(path)
-    _, qconfig = read_quant_config(root)
-    if qconfig.version is not Layout.GEMM:
-        raise FastAWQError(
-            f"{root} uses the AWQ {qconfig.version.value.upper()} layout, which this version cannot load",
-            hint="re-quantize with version GEMM",
-        )
+    _, fmt, qconfig = read_format(root)  # AWQ GEMM, AWQ GEMV or compressed-tensors pack-quantized
+    marker = ".weight_packed" if fmt == CT else ".qweight"
     files = _shard_files(root)
     try:
         hf_config = AutoConfig.from_pretrained(str(root), trust_remote_code=trust_remote_code)
@@ -289,15 +298,17 @@ def load_checkpoint(
         model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, trust_remote_code=trust_remote_code)
 
     keys = _safetensors_keys(files)
-    qmodules = sorted(k[: -len(".qweight")] for k in keys if k.endswith(".qweight"))
+    qmodules = sorted(k[: -len(marker)] for k in keys if k.endswith(marker))
     if not qmodules:
-        raise FastAWQError(f"{root} has a quantization_config but no qweight tensors", hint="the checkpoint is damaged")
+        raise FastAWQError(
+            f"{root} has a quantization_config but no {marker[1:]} tensors", hint="the checkpoint is damaged"
+        )
     for name in qmodules:
         try:
             old = model.get_submodule(name)
         except AttributeError:
             raise FastAWQError(
-                f"checkpoint tensor {name}.qweight matches no module of {type(model).__name__}"
+                f"checkpoint tensor {name}{marker} matches no module of {type(model).__name__}"
             ) from None
         if not isinstance(old, nn.Linear):
             raise FastAWQError(f"checkpoint quantizes {name}, which is a {type(old).__name__}, not a Linear")
@@ -315,8 +326,11 @@ def load_checkpoint(
     quantized = set(qmodules)
     problems: list[str] = []
     unexpected: list[str] = []
-    for f in files:
-        for key, tensor in load_file(str(f), device=str(device)).items():
+    for _fname, plain, modules in iter_modules(files, fmt, qconfig.zero_point, device=str(device)):
+        items = list(plain.items())
+        for qname, parts in modules.items():  # other layouts become the GEMM tensors here, exactly
+            items += [(f"{qname}.{attr}", t) for attr, t in to_gemm(fmt, parts, qconfig.group_size).items()]
+        for key, tensor in items:
             owner, _, attr = key.rpartition(".")
             try:
                 module = model.get_submodule(owner) if owner else model
@@ -342,7 +356,7 @@ def load_checkpoint(
     if problems:
         raise FastAWQError(
             f"{root}: {len(problems)} tensors have unexpected shapes, e.g. {problems[0]}",
-            hint=f"the checkpoint does not match its config (group size {qconfig.group_size}, GEMM layout)",
+            hint=f"the checkpoint does not match its config (group size {qconfig.group_size}, {fmt} layout)",
         )
     if unexpected:
         raise FastAWQError(

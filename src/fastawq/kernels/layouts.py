@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from fastawq.format.awq_gemm import pack_gemm, unpack_gemm
+from fastawq.format.conversions import pack_seq, unpack_seq
 
 AWQ_GEMM = "awq_gemm"
 NK_INT4 = "nk_int4"
@@ -52,22 +53,9 @@ class GemmTensors:
 # ---------------------------------------------------------------------------------------------- nk_int4
 
 
-def pack_rows_int4(codes: torch.Tensor) -> torch.Tensor:
-    """uint8/int codes [R, C] (C a multiple of 8) → int32 [R, C/8], nibble j of word w = column 8w + j."""
-    r, c = codes.shape
-    c8 = codes.to(torch.int64).view(r, c // 8, 8)
-    shifts = torch.arange(0, 32, 4, device=codes.device, dtype=torch.int64)
-    words = (c8 << shifts).sum(dim=-1)
-    words = torch.where(words >= 2**31, words - 2**32, words)
-    return words.to(torch.int32)
-
-
-def unpack_rows_int4(words: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`pack_rows_int4`: int32 [R, W] → uint8 [R, 8W]."""
-    r, w = words.shape
-    shifts = torch.arange(0, 32, 4, device=words.device, dtype=torch.int32)
-    codes = (words.unsqueeze(-1) >> shifts) & 0xF
-    return codes.to(torch.uint8).view(r, w * 8)
+# nk_int4 packs along K exactly like the GEMV and compressed-tensors formats (see fastawq.format.conversions)
+pack_rows_int4 = pack_seq
+unpack_rows_int4 = unpack_seq
 
 
 #: output rows repacked at a time: bounds the temporary memory of a repack (a multiple of 64)
