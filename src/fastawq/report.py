@@ -21,9 +21,9 @@ RECORD_FILE = "fastawq_record.json"
 
 
 def _group_label(group: dict[str, Any]) -> str:
-    """A short name for a scaling group: the first linear it scales, without the block prefix."""
-    first = str(group["linears"][0]) if group.get("linears") else str(group.get("prev", "?"))
-    return first.split(".")[-1] if len(group.get("linears", [])) == 1 else f"{first.split('.')[-1]}+"
+    """A short name for a scaling group: the linears it scales, without the block prefix."""
+    names = [str(n).split(".")[-1] for n in group.get("linears", [])] or [str(group.get("prev", "?"))]
+    return "+".join(names)
 
 
 def load_record(out_dir: Path) -> dict[str, Any]:
