@@ -180,10 +180,21 @@ def _unquantized_linears(path: Path, quantized: set[str]) -> list[str]:
 
 
 def convert_checkpoint(
-    src: str | os.PathLike[str], dst: str | os.PathLike[str], to: str, *, overwrite: bool = False
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    to: str,
+    *,
+    overwrite: bool = False,
+    progress: bool | None = None,
 ) -> Path:
-    """Write ``src`` (any supported format) as ``to`` into ``dst``; exact for every pair of formats."""
+    """Write ``src`` (any supported format) as ``to`` into ``dst``; exact for every pair of formats.
+
+    ``progress``: a bar over the shards (default: only when stderr is a terminal).
+    """
+    import sys
+
     from safetensors.torch import save_file
+    from tqdm import tqdm
 
     from fastawq.checkpoint import _replace_dir, check_output_dir
 
@@ -206,6 +217,8 @@ def convert_checkpoint(
         weight_map: dict[str, str] = {}
         total = 0
         quantized: set[str] = set()
+        show = sys.stderr.isatty() if progress is None else progress
+        bar = tqdm(total=len(files), desc=f"converting to {to}", unit="shard", disable=not show)
         for fname, plain, modules in iter_modules(files, fmt, awq.zero_point):
             shard = dict(plain)
             for owner, parts in modules.items():
@@ -217,6 +230,8 @@ def convert_checkpoint(
             for key, t in shard.items():
                 weight_map[key] = fname
                 total += t.numel() * t.element_size()
+            bar.update(1)
+        bar.close()
         index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
         (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
         sidecar = json.loads((root / SIDECAR).read_text()) if (root / SIDECAR).is_file() else {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,7 +27,7 @@ def render_card(
     skipped = "".join(", " + m for m in config.modules_to_not_convert or ())
     base = base_model or "unknown (not recorded)"
     lines = ["---"]
-    if base_model:
+    if base_model and re.fullmatch(r"[\w.-]+/[\w.-]+", base_model):  # a hub id, not a local path or prose
         lines.append(f"base_model: {base_model}")
     lines += ["library_name: transformers", "tags:", "- awq", "- 4-bit", "- fastawq", "---", ""]
     lines += [f"# {name}", ""]
