@@ -215,3 +215,14 @@ def test_card_states_measured_perplexity(tmp_path: Path) -> None:
     write_card(out, result.config, base_model="org/tiny", perplexity={"fp32": 10.0, "AWQ": 10.5})
     card = (out / "README.md").read_text()
     assert "| AWQ | 10.500 |" in card and "Not measured" not in card
+
+
+def test_every_format_counts_as_a_quantized_checkpoint(ckpt: Path, tmp_path: Path) -> None:
+    from fastawq.convert import is_quantized_checkpoint
+
+    assert is_quantized_checkpoint(ckpt)
+    for fmt in ("compressed-tensors", "gemv"):
+        assert is_quantized_checkpoint(convert_checkpoint(ckpt, tmp_path / fmt, fmt))
+    full = tmp_path / "full"
+    make_model("llama").save_pretrained(full)
+    assert not is_quantized_checkpoint(full) and not is_quantized_checkpoint(tmp_path / "missing")

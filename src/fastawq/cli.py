@@ -41,17 +41,6 @@ def _folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def _is_awq_checkpoint(path: str) -> bool:
-    cfg = Path(path) / "config.json"
-    if not cfg.is_file():
-        return False
-    try:
-        qc = json.loads(cfg.read_text()).get("quantization_config") or {}
-    except json.JSONDecodeError:
-        return False
-    return str(qc.get("quant_method", "")).lower() == "awq" or (Path(path) / "quant_config.json").is_file()
-
-
 def _print(msg: str = "") -> None:
     print(msg, flush=True)
 
@@ -155,11 +144,12 @@ def _load_any(
     from transformers import AutoTokenizer
 
     from fastawq.api import load_quantized
+    from fastawq.convert import is_quantized_checkpoint
     from fastawq.loading import load_pretrained, resolve_source
 
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = _dtype(dtype_name)
-    if _is_awq_checkpoint(model_arg):
+    if is_quantized_checkpoint(model_arg):
         default = torch.float16 if dev.startswith("cuda") else torch.float32
         model, _ = load_quantized(
             model_arg, device=dev, dtype=dtype or default, trust_remote_code=trust_remote_code, kernel=kernel
@@ -199,7 +189,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import json
 
     from fastawq.compare import eval_texts, evaluate_models, table
 

@@ -47,18 +47,6 @@ def eval_texts(data: str, split: str | None = None) -> list[str]:
     return load_texts(data, split=split)
 
 
-def is_quantized_checkpoint(spec: str) -> bool:
-    import json
-
-    cfg = Path(spec) / "config.json"
-    if not cfg.is_file():
-        return (Path(spec) / "quant_config.json").is_file()
-    try:
-        return "quantization_config" in json.loads(cfg.read_text())
-    except json.JSONDecodeError:
-        return False
-
-
 def evaluate_models(
     models: Sequence[str],
     texts: Sequence[str],
@@ -84,6 +72,7 @@ def evaluate_models(
 
     from fastawq.api import load_quantized
     from fastawq.config import AWQConfig
+    from fastawq.convert import is_quantized_checkpoint, read_format
     from fastawq.evaluate import perplexity
     from fastawq.loading import load_pretrained
     from fastawq.pipeline import rtn_quantize
@@ -117,8 +106,6 @@ def evaluate_models(
 
     for spec in models:
         if is_quantized_checkpoint(spec):
-            from fastawq.convert import read_format
-
             _, fmt, qcfg = read_format(Path(spec))
             model, _ = load_quantized(spec, device=dev, dtype=dtype or default_dtype, kernel=kernel)
             tokenizer = AutoTokenizer.from_pretrained(spec)

@@ -34,6 +34,22 @@ _NAMES = {AWQ_GEMM: conv.GEMM_NAMES, GEMV: conv.GEMV_NAMES, CT: conv.CT_NAMES}
 _REQUIRED = {AWQ_GEMM: conv.GEMM_NAMES, GEMV: conv.GEMV_NAMES, CT: ("weight_packed", "weight_scale", "weight_shape")}
 
 
+def is_quantized_checkpoint(path: str | os.PathLike[str]) -> bool:
+    """True for a folder fastawq loads as quantized: AWQ (any layout, also a legacy ``quant_config.json``)
+    or compressed-tensors; False for full-precision models, files, hub ids and broken configs."""
+    root = Path(path)
+    cfg = root / "config.json"
+    if not cfg.is_file():
+        return False
+    if (root / "quant_config.json").is_file():
+        return True
+    try:
+        q = json.loads(cfg.read_text()).get("quantization_config") or {}
+    except json.JSONDecodeError:
+        return False
+    return str(q.get("quant_method", "")).lower() in ("awq", CT)
+
+
 def read_format(path: Path) -> tuple[dict[str, Any], str, AWQConfig]:
     """(config.json, format name, the equivalent AWQ config) of a quantized checkpoint folder."""
     from fastawq.checkpoint import read_quant_config
