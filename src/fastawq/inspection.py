@@ -28,10 +28,8 @@ import torch
 
 from fastawq.convert import CT, GEMV, iter_modules, read_format, to_gemm
 from fastawq.errors import FastAWQError
-from fastawq.format.awq_gemm import AWQ_ORDER, unpack_gemm
+from fastawq.format.awq_gemm import unpack_gemm
 from fastawq.format.conversions import unpack_seq
-
-_PLAIN_ORDER = (0, 1, 2, 3, 4, 5, 6, 7)
 
 
 @dataclass
@@ -71,25 +69,16 @@ class Report:
         return "\n".join(lines)
 
 
-def _codes(words: torch.Tensor, order: tuple[int, ...]) -> torch.Tensor:
-    """Unpack int32 [R, W] whose nibble i holds column 8j + order[i] → uint8 [R, 8W]."""
-    r, w = words.shape
-    out = torch.empty(r, w, 8, dtype=torch.uint8)
-    for i, col in enumerate(order):
-        out[:, :, col] = ((words >> (4 * i)) & 0xF).to(torch.uint8)
-    return out.view(r, 8 * w)
-
-
 def nibble_order_fit(qweight: torch.Tensor, qzeros: torch.Tensor, group_size: int) -> dict[str, float]:
     """Mean |median code − zero point| per (group, column) under each (codes order, zeros order)."""
     k = qweight.shape[0]
+    readers = {"awq": unpack_gemm, "plain": unpack_seq}  # AWQ's interleaved nibble order, or 0..7
     fits = {}
-    for wname, worder in (("awq", AWQ_ORDER), ("plain", _PLAIN_ORDER)):
-        codes = _codes(qweight, worder).view(k // group_size, group_size, -1).float()
+    for wname, read_codes in readers.items():
+        codes = read_codes(qweight).view(k // group_size, group_size, -1).float()
         med = codes.median(dim=1).values  # [K/G, N]
-        for zname, zorder in (("awq", AWQ_ORDER), ("plain", _PLAIN_ORDER)):
-            z = _codes(qzeros, zorder).float()
-            fits[f"{wname}/{zname}"] = float((med - z).abs().mean())
+        for zname, read_zeros in readers.items():
+            fits[f"{wname}/{zname}"] = float((med - read_zeros(qzeros).float()).abs().mean())
     return fits
 
 
