@@ -19,6 +19,14 @@ from typing import Any
 
 import torch
 
+from fastawq.checkpoint import (
+    INDEX_FILE,
+    _replace_dir,
+    _shard_files,
+    check_output_dir,
+    parameters_on_meta,
+    read_quant_config,
+)
 from fastawq.config import AWQConfig, Layout
 from fastawq.errors import FastAWQError
 from fastawq.format import conversions as conv
@@ -28,7 +36,6 @@ GEMV = "gemv"
 CT = "compressed-tensors"
 FORMATS = (AWQ_GEMM, GEMV, CT)
 SIDECAR = "fastawq_convert.json"
-INDEX_FILE = "model.safetensors.index.json"
 
 _NAMES = {AWQ_GEMM: conv.GEMM_NAMES, GEMV: conv.GEMV_NAMES, CT: conv.CT_NAMES}
 _REQUIRED = {AWQ_GEMM: conv.GEMM_NAMES, GEMV: conv.GEMV_NAMES, CT: ("weight_packed", "weight_scale", "weight_shape")}
@@ -52,8 +59,6 @@ def is_quantized_checkpoint(path: str | os.PathLike[str]) -> bool:
 
 def read_format(path: Path) -> tuple[dict[str, Any], str, AWQConfig]:
     """(config.json, format name, the equivalent AWQ config) of a quantized checkpoint folder."""
-    from fastawq.checkpoint import read_quant_config
-
     cfg_file = path / "config.json"
     if cfg_file.is_file():
         try:
@@ -122,12 +127,6 @@ def ct_quant_config(awq: AWQConfig, ignore: list[str]) -> dict[str, Any]:
     }
 
 
-def _shard_files(path: Path) -> list[Path]:
-    from fastawq.checkpoint import _shard_files as files
-
-    return files(path)
-
-
 def iter_modules(
     files: list[Path], fmt: str, zero_point: bool, device: str = "cpu"
 ) -> Iterator[tuple[str, dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]]:
@@ -183,8 +182,6 @@ def _unquantized_linears(path: Path, quantized: set[str]) -> list[str]:
     try:
         from transformers import AutoConfig, AutoModelForCausalLM
 
-        from fastawq.checkpoint import parameters_on_meta
-
         hf = AutoConfig.from_pretrained(str(path))
         if hasattr(hf, "quantization_config"):
             delattr(hf, "quantization_config")
@@ -211,8 +208,6 @@ def convert_checkpoint(
 
     from safetensors.torch import save_file
     from tqdm import tqdm
-
-    from fastawq.checkpoint import _replace_dir, check_output_dir
 
     if to not in FORMATS:
         raise FastAWQError(f"unknown target format {to!r}", hint=f"choose one of {', '.join(FORMATS)}")

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from fastawq.checkpoint import _shard_files
 from fastawq.convert import CT, GEMV, iter_modules, read_format, to_gemm
 from fastawq.errors import FastAWQError
 from fastawq.format.awq_gemm import unpack_gemm
@@ -146,8 +147,6 @@ def _check_module(name: str, fmt: str, parts: dict[str, torch.Tensor], group_siz
 def inspect_checkpoint(path: str | Path) -> Report:
     root = Path(path)
     _, fmt, awq = read_format(root)
-    from fastawq.checkpoint import _shard_files
-
     files = _shard_files(root)
     rep = Report(str(root), fmt, awq.bits, awq.group_size, awq.zero_point)
     rep.size_bytes = sum(f.stat().st_size for f in files)
