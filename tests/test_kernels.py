@@ -15,6 +15,7 @@ import torch
 from fastawq import AWQLinear
 from fastawq.errors import FastAWQError
 from fastawq.format.awq_gemm import pack_gemm
+from fastawq.format.conversions import unpack_seq
 from fastawq.kernels import dispatch, layouts
 
 HAS_CUDA = torch.cuda.is_available()
@@ -57,7 +58,7 @@ def test_nk_layout_round_trips_bit_exactly(k: int, n: int, g: int) -> None:
 def test_nk_layout_puts_codes_in_plain_k_order() -> None:
     t, w = random_gemm(64, 16, 32, seed=3)
     nk = layouts.gemm_to_nk(t)
-    codes = layouts.unpack_rows_int4(nk["qweight_nk"]).double()  # [N, K]
+    codes = unpack_seq(nk["qweight_nk"]).double()  # [N, K]
     z = nk["zeros_nk"].double().repeat_interleave(32, 1)
     s = nk["scales_nk"].double().repeat_interleave(32, 1)
     assert torch.equal((codes - z) * s, w.t())

@@ -53,11 +53,6 @@ class GemmTensors:
 # ---------------------------------------------------------------------------------------------- nk_int4
 
 
-# nk_int4 packs along K exactly like the GEMV and compressed-tensors formats (see fastawq.format.conversions)
-pack_rows_int4 = pack_seq
-unpack_rows_int4 = unpack_seq
-
-
 #: output rows repacked at a time: bounds the temporary memory of a repack (a multiple of 64)
 REPACK_ROWS = 128
 
@@ -68,13 +63,13 @@ def gemm_to_nk(t: GemmTensors) -> dict[str, torch.Tensor]:
     for n0 in range(0, n, REPACK_ROWS):
         n1 = min(n, n0 + REPACK_ROWS)
         codes = unpack_gemm(t.qweight[:, n0 // 8 : n1 // 8])  # [K, rows]
-        qweight[n0:n1] = pack_rows_int4(codes.t().contiguous())
+        qweight[n0:n1] = pack_seq(codes.t().contiguous())  # packed along K like GEMV / compressed-tensors
     zeros = unpack_gemm(t.qzeros)  # [K/G, N]
     return {"qweight_nk": qweight, "scales_nk": t.scales.t().contiguous(), "zeros_nk": zeros.t().contiguous()}
 
 
 def nk_to_gemm(d: dict[str, torch.Tensor]) -> GemmTensors:
-    codes = unpack_rows_int4(d["qweight_nk"])  # [N, K]
+    codes = unpack_seq(d["qweight_nk"])  # [N, K]
     return GemmTensors(
         qweight=pack_gemm(codes.t().contiguous()),
         qzeros=pack_gemm(d["zeros_nk"].t().contiguous()),
