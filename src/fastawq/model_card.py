@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from fastawq import __version__
 from fastawq.config import AWQConfig
 
 
@@ -92,12 +96,6 @@ def render_card(
 
 def write_card(out_dir: Any, config: AWQConfig, **facts: Any) -> None:
     """(Re)write ``out_dir/README.md``, e.g. once perplexity has been measured on the saved checkpoint."""
-    import json
-    import os
-    from pathlib import Path
-
-    from fastawq import __version__
-
     out = Path(out_dir)
     record_file = out / "fastawq_record.json"
     record = json.loads(record_file.read_text()) if record_file.is_file() else None
