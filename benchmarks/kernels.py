@@ -1,7 +1,7 @@
 """W4A16 kernel benchmark: fastawq's kernels against fp16/bf16 cuBLAS, one run per device.
 
     PYTHONPATH=src python benchmarks/kernels.py --json results.json          # the BENCHMARKS.md table
-    PYTHONPATH=src python benchmarks/kernels.py --sweep --json sweep.json    # tile-config search
+    PYTHONPATH=src python benchmarks/kernels.py --sweep mma --json sweep.json  # tile-config search
 
 What is measured (CUDA events around each call, L2 flushed before every call: "kernel time, cold L2"):
 - copy bandwidth of a 1 GiB device-to-device copy (read + write bytes over time);
@@ -135,7 +135,9 @@ def bench_case(m: int, k: int, n: int, g: int, dtype: torch.dtype, bw: float) ->
     return row
 
 
-def sweep(bw: float, shapes: list[tuple[int, int]], dtype: torch.dtype, path: str, info: Any) -> list[dict[str, Any]]:
+def sweep(
+    bw: float, shapes: list[tuple[int, int]], dtype: torch.dtype, path: str, info: Any, kinds: str, ms: list[int]
+) -> list[dict[str, Any]]:
     """Time every candidate tile config per (M, shape); print the best per M."""
     out = []
     g = 128
@@ -143,10 +145,19 @@ def sweep(bw: float, shapes: list[tuple[int, int]], dtype: torch.dtype, path: st
         gen = torch.Generator().manual_seed(k + n)
         w = random_nk(k, n, g, gen)
         dense = (torch.randn(n, k, generator=gen) * 0.02).to(dtype).cuda()
-        for m in [1, 4, 8, 16, 32, 64, 128, 256, 512, 1024]:
+        for m in ms:
             x = torch.randn(m, k, generator=gen).to(dtype).cuda()
             cands: list[tuple[str, TileConfig]] = []
-            if m <= 4:
+            if kinds == "mma":
+                bms = [max(16, triton.next_power_of_2(m))] if m <= 32 else [64, 128]
+                bns = (16, 32, 64, 128) if m <= 128 else (64, 128)
+                splits = (1, 2, 4, 8) if m <= 128 else (1, 2)
+                for bm, bn, ns, split in itertools.product(bms, bns, (3, 5), splits):
+                    for nw in (4, 8) if bn * bm >= 128 * 64 else (4,):
+                        cands.append(("mma", TileConfig(bm, bn, g, nw, ns, split=split)))
+                if m <= 32:
+                    cands.append(("mma", TileConfig(bms[0], 64, g, 4, 3, join=False, split=4)))  # no lop3: for scale
+            elif m <= 4:
                 for bn, bk, nw, ns in itertools.product((8, 16, 32), (256, 512, 1024), (2, 4), (1, 2, 3)):
                     cands.append(("gemv", TileConfig(1, bn, bk, nw, ns)))
             if m <= 64 and m not in (2, 4):
@@ -161,7 +172,7 @@ def sweep(bw: float, shapes: list[tuple[int, int]], dtype: torch.dtype, path: st
             cublas = kernel_time_us(lambda x=x, d=dense: torch.nn.functional.linear(x, d), reps=10)  # type: ignore[misc]
             results = []
             for kind, cfg in cands:
-                fn = triton_awq.gemv if kind == "gemv" else triton_awq.gemm
+                fn = {"gemv": triton_awq.gemv, "gemm": triton_awq.gemm, "mma": triton_awq.mma}[kind]
                 try:
                     t = kernel_time_us(lambda fn=fn, cfg=cfg, x=x, w=w: fn(x, w, g, None, cfg), reps=10)  # type: ignore[misc]
                 except Exception as exc:  # out of resources etc.
@@ -190,7 +201,12 @@ def sweep(bw: float, shapes: list[tuple[int, int]], dtype: torch.dtype, path: st
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", default="kernels.json")
-    ap.add_argument("--sweep", action="store_true", help="search tile configs instead of the table")
+    ap.add_argument(
+        "--sweep",
+        default="",
+        choices=["", "classic", "mma"],
+        help="search tile configs instead of the table: GEMV/GEMM (classic) or the tensor-core kernel",
+    )
     ap.add_argument("--shapes", default="", help="subset, e.g. 4096x4096,14336x4096")
     ap.add_argument("--ms", default="", help="row counts for the main table, e.g. 1,16,128")
     ap.add_argument("--quick", action="store_true", help="fp16 g128 only")
@@ -210,7 +226,8 @@ def main() -> None:
     }
     print(json.dumps(info), flush=True)
     if args.sweep:
-        sweep(bw, shapes, torch.float16, args.json, info)  # type: ignore[arg-type]
+        sweep_ms = ms if args.ms else [1, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
+        sweep(bw, shapes, torch.float16, args.json, info, args.sweep, sweep_ms)  # type: ignore[arg-type]
         return
 
     rows = []

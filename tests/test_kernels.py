@@ -55,10 +55,15 @@ def test_nk_layout_round_trips_bit_exactly(k: int, n: int, g: int) -> None:
         assert torch.equal(getattr(back, name), getattr(t, name)), name
 
 
-def test_nk_layout_puts_codes_in_plain_k_order() -> None:
+def test_nk_layout_puts_codes_in_nk_order() -> None:
     t, w = random_gemm(64, 16, 32, seed=3)
     nk = layouts.gemm_to_nk(t)
-    codes = unpack_seq(nk["qweight_nk"]).double()  # [N, K]
+    words = unpack_seq(nk["qweight_nk"]).view(16, 8, 8)  # [N, K/8, nibble position]
+    # position p holds input 8w + NK_ORDER[p]: (k, k+2) share a word's 16-bit halves for k in {0, 1, 4, 5}
+    assert layouts.NK_ORDER == (0, 1, 4, 5, 2, 3, 6, 7)
+    codes = torch.empty_like(words)
+    codes[:, :, list(layouts.NK_ORDER)] = words
+    codes = codes.reshape(16, 64).double()
     z = nk["zeros_nk"].double().repeat_interleave(32, 1)
     s = nk["scales_nk"].double().repeat_interleave(32, 1)
     assert torch.equal((codes - z) * s, w.t())
@@ -109,6 +114,12 @@ TRITON_CASES = [
     ("gemm", TileConfig(64, 32, 64, 4, 2, join=False), 33, 384, 80, 64),
     ("gemm", TileConfig(16, 64, 128, 4, 2, join=True), 70, 256, 144, 32),
     ("gemm", None, 4, 576, 32, 64),
+    ("mma", None, 1, 256, 64, 32),
+    ("mma", TileConfig(16, 32, 64, 4, 2, split=1), 5, 192, 48, 64),  # partial N tile, odd M
+    ("mma", TileConfig(32, 16, 128, 4, 2, split=1), 19, 512, 32, 128),
+    ("mma", TileConfig(16, 32, 64, 4, 2, join=False, split=2), 2, 256, 48, 64),  # shift unpacking (no lop3)
+    ("mma", TileConfig(16, 64, 16, 4, 2, split=4), 3, 256, 80, 16),  # atomics over 4 K slices
+    ("mma", TileConfig(64, 32, 64, 4, 2, split=3), 70, 384, 32, 64),  # 6 groups in 3 slices, 2 M tiles
     ("dequant_matmul", None, 7, 256, 64, 64),
     ("dequant_matmul", None, 9, 384, 48, 128),
     ("auto", None, 3, 256, 32, 128),
@@ -126,7 +137,8 @@ def test_triton_kernels_match_float64(
     gen = torch.Generator().manual_seed(m + k)
     x = torch.randn(m, k, generator=gen).to(dtype)
     bias = torch.randn(n, generator=gen).half()
-    if getattr(config, "split", 1) > 1 and dtype == torch.bfloat16 and not HAS_CUDA:
+    used = config if config is not None or kernel != "mma" else triton_awq.mma_config(m, n, k, g)
+    if getattr(used, "split", 1) > 1 and dtype == torch.bfloat16 and not HAS_CUDA:
         pytest.skip("Triton's interpreter has no bf16 atomics; the GPU run covers this case")
     args = (x.to(DEV), nk, g, bias.to(DEV)) + ((config,) if config is not None else ())
     got = getattr(triton_awq, kernel)(*args)

@@ -52,6 +52,18 @@ MAGIC_F: tl.constexpr = tl.constexpr(8388608.0)
 
 
 @triton.jit
+def _nk_position(j):
+    """The nibble position of input ``8w + j`` in an nk_int4 word (``layouts.NK_ORDER``, an involution)."""
+    return (j & 1) + ((j >> 1) & 1) * 4 + ((j >> 2) & 1) * 2
+
+
+@triton.jit
+def _position_shifts():
+    """[8] bit shifts that read inputs 8w … 8w+7 of an nk_int4 word, in k order."""
+    return _nk_position(tl.arange(0, 8)) * 4
+
+
+@triton.jit
 def _dequant_tile(qw_ptr, s_ptr, z_ptr, offs_n, mask_n, k0, K, G: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
     """The [BN, BK] fp32 weight tile at columns ``k0 … k0+BK`` of rows ``offs_n`` (shift-and-reshape)."""
     NG: tl.constexpr = BK // G if BK >= G else 1
@@ -60,8 +72,7 @@ def _dequant_tile(qw_ptr, s_ptr, z_ptr, offs_n, mask_n, k0, K, G: tl.constexpr, 
     kg = K // G
     offs_w = tl.arange(0, BK // 8)
     qw = tl.load(qw_ptr + offs_n[:, None] * kw + (k0 // 8 + offs_w)[None, :], mask=mask_n[:, None], other=0)
-    shifts = tl.arange(0, 8) * 4
-    q = (qw[:, :, None] >> shifts[None, None, :]) & 0xF
+    q = (qw[:, :, None] >> _position_shifts()[None, None, :]) & 0xF
     q = tl.reshape(q, (BN, NG, PER)).to(tl.float32)
     offs_g = k0 // G + tl.arange(0, NG)
     sz_off = offs_n[:, None] * kg + offs_g[None, :]
@@ -78,14 +89,15 @@ def _nibble(qw, j: tl.constexpr):
 
 @triton.jit
 def _unpack_join(qw):
-    """int32 words [..., W] → fp32 ``2**23 + code`` [..., W, 2, 2, 2] whose flattening is plain k order.
+    """int32 words [..., W] → fp32 ``2**23 + code`` [..., W, 2, 2, 2] whose flattening is k order.
 
     ``tl.join`` adds an in-register last axis, so the unpacked codes stay in the thread that loaded the
-    word: no shared-memory shuffle, no integer-to-float conversion.
+    word: no shared-memory shuffle, no integer-to-float conversion. Flat index 4e + 2f + g of the
+    result is input k; nibble positions follow ``layouts.NK_ORDER``.
     """
-    lo = tl.join(tl.join(_nibble(qw, 0), _nibble(qw, 4)), tl.join(_nibble(qw, 2), _nibble(qw, 6)))
-    hi = tl.join(tl.join(_nibble(qw, 1), _nibble(qw, 5)), tl.join(_nibble(qw, 3), _nibble(qw, 7)))
-    return tl.join(lo, hi)
+    even = tl.join(tl.join(_nibble(qw, 0), _nibble(qw, 2)), tl.join(_nibble(qw, 4), _nibble(qw, 6)))
+    odd = tl.join(tl.join(_nibble(qw, 1), _nibble(qw, 3)), tl.join(_nibble(qw, 5), _nibble(qw, 7)))
+    return tl.join(even, odd)
 
 
 @triton.jit
@@ -136,7 +148,7 @@ def _gemv_kernel(
         else:  # BM == 1: eight shifted passes, x loaded per nibble
             part3 = tl.zeros((BN, NG, GW), dtype=tl.float32)
             for j in tl.static_range(8):
-                xj = tl.load(x_ptr + m0 * stride_xm + (g0 * GW + words) * 8 + j).to(tl.float32)  # [NG, GW]
+                xj = tl.load(x_ptr + m0 * stride_xm + (g0 * GW + words) * 8 + _nk_position(j)).to(tl.float32)
                 part3 += (_nibble(qw, j) - zf[:, :, None]) * xj[None, :, :]
             acc += tl.sum(tl.sum(part3, axis=2) * s, axis=1)[None, :]
     if HAS_BIAS:
@@ -196,6 +208,119 @@ def _gemm_kernel(
         acc += tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
     y_off = offs_m[:, None] * stride_ym + offs_n[None, :]
     tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+
+
+# fp16: one lop3 makes an fp16x2 pair 1024 + (q_k, q_k+2) from the low nibbles of each 16-bit half, and
+# another 1024 + 16·(q_k+1, q_k+3) from the high ones (fixed by one fma with 1/16); a shift by 8 gives
+# the next four. 9 instructions for 8 exact codes. bf16 has too few mantissa bits for the ×16 trick, so
+# each nibble is shifted down first (128 + q is exact in bf16).
+_ASM_F16 = """{
+.reg .b32 t, m, c16, c64;
+mov.b32 m, 0x64006400;
+mov.b32 c16, 0x2C002C00;
+mov.b32 c64, 0xD400D400;
+shr.b32 t, $4, 8;
+lop3.b32 $0, $4, 0x000f000f, 0x64006400, 0xea;
+lop3.b32 $2, $4, 0x00f000f0, 0x64006400, 0xea;
+lop3.b32 $1, t, 0x000f000f, 0x64006400, 0xea;
+lop3.b32 $3, t, 0x00f000f0, 0x64006400, 0xea;
+sub.f16x2 $0, $0, m;
+sub.f16x2 $1, $1, m;
+fma.rn.f16x2 $2, $2, c16, c64;
+fma.rn.f16x2 $3, $3, c16, c64;
+}"""
+_ASM_BF16 = """{
+.reg .b32 t4, t8, t12, one, m;
+mov.b32 one, 0x3F803F80;
+mov.b32 m, 0xC300C300;
+shr.b32 t4, $4, 4;
+shr.b32 t8, $4, 8;
+shr.b32 t12, $4, 12;
+lop3.b32 $0, $4, 0x000f000f, 0x43004300, 0xea;
+lop3.b32 $2, t4, 0x000f000f, 0x43004300, 0xea;
+lop3.b32 $1, t8, 0x000f000f, 0x43004300, 0xea;
+lop3.b32 $3, t12, 0x000f000f, 0x43004300, 0xea;
+fma.rn.bf16x2 $0, $0, one, m;
+fma.rn.bf16x2 $1, $1, one, m;
+fma.rn.bf16x2 $2, $2, one, m;
+fma.rn.bf16x2 $3, $3, one, m;
+}"""
+
+
+@triton.jit
+def _codes_tile(qw_ptr, offs_n, mask_n, k0, K, BN: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr,
+                ASM: tl.constexpr):  # fmt: skip
+    """The raw codes 0…15 of rows ``offs_n``, inputs ``k0 … k0+BK``, as a [BN, BK] tile of dtype DT.
+
+    ASM: the tile is loaded as bytes and four bytes (one word) at a time become eight codes with the
+    lop3 sequences above; ``tl.join`` of the two outputs puts input 2i in r0[i] and 2i+1 in r1[i]
+    (that is what NK_ORDER is for). Else shifts and masks (the interpreter, and a reference on GPUs).
+    """
+    if ASM:
+        offs_b = k0 // 2 + tl.arange(0, BK // 2)
+        b = tl.load(qw_ptr.to(tl.pointer_type(tl.uint8)) + offs_n[:, None] * (K // 2) + offs_b[None, :],
+                    mask=mask_n[:, None], other=0)  # fmt: skip
+        if tl.float16 == DT:
+            r0, r1 = tl.inline_asm_elementwise(_ASM_F16, "=r,=r,=r,=r,r", [b], dtype=(tl.float16, tl.float16),
+                                               is_pure=True, pack=4)  # fmt: skip
+        else:
+            r0, r1 = tl.inline_asm_elementwise(_ASM_BF16, "=r,=r,=r,=r,r", [b], dtype=(tl.bfloat16, tl.bfloat16),
+                                               is_pure=True, pack=4)  # fmt: skip
+        return tl.reshape(tl.join(r0, r1), (BN, BK))
+    else:
+        offs_w = k0 // 8 + tl.arange(0, BK // 8)
+        qw = tl.load(qw_ptr + offs_n[:, None] * (K // 8) + offs_w[None, :], mask=mask_n[:, None], other=0)
+        q = (qw[:, :, None] >> _position_shifts()[None, None, :]) & 0xF
+        return tl.reshape(q, (BN, BK)).to(tl.float32).to(DT)  # int → bf16 directly is wrong in the interpreter
+
+
+@triton.jit
+def _mma_kernel(
+    x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, y_ptr,
+    M, N, K, stride_xm, stride_ym, groups_per_split,
+    G: tl.constexpr, HAS_BIAS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, ATOMIC: tl.constexpr,
+    ASM: tl.constexpr, UPCAST: tl.constexpr,
+):  # fmt: skip
+    """Tensor cores with the operands swapped: acc[BN, BM] = W·xᵀ, one group of K per step.
+
+    The weight tile is the left operand, so it feeds the MMA straight from registers after unpacking,
+    and a handful of rows of x (padded to BM ≥ 16) is the right one. Each step multiplies the raw codes
+    (exact in fp16/bf16) and applies the group's zero point and scale to the fp32 result:
+    y[n] += s[n, g] · (Σ_k q[n, k]·x[k] − z[n, g]·Σ_k x[k]). SPLIT > 1: programs along K add into a
+    zeroed output with atomics (ATOMIC).
+    """
+    pid_n = tl.program_id(0)
+    pid_m = tl.program_id(1)
+    pid_k = tl.program_id(2)
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    offs_m = pid_m * BM + tl.arange(0, BM)
+    mask_n = offs_n < N
+    mask_m = offs_m < M
+    offs_k = tl.arange(0, G)
+    kg = K // G
+    g_lo = pid_k * groups_per_split
+    acc = tl.zeros((BN, BM), dtype=tl.float32)
+    for g in range(g_lo, g_lo + groups_per_split):
+        k0 = g * G
+        x = tl.load(x_ptr + offs_m[:, None] * stride_xm + (k0 + offs_k)[None, :], mask=mask_m[:, None], other=0.0)
+        q = _codes_tile(qw_ptr, offs_n, mask_n, k0, K, BN, G, x.dtype, ASM)
+        if UPCAST:  # the interpreter's bf16 dot is wrong (triton 3.9); codes and x are exact in fp32
+            d = tl.dot(q.to(tl.float32), tl.trans(x.to(tl.float32)), input_precision="ieee")
+        else:
+            d = tl.dot(q, tl.trans(x))
+        xs = tl.sum(x.to(tl.float32), axis=1)
+        s = tl.load(s_ptr + offs_n * kg + g, mask=mask_n, other=0.0).to(tl.float32)
+        z = tl.load(z_ptr + offs_n * kg + g, mask=mask_n, other=0).to(tl.float32)
+        acc += s[:, None] * (d - z[:, None] * xs[None, :])
+    if HAS_BIAS:
+        b = tl.load(b_ptr + offs_n, mask=mask_n & ((offs_n * 0 + pid_k) == 0), other=0.0).to(tl.float32)
+        acc += b[:, None]
+    y_ptrs = y_ptr + offs_m[None, :] * stride_ym + offs_n[:, None]
+    y_mask = mask_n[:, None] & mask_m[None, :]
+    if not ATOMIC:
+        tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=y_mask)
+    else:
+        tl.atomic_add(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=y_mask, sem="relaxed")
 
 
 @triton.jit
@@ -310,6 +435,37 @@ def gemm(
     return y
 
 
+def mma(
+    x2d: torch.Tensor, w: dict[str, torch.Tensor], group_size: int, bias: torch.Tensor | None,
+    config: TileConfig | None = None,
+) -> torch.Tensor:  # fmt: skip
+    m, n, k = _check(x2d, w, group_size)
+    if group_size < 16:
+        raise ValueError(f"the tensor-core kernel needs groups of at least 16 inputs, not {group_size}")
+    x2d = x2d if x2d.stride(1) == 1 else x2d.contiguous()
+    cfg = config or mma_config(m, n, k, group_size)
+    kg = k // group_size
+    split = max(1, min(cfg.split, kg))
+    while kg % split:
+        split -= 1
+    y = (torch.zeros if split > 1 else torch.empty)(m, n, device=x2d.device, dtype=x2d.dtype)
+    grid = (triton.cdiv(n, cfg.bn), triton.cdiv(m, cfg.bm), split)
+    _mma_kernel[grid](
+        x2d, w["qweight_nk"], w["scales_nk"], w["zeros_nk"], bias if bias is not None else y, y,
+        m, n, k, x2d.stride(0), y.stride(0), kg // split,
+        G=group_size, HAS_BIAS=bias is not None, BM=cfg.bm, BN=cfg.bn, ATOMIC=split > 1,
+        ASM=cfg.join and not interpreting(), UPCAST=x2d.dtype == torch.bfloat16 and interpreting(),
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )  # fmt: skip
+    return y
+
+
+def mma_config(m: int, n: int, k: int, group_size: int) -> TileConfig:
+    """Untuned default for the tensor-core kernel (bk is the group size; join = lop3 unpacking)."""
+    bm = min(64, max(16, _bucket(m)))
+    return TileConfig(bm=bm, bn=64, bk=group_size, num_warps=4, num_stages=4, split=4 if m <= 16 else 1)
+
+
 def dequantize(
     w: dict[str, torch.Tensor], group_size: int, dtype: torch.dtype, bn: int = 64, bk: int = 128
 ) -> torch.Tensor:
@@ -392,6 +548,8 @@ def _run(
         return gemv(x2d, w, g, bias, cfg)
     if name == "gemm":
         return gemm(x2d, w, g, bias, cfg)
+    if name == "mma":
+        return mma(x2d, w, g, bias, cfg)
     return dequant_matmul(x2d, w, g, bias)
 
 
