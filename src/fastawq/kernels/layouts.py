@@ -10,11 +10,8 @@ Layouts:
     The checkpoint tensors: ``qweight`` int32 [K, N/8] (AWQ nibble order across N), ``qzeros`` int32
     [K/G, N/8], ``scales`` fp16 [K/G, N]. Used by the reference kernel.
 ``nk_int4``
-    For the Triton kernels: ``qweight_nk`` int32 [N, K/8], packed along K so one output row streams
-    contiguous memory; nibble ``p`` of word ``w`` holds the code of input ``k = 8w + NK_ORDER[p]``.
-    That order puts inputs (k, k+2) in the two 16-bit halves of a word for every k ∈ {0, 1, 4, 5}, so
-    one ``lop3`` with the mask 0x000F000F (or 0x00F000F0) turns two codes into an fp16x2 pair, and the
-    pairs land where the tensor-core kernel wants them (see ``triton_awq._unpack_f16``).
+    For the Triton kernels: ``qweight_nk`` int32 [N, K/8], nibble ``j`` of word ``w`` holding the code of
+    input ``k = 8w + j`` (plain order along K, so one output row streams contiguous memory);
     ``scales_nk`` fp16 [N, K/G]; ``zeros_nk`` uint8 [N, K/G]. Same bytes as ``awq_gemm`` except the
     zero points, which take one byte instead of half a byte.
 ``cpu_int4pack``
@@ -55,9 +52,6 @@ class GemmTensors:
 
 # ---------------------------------------------------------------------------------------------- nk_int4
 
-#: nibble position p of an nk_int4 word holds input 8w + NK_ORDER[p] (its own inverse)
-NK_ORDER = (0, 1, 4, 5, 2, 3, 6, 7)
-
 
 #: output rows repacked at a time: bounds the temporary memory of a repack (a multiple of 64)
 REPACK_ROWS = 128
@@ -69,15 +63,13 @@ def gemm_to_nk(t: GemmTensors) -> dict[str, torch.Tensor]:
     for n0 in range(0, n, REPACK_ROWS):
         n1 = min(n, n0 + REPACK_ROWS)
         codes = unpack_gemm(t.qweight[:, n0 // 8 : n1 // 8])  # [K, rows]
-        rows = codes.t().reshape(n1 - n0, k // 8, 8)[:, :, list(NK_ORDER)]
-        qweight[n0:n1] = pack_seq(rows.reshape(n1 - n0, k))
+        qweight[n0:n1] = pack_seq(codes.t().contiguous())  # packed along K like GEMV / compressed-tensors
     zeros = unpack_gemm(t.qzeros)  # [K/G, N]
     return {"qweight_nk": qweight, "scales_nk": t.scales.t().contiguous(), "zeros_nk": zeros.t().contiguous()}
 
 
 def nk_to_gemm(d: dict[str, torch.Tensor]) -> GemmTensors:
-    nk = unpack_seq(d["qweight_nk"])  # [N, K] in NK_ORDER within each word
-    codes = nk.view(nk.shape[0], -1, 8)[:, :, list(NK_ORDER)].reshape(nk.shape)
+    codes = unpack_seq(d["qweight_nk"])  # [N, K]
     return GemmTensors(
         qweight=pack_gemm(codes.t().contiguous()),
         qzeros=pack_gemm(d["zeros_nk"].t().contiguous()),

@@ -52,15 +52,9 @@ MAGIC_F: tl.constexpr = tl.constexpr(8388608.0)
 
 
 @triton.jit
-def _nk_position(j):
-    """The nibble position of input ``8w + j`` in an nk_int4 word (``layouts.NK_ORDER``, an involution)."""
-    return (j & 1) + ((j >> 1) & 1) * 4 + ((j >> 2) & 1) * 2
-
-
-@triton.jit
 def _position_shifts():
     """[8] bit shifts that read inputs 8w … 8w+7 of an nk_int4 word, in k order."""
-    return _nk_position(tl.arange(0, 8)) * 4
+    return tl.arange(0, 8) * 4
 
 
 @triton.jit
@@ -89,15 +83,14 @@ def _nibble(qw, j: tl.constexpr):
 
 @triton.jit
 def _unpack_join(qw):
-    """int32 words [..., W] → fp32 ``2**23 + code`` [..., W, 2, 2, 2] whose flattening is k order.
+    """int32 words [..., W] → fp32 ``2**23 + code`` [..., W, 2, 2, 2] whose flattening is plain k order.
 
     ``tl.join`` adds an in-register last axis, so the unpacked codes stay in the thread that loaded the
-    word: no shared-memory shuffle, no integer-to-float conversion. Flat index 4e + 2f + g of the
-    result is input k; nibble positions follow ``layouts.NK_ORDER``.
+    word: no shared-memory shuffle, no integer-to-float conversion.
     """
-    even = tl.join(tl.join(_nibble(qw, 0), _nibble(qw, 2)), tl.join(_nibble(qw, 4), _nibble(qw, 6)))
-    odd = tl.join(tl.join(_nibble(qw, 1), _nibble(qw, 3)), tl.join(_nibble(qw, 5), _nibble(qw, 7)))
-    return tl.join(even, odd)
+    lo = tl.join(tl.join(_nibble(qw, 0), _nibble(qw, 4)), tl.join(_nibble(qw, 2), _nibble(qw, 6)))
+    hi = tl.join(tl.join(_nibble(qw, 1), _nibble(qw, 5)), tl.join(_nibble(qw, 3), _nibble(qw, 7)))
+    return tl.join(lo, hi)
 
 
 @triton.jit
@@ -148,7 +141,7 @@ def _gemv_kernel(
         else:  # BM == 1: eight shifted passes, x loaded per nibble
             part3 = tl.zeros((BN, NG, GW), dtype=tl.float32)
             for j in tl.static_range(8):
-                xj = tl.load(x_ptr + m0 * stride_xm + (g0 * GW + words) * 8 + _nk_position(j)).to(tl.float32)
+                xj = tl.load(x_ptr + m0 * stride_xm + (g0 * GW + words) * 8 + j).to(tl.float32)  # [NG, GW]
                 part3 += (_nibble(qw, j) - zf[:, :, None]) * xj[None, :, :]
             acc += tl.sum(tl.sum(part3, axis=2) * s, axis=1)[None, :]
     if HAS_BIAS:
@@ -210,33 +203,37 @@ def _gemm_kernel(
     tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
 
-# fp16: one lop3 makes an fp16x2 pair 1024 + (q_k, q_k+2) from the low nibbles of each 16-bit half, and
-# another 1024 + 16·(q_k+1, q_k+3) from the high ones (fixed by one fma with 1/16); a shift by 8 gives
-# the next four. 9 instructions for 8 exact codes. bf16 has too few mantissa bits for the ×16 trick, so
-# each nibble is shifted down first (128 + q is exact in bf16).
-_ASM_F16 = """{
-.reg .b32 t, m, c16, c64;
+# Bytes → codes, four bytes (eight codes) per asm instance, elementwise: output r0[i] is the low nibble
+# of input byte i and r1[i] its high nibble, whichever four bytes Triton packs into the register. A prmt
+# puts bytes 0 and 1 in the two 16-bit halves; one lop3 then makes the fp16x2 pair 1024 + (lo0, lo1)
+# and another 1024 + 16·(hi0, hi1) (fixed by one fma with 1/16); a shift by 8 does bytes 2 and 3.
+# 10 instructions for 8 exact codes. bf16 has too few mantissa bits for the ×16 trick, so each nibble
+# is shifted down first (128 + q is exact in bf16).
+_ASM_F16: tl.constexpr = tl.constexpr("""{
+.reg .b32 w, t, m, c16, c64;
 mov.b32 m, 0x64006400;
 mov.b32 c16, 0x2C002C00;
 mov.b32 c64, 0xD400D400;
-shr.b32 t, $4, 8;
-lop3.b32 $0, $4, 0x000f000f, 0x64006400, 0xea;
-lop3.b32 $2, $4, 0x00f000f0, 0x64006400, 0xea;
+prmt.b32 w, $4, 0, 0x3120;
+shr.b32 t, w, 8;
+lop3.b32 $0, w, 0x000f000f, 0x64006400, 0xea;
+lop3.b32 $2, w, 0x00f000f0, 0x64006400, 0xea;
 lop3.b32 $1, t, 0x000f000f, 0x64006400, 0xea;
 lop3.b32 $3, t, 0x00f000f0, 0x64006400, 0xea;
 sub.f16x2 $0, $0, m;
 sub.f16x2 $1, $1, m;
 fma.rn.f16x2 $2, $2, c16, c64;
 fma.rn.f16x2 $3, $3, c16, c64;
-}"""
-_ASM_BF16 = """{
-.reg .b32 t4, t8, t12, one, m;
+}""")
+_ASM_BF16: tl.constexpr = tl.constexpr("""{
+.reg .b32 w, t4, t8, t12, one, m;
 mov.b32 one, 0x3F803F80;
 mov.b32 m, 0xC300C300;
-shr.b32 t4, $4, 4;
-shr.b32 t8, $4, 8;
-shr.b32 t12, $4, 12;
-lop3.b32 $0, $4, 0x000f000f, 0x43004300, 0xea;
+prmt.b32 w, $4, 0, 0x3120;
+shr.b32 t4, w, 4;
+shr.b32 t8, w, 8;
+shr.b32 t12, w, 12;
+lop3.b32 $0, w, 0x000f000f, 0x43004300, 0xea;
 lop3.b32 $2, t4, 0x000f000f, 0x43004300, 0xea;
 lop3.b32 $1, t8, 0x000f000f, 0x43004300, 0xea;
 lop3.b32 $3, t12, 0x000f000f, 0x43004300, 0xea;
@@ -244,7 +241,7 @@ fma.rn.bf16x2 $0, $0, one, m;
 fma.rn.bf16x2 $1, $1, one, m;
 fma.rn.bf16x2 $2, $2, one, m;
 fma.rn.bf16x2 $3, $3, one, m;
-}"""
+}""")
 
 
 @triton.jit
@@ -252,9 +249,9 @@ def _codes_tile(qw_ptr, offs_n, mask_n, k0, K, BN: tl.constexpr, BK: tl.constexp
                 ASM: tl.constexpr):  # fmt: skip
     """The raw codes 0…15 of rows ``offs_n``, inputs ``k0 … k0+BK``, as a [BN, BK] tile of dtype DT.
 
-    ASM: the tile is loaded as bytes and four bytes (one word) at a time become eight codes with the
-    lop3 sequences above; ``tl.join`` of the two outputs puts input 2i in r0[i] and 2i+1 in r1[i]
-    (that is what NK_ORDER is for). Else shifts and masks (the interpreter, and a reference on GPUs).
+    ASM: the tile is loaded as bytes (byte i holds inputs 2i and 2i+1 in its low and high nibble) and
+    decoded with the sequences above; ``tl.join`` of the two outputs restores k order. Else shifts and
+    masks (the interpreter, and a reference on GPUs).
     """
     if ASM:
         offs_b = k0 // 2 + tl.arange(0, BK // 2)
