@@ -150,11 +150,11 @@ def sweep(
             cands: list[tuple[str, TileConfig]] = []
             if kinds == "mma":
                 bms = [max(16, triton.next_power_of_2(m))] if m <= 32 else [64, 128]
-                bns = (16, 32, 64, 128) if m <= 128 else (64, 128)
+                bns = (32, 64, 128) if m <= 128 else (64, 128)
                 splits = (1, 2, 4, 8) if m <= 128 else (1, 2)
-                for bm, bn, ns, split in itertools.product(bms, bns, (3, 5), splits):
+                for bm, bn, bk, ns, split in itertools.product(bms, bns, (g, 2 * g, 4 * g), (3, 4), splits):
                     for nw in (4, 8) if bn * bm >= 128 * 64 else (4,):
-                        cands.append(("mma", TileConfig(bm, bn, g, nw, ns, split=split)))
+                        cands.append(("mma", TileConfig(bm, bn, bk, nw, ns, split=split)))
                 if m <= 32:
                     cands.append(("mma", TileConfig(bms[0], 64, g, 4, 3, join=False, split=4)))  # no lop3: for scale
             elif m <= 4:

@@ -115,6 +115,8 @@ TRITON_CASES = [
     ("mma", TileConfig(16, 32, 64, 4, 2, join=False, split=2), 2, 256, 48, 64),  # shift unpacking (no lop3)
     ("mma", TileConfig(16, 64, 16, 4, 2, split=4), 3, 256, 80, 16),  # atomics over 4 K slices
     ("mma", TileConfig(64, 32, 64, 4, 2, split=3), 70, 384, 32, 64),  # 6 groups in 3 slices, 2 M tiles
+    ("mma", TileConfig(16, 32, 256, 4, 2, split=2), 3, 1024, 48, 64),  # 4 groups per step, 2 steps per slice
+    ("mma", TileConfig(32, 16, 128, 4, 2, split=3), 9, 384, 32, 32),  # 4 groups per step, 3 slices
     ("dequant_matmul", None, 7, 256, 64, 64),
     ("dequant_matmul", None, 9, 384, 48, 128),
     ("auto", None, 3, 256, 32, 128),

@@ -275,8 +275,8 @@ def _codes_tile(qw_ptr, offs_n, mask_n, k0, K, BN: tl.constexpr, BK: tl.constexp
 def _mma_kernel(
     x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, y_ptr,
     M, N, K, stride_xm, stride_ym, groups_per_split,
-    G: tl.constexpr, HAS_BIAS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, ATOMIC: tl.constexpr,
-    ASM: tl.constexpr, UPCAST: tl.constexpr,
+    G: tl.constexpr, HAS_BIAS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, NG: tl.constexpr,
+    ATOMIC: tl.constexpr, ASM: tl.constexpr, UPCAST: tl.constexpr,
 ):  # fmt: skip
     """Tensor cores with the operands swapped: acc[BN, BM] = W·xᵀ, one group of K per step.
 
@@ -297,18 +297,20 @@ def _mma_kernel(
     kg = K // G
     g_lo = pid_k * groups_per_split
     acc = tl.zeros((BN, BM), dtype=tl.float32)
-    for g in range(g_lo, g_lo + groups_per_split):
-        k0 = g * G
-        x = tl.load(x_ptr + offs_m[:, None] * stride_xm + (k0 + offs_k)[None, :], mask=mask_m[:, None], other=0.0)
-        q = _codes_tile(qw_ptr, offs_n, mask_n, k0, K, BN, G, x.dtype, ASM)
-        if UPCAST:  # the interpreter's bf16 dot is wrong (triton 3.9); codes and x are exact in fp32
-            d = tl.dot(q.to(tl.float32), tl.trans(x.to(tl.float32)), input_precision="ieee")
-        else:
-            d = tl.dot(q, tl.trans(x))
-        xs = tl.sum(x.to(tl.float32), axis=1)
-        s = tl.load(s_ptr + offs_n * kg + g, mask=mask_n, other=0.0).to(tl.float32)
-        z = tl.load(z_ptr + offs_n * kg + g, mask=mask_n, other=0).to(tl.float32)
-        acc += s[:, None] * (d - z[:, None] * xs[None, :])
+    for g0 in range(g_lo, g_lo + groups_per_split, NG):
+        for i in tl.static_range(NG):  # NG groups per step: longer runs of each weight row per step
+            g = g0 + i
+            k0 = g * G
+            x = tl.load(x_ptr + offs_m[:, None] * stride_xm + (k0 + offs_k)[None, :], mask=mask_m[:, None], other=0.0)
+            q = _codes_tile(qw_ptr, offs_n, mask_n, k0, K, BN, G, x.dtype, ASM)
+            if UPCAST:  # the interpreter's bf16 dot is wrong (triton 3.9); codes and x are exact in fp32
+                d = tl.dot(q.to(tl.float32), tl.trans(x.to(tl.float32)), input_precision="ieee")
+            else:
+                d = tl.dot(q, tl.trans(x))
+            xs = tl.sum(x.to(tl.float32), axis=1)
+            s = tl.load(s_ptr + offs_n * kg + g, mask=mask_n, other=0.0).to(tl.float32)
+            z = tl.load(z_ptr + offs_n * kg + g, mask=mask_n, other=0).to(tl.float32)
+            acc += s[:, None] * (d - z[:, None] * xs[None, :])
     if HAS_BIAS:
         b = tl.load(b_ptr + offs_n, mask=mask_n & ((offs_n * 0 + pid_k) == 0), other=0.0).to(tl.float32)
         acc += b[:, None]
@@ -442,15 +444,18 @@ def mma(
     x2d = x2d if x2d.stride(1) == 1 else x2d.contiguous()
     cfg = config or mma_config(m, n, k, group_size)
     kg = k // group_size
-    split = max(1, min(cfg.split, kg))
-    while kg % split:
+    ng = max(1, cfg.bk // group_size)  # groups per step
+    while kg % ng:
+        ng //= 2
+    split = max(1, min(cfg.split, kg // ng))
+    while kg % (split * ng):
         split -= 1
     y = (torch.zeros if split > 1 else torch.empty)(m, n, device=x2d.device, dtype=x2d.dtype)
     grid = (triton.cdiv(n, cfg.bn), triton.cdiv(m, cfg.bm), split)
     _mma_kernel[grid](
         x2d, w["qweight_nk"], w["scales_nk"], w["zeros_nk"], bias if bias is not None else y, y,
         m, n, k, x2d.stride(0), y.stride(0), kg // split,
-        G=group_size, HAS_BIAS=bias is not None, BM=cfg.bm, BN=cfg.bn, ATOMIC=split > 1,
+        G=group_size, HAS_BIAS=bias is not None, BM=cfg.bm, BN=cfg.bn, NG=ng, ATOMIC=split > 1,
         ASM=cfg.join and not interpreting(), UPCAST=x2d.dtype == torch.bfloat16 and interpreting(),
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
@@ -458,7 +463,7 @@ def mma(
 
 
 def mma_config(m: int, n: int, k: int, group_size: int) -> TileConfig:
-    """Untuned default for the tensor-core kernel (bk is the group size; join = lop3 unpacking)."""
+    """Untuned default for the tensor-core kernel (bk: inputs per step, whole groups; join: lop3 unpacking)."""
     bm = min(64, max(16, _bucket(m)))
     return TileConfig(bm=bm, bn=64, bk=group_size, num_warps=4, num_stages=4, split=4 if m <= 16 else 1)
 
