@@ -37,13 +37,18 @@ EXTRA_MS = [1, 16, 128, 512]
 
 
 _FLUSH: list[torch.Tensor] = []
+#: "read": the L2 is flushed by reading 256 MiB (it ends up holding clean lines of another buffer, as
+#: after the previous layer's kernel in a real forward pass); "write": by overwriting 256 MiB, which
+#: leaves ~50 MiB of dirty lines that the timed kernel then pays to write back (triton's do_bench way).
+FLUSH_MODE = ["read"]
 
 
 def kernel_time_us(fn: Callable[[], Any], reps: int = 30) -> float:
     """Median GPU time of one call, cold L2, launch latency excluded.
 
-    Before each call: overwrite 256 MiB (evicts the 50 MiB L2), then ``torch.cuda._sleep`` so the GPU is
-    still busy while the CPU enqueues the call; the events then bracket only the kernel(s) of ``fn``.
+    Before each call: read (or overwrite, see FLUSH_MODE) 256 MiB, which evicts the 50 MiB L2, then
+    ``torch.cuda._sleep`` so the GPU is still busy while the CPU enqueues the call; the events then
+    bracket only the kernel(s) of ``fn``.
     """
     if not _FLUSH:
         _FLUSH.append(torch.empty(256 << 20, dtype=torch.uint8, device="cuda"))
@@ -52,7 +57,10 @@ def kernel_time_us(fn: Callable[[], Any], reps: int = 30) -> float:
     start = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     end = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     for i in range(reps):
-        _FLUSH[0].zero_()
+        if FLUSH_MODE[0] == "read":
+            _FLUSH[0].view(torch.int32).max()
+        else:
+            _FLUSH[0].zero_()
         torch.cuda._sleep(400_000)
         start[i].record()
         fn()
@@ -84,8 +92,8 @@ def random_nk(k: int, n: int, g: int, gen: torch.Generator) -> dict[str, torch.T
     words = torch.randint(-(2**31), 2**31 - 1, (n, k // 8), generator=gen, dtype=torch.int64).to(torch.int32)
     return {
         "qweight_nk": words.cuda(),
-        "scales_nk": (torch.rand(n, k // g, generator=gen) * 0.02 + 0.002).half().cuda(),
-        "zeros_nk": torch.randint(0, 16, (n, k // g), generator=gen, dtype=torch.uint8).cuda(),
+        "scales_gn": (torch.rand(k // g, n, generator=gen) * 0.02 + 0.002).half().cuda(),
+        "zeros_gn": torch.randint(0, 16, (k // g, n), generator=gen, dtype=torch.uint8).cuda(),
     }
 
 
@@ -150,13 +158,10 @@ def sweep(
             cands: list[tuple[str, TileConfig]] = []
             if kinds == "mma":
                 bms = [max(16, triton.next_power_of_2(m))] if m <= 32 else [64, 128]
-                bns = (32, 64, 128) if m <= 128 else (64, 128)
-                splits = (1, 2, 4, 8) if m <= 128 else (1, 2)
-                for bm, bn, bk, ns, split in itertools.product(bms, bns, (g, 2 * g, 4 * g), (3, 4), splits):
+                bks = (g, 2 * g, 4 * g) if m <= 32 else (g, 2 * g)
+                for bm, bn, bk, split in itertools.product(bms, (64, 128), bks, (1, 4, 8) if m <= 128 else (1, 2)):
                     for nw in (4, 8) if bn * bm >= 128 * 64 else (4,):
-                        cands.append(("mma", TileConfig(bm, bn, bk, nw, ns, split=split)))
-                if m <= 32:
-                    cands.append(("mma", TileConfig(bms[0], 64, g, 4, 3, join=False, split=4)))  # no lop3: for scale
+                        cands.append(("mma", TileConfig(bm, bn, bk, nw, 3, split=split)))
             elif m <= 4:
                 for bn, bk, nw, ns in itertools.product((8, 16, 32), (256, 512, 1024), (2, 4), (1, 2, 3)):
                     cands.append(("gemv", TileConfig(1, bn, bk, nw, ns)))
@@ -210,10 +215,12 @@ def main() -> None:
     ap.add_argument("--shapes", default="", help="subset, e.g. 4096x4096,14336x4096")
     ap.add_argument("--ms", default="", help="row counts for the main table, e.g. 1,16,128")
     ap.add_argument("--quick", action="store_true", help="fp16 g128 only")
+    ap.add_argument("--flush", default="read", choices=["read", "write"], help="how the L2 is flushed")
     args = ap.parse_args()
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")] if args.shapes else SHAPES
     ms = [int(v) for v in args.ms.split(",")] if args.ms else MS
     torch.manual_seed(0)
+    FLUSH_MODE[0] = args.flush
     bw = copy_bandwidth()
     info = {
         "device": torch.cuda.get_device_name(),
@@ -222,6 +229,7 @@ def main() -> None:
         "triton": triton.__version__,
         "python": platform.python_version(),
         "copy_bandwidth_TBps": bw / 1e12,
+        "flush": args.flush,
         "dispatch": dispatch.describe(),
     }
     print(json.dumps(info), flush=True)

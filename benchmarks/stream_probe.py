@@ -1,6 +1,6 @@
 """How fast can a kernel stream the nk_int4 weight with a given tiling? (a ceiling for the W4A16 kernels)
 
-    PYTHONPATH=src python benchmarks/stream_probe.py
+    PYTHONPATH=src python benchmarks/stream_probe.py out.json [read|write]
 
 The probe kernel reads the packed weight [N, K/8] in the same tiles and split-K pattern as the
 tensor-core kernel (BN rows × BK inputs per step, ``split`` programs along K) and only reduces the
@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 
 sys.path.insert(0, "benchmarks")
-from kernels import copy_bandwidth, kernel_time_us
+from kernels import FLUSH_MODE, copy_bandwidth, kernel_time_us
 
 
 @triton.jit
@@ -41,6 +41,8 @@ def _stream(qw_ptr, out_ptr, N, K, words_per_split, BN: tl.constexpr, BW: tl.con
 
 
 def main() -> None:
+    FLUSH_MODE[0] = sys.argv[2] if len(sys.argv) > 2 else "read"
+    print("L2 flush by", FLUSH_MODE[0])
     bw = copy_bandwidth()
     print(f"copy bandwidth {bw / 1e12:.2f} TB/s", flush=True)
     rows = []
@@ -49,7 +51,7 @@ def main() -> None:
         bound = qw.numel() * 4 / bw * 1e6
         best = []
         for bn, bk, split, stages, warps, as_bytes in itertools.product(
-            (16, 32, 64, 128), (128, 256, 512, 1024), (1, 2, 4, 8), (2, 3, 4), (4,), (True, False)
+            (16, 64), (128, 256, 1024), (1, 4, 8), (3,), (4,), (True, False)
         ):
             if (k // bk) % split:
                 continue

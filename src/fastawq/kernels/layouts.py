@@ -12,7 +12,9 @@ Layouts:
 ``nk_int4``
     For the Triton kernels: ``qweight_nk`` int32 [N, K/8], nibble ``j`` of word ``w`` holding the code of
     input ``k = 8w + j`` (plain order along K, so one output row streams contiguous memory);
-    ``scales_nk`` fp16 [N, K/G]; ``zeros_nk`` uint8 [N, K/G]. Same bytes as ``awq_gemm`` except the
+    ``scales_gn`` fp16 [K/G, N] (the checkpoint's scales as they are) and ``zeros_gn`` uint8 [K/G, N]:
+    group-major, so the scales and zero points of one group for a tile of output rows are one
+    contiguous run that the kernels can prefetch asynchronously. Same bytes as ``awq_gemm`` except the
     zero points, which take one byte instead of half a byte.
 ``cpu_int4pack``
     For PyTorch's CPU int4 kernel: the opaque uint8 [N, K/2] tensor of
@@ -65,15 +67,15 @@ def gemm_to_nk(t: GemmTensors) -> dict[str, torch.Tensor]:
         codes = unpack_gemm(t.qweight[:, n0 // 8 : n1 // 8])  # [K, rows]
         qweight[n0:n1] = pack_seq(codes.t().contiguous())  # packed along K like GEMV / compressed-tensors
     zeros = unpack_gemm(t.qzeros)  # [K/G, N]
-    return {"qweight_nk": qweight, "scales_nk": t.scales.t().contiguous(), "zeros_nk": zeros.t().contiguous()}
+    return {"qweight_nk": qweight, "scales_gn": t.scales.contiguous(), "zeros_gn": zeros.contiguous()}
 
 
 def nk_to_gemm(d: dict[str, torch.Tensor]) -> GemmTensors:
     codes = unpack_seq(d["qweight_nk"])  # [N, K]
     return GemmTensors(
         qweight=pack_gemm(codes.t().contiguous()),
-        qzeros=pack_gemm(d["zeros_nk"].t().contiguous()),
-        scales=d["scales_nk"].t().contiguous(),
+        qzeros=pack_gemm(d["zeros_gn"]),
+        scales=d["scales_gn"],
     )
 
 
