@@ -215,6 +215,12 @@ def main() -> None:
     ap.add_argument("--shapes", default="", help="subset, e.g. 4096x4096,14336x4096")
     ap.add_argument("--ms", default="", help="row counts for the main table, e.g. 1,16,128")
     ap.add_argument("--quick", action="store_true", help="fp16 g128 only")
+    ap.add_argument(
+        "--part",
+        default="all",
+        choices=["all", "main", "extra"],
+        help="main: fp16 g128 at every M; extra: bf16 and group sizes 64/32 at a few M",
+    )
     ap.add_argument("--flush", default="read", choices=["read", "write"], help="how the L2 is flushed")
     args = ap.parse_args()
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")] if args.shapes else SHAPES
@@ -244,8 +250,8 @@ def main() -> None:
         f"{'speedup':>7s} {'%bound':>7s} {'eager':>9s} {'eager cuBLAS':>12s}"
     )
     print(header)
-    plan = [(torch.float16, 128, m) for m in ms]
-    if not args.quick:
+    plan = [(torch.float16, 128, m) for m in ms] if args.part in ("all", "main") else []
+    if not args.quick and args.part in ("all", "extra"):
         plan += [(torch.bfloat16, 128, m) for m in EXTRA_MS]
         plan += [(torch.float16, g, m) for g in (64, 32) for m in EXTRA_MS]
     for (dtype, g, m), (k, n) in itertools.product(plan, shapes):

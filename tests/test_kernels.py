@@ -134,8 +134,7 @@ def test_triton_kernels_match_float64(
     gen = torch.Generator().manual_seed(m + k)
     x = torch.randn(m, k, generator=gen).to(dtype)
     bias = torch.randn(n, generator=gen).half()
-    used = config if config is not None or kernel != "mma" else triton_awq.mma_config(m, n, k, g)
-    if getattr(used, "split", 1) > 1 and dtype == torch.bfloat16 and not HAS_CUDA:
+    if getattr(config, "split", 1) > 1 and dtype == torch.bfloat16 and not HAS_CUDA:
         pytest.skip("Triton's interpreter has no bf16 atomics; the GPU run covers this case")
     args = (x.to(DEV), nk, g, bias.to(DEV)) + ((config,) if config is not None else ())
     got = getattr(triton_awq, kernel)(*args)

@@ -5,9 +5,9 @@ The choice depends on the device, the activation dtype and the number of rows M:
 ============  =================  =====================================================================
 device        dtype              kernel
 ============  =================  =====================================================================
-CUDA          fp16 / bf16        ``triton``: GEMV, fused GEMM or dequantize + cuBLAS, whichever was
-                                 fastest for this shape and M bucket on this card (timed on the
-                                 first call, see :mod:`.triton_awq`)
+CUDA          fp16 / bf16        ``triton``: tensor-core split-K kernel, GEMV, fused GEMM or
+                                 dequantize + cuBLAS, whichever was fastest for this shape and M
+                                 bucket on this card (timed on the first call, see :mod:`.triton_awq`)
 CUDA          fp32               ``reference`` (notice once: load the model in fp16/bf16)
 CPU           any float          ``cpu_int4`` (PyTorch's int4 kernel, bf16 compute) where the shape
                                  allows (N % 16 == 0, group size 32/64/128/256), else ``reference``
@@ -126,6 +126,7 @@ KERNELS: dict[str, Kernel] = {
         Kernel("triton", layouts.NK_INT4, _triton_fn("auto"), _why_not_triton),
         Kernel("triton_gemv", layouts.NK_INT4, _triton_fn("gemv"), _why_not_triton),
         Kernel("triton_gemm", layouts.NK_INT4, _triton_fn("gemm"), _why_not_triton),
+        Kernel("triton_mma", layouts.NK_INT4, _triton_fn("mma"), _why_not_triton),
         Kernel("triton_dequant", layouts.NK_INT4, _triton_fn("dequant_matmul"), _why_not_triton),
         Kernel("cpu_int4", layouts.CPU_INT4PACK, _run_cpu_int4, _why_not_cpu),
     )

@@ -1,13 +1,19 @@
 """Triton kernels for ``y = x @ dequant(W).T`` on the ``nk_int4`` layout (see :mod:`.layouts`).
 
-Three ways to compute the product, chosen per call by :mod:`.dispatch`:
+Four ways to compute the product, chosen per call by :mod:`.dispatch` (the ``triton`` kernel times
+them on the first call of each shape and M bucket and keeps the fastest):
 
+``triton_mma``
+    Decode and small batches (M ≤ 256). Tensor cores with the operands swapped (W·xᵀ), so the weight
+    tile is the MMA's register operand and x (padded to ≥ 16 rows) the shared-memory one; codes are
+    decoded with ``lop3`` magic-number tricks (two codes per instruction) and the zero point and scale
+    of each group are applied to the fp32 result; split-K programs add with atomics.
 ``triton_gemv``
     M ≤ 4 rows. One program owns ``BN`` output columns and streams their packed rows along all of K
     (no split-K, no atomics, one launch); the product is an FMA reduction in fp32.
 ``triton_gemm``
-    Small and medium M. Tiles [BM, BN] with ``tl.dot`` on the tensor cores; every weight tile is
-    unpacked and dequantized in registers in the loop, so the weight is read once as 4 bits.
+    Tiles [BM, BN] with ``tl.dot`` on the tensor cores; every weight tile is unpacked and dequantized
+    in registers in the loop, so the weight is read once as 4 bits.
 ``triton_dequant``
     Prefill-sized M: dequantize the weight into a [N, K] buffer of the activation dtype with one
     kernel, then cuBLAS. The buffer lives only for the call.
@@ -457,6 +463,8 @@ def mma(
     while kg % ng:
         ng //= 2
     split = max(1, min(cfg.split, kg // ng))
+    if interpreting() and x2d.dtype == torch.bfloat16:
+        split = 1  # Triton's interpreter has no bf16 atomics
     while kg % (split * ng):
         split -= 1
     y = (torch.zeros if split > 1 else torch.empty)(m, n, device=x2d.device, dtype=x2d.dtype)
@@ -474,7 +482,7 @@ def mma(
 def mma_config(m: int, n: int, k: int, group_size: int) -> TileConfig:
     """Untuned default for the tensor-core kernel (bk: inputs per step, whole groups; join: lop3 unpacking)."""
     bm = min(64, max(16, _bucket(m)))
-    return TileConfig(bm=bm, bn=64, bk=group_size, num_warps=4, num_stages=4, split=4 if m <= 16 else 1)
+    return TileConfig(bm=bm, bn=64, bk=max(128, group_size), num_warps=4, num_stages=3, split=8 if m <= 16 else 4)
 
 
 def dequantize(
@@ -519,35 +527,39 @@ def _bucket(m: int) -> int:
 
 
 def candidates(m: int, n: int, k: int, group_size: int) -> list[Candidate]:
+    """What the tuner times for this shape: the fastest configs of the H100 sweeps in BENCHMARKS.md."""
     out: list[Candidate] = []
-    if m == 1:
-        for bn, bk, join in ((8, 1024, True), (16, 1024, True), (32, 512, True), (8, 1024, False), (32, 512, False)):
-            out.append(("gemv", TileConfig(1, bn, bk, 4, 2, join=join)))
-        for bn, bk, split in ((8, 512, 2), (8, 512, 4), (16, 512, 4), (8, 256, 8)):
-            out.append(("gemv", TileConfig(1, bn, bk, 4, 2, join=True, split=split)))
-    elif m <= 16:
-        bm = min(8, _bucket(m))
-        for bn, bk, split in ((8, 512, 1), (16, 512, 1), (16, 256, 1), (32, 256, 1), (16, 512, 4), (8, 256, 4)):
-            out.append(("gemv", TileConfig(bm, bn, bk, 4, 2, join=True, split=split)))
-    if m >= 2:
-        bm = min(128, max(16, _bucket(m)))
-        bns = (16, 32, 64, 128) if bm <= 32 else (64, 128, 256)
-        for bn in bns:
-            warps = 4 if bm * bn <= 64 * 64 else 8
-            for join in (True, False):
-                if bm * bn >= 128 * 256 and not join:
-                    continue
-                out.append(("gemm", TileConfig(bm, bn, 128, warps, 3, join=join)))
+    bk = max(128, group_size)
+    if m <= 64:
+        bm = max(16, _bucket(m))
+        if m <= 16:
+            mma = [(64, bk, 8), (64, bk, 4), (128, bk, 8), (64, 2 * bk, 4), (64, 2 * bk, 8), (64, bk, 1)]
+        else:
+            mma = [(64, bk, 4), (64, bk, 8), (128, bk, 4), (128, bk, 8), (64, 2 * bk, 4)]
+        for bn, step, split in mma:
+            out.append(("mma", TileConfig(bm, bn, step, 4, 3, split=split)))
+    elif m <= 256:
+        for bm, bn, warps, split in (
+            (128, 128, 8, 2),
+            (128, 128, 8, 4),
+            (128, 64, 4, 4),
+            (128, 64, 4, 8),
+            (64, 128, 4, 4),
+        ):
+            out.append(("mma", TileConfig(bm, bn, bk, warps, 3, split=split)))
+    if m == 1:  # the FMA kernel is close on the widest layers
+        for bn, step in ((8, 1024), (16, 1024)):
+            out.append(("gemv", TileConfig(1, bn, step, 4, 2, join=True)))
+    if 64 < m <= 512:
+        out.append(("gemm", TileConfig(128, 128, 128, 4, 2, join=True)))
     if m >= 32:
         out.append(("dequant", None))
     return out
 
 
 def _default(m: int, n: int, k: int, group_size: int) -> Candidate:
-    if m <= 8:
-        return ("gemv", gemv_config(m, n, k, group_size))
-    if m <= 256:
-        return ("gemm", gemm_config(m, n, k, group_size))
+    if m <= 64:
+        return ("mma", mma_config(m, n, k, group_size))
     return ("dequant", None)
 
 
