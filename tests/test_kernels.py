@@ -117,6 +117,8 @@ TRITON_CASES = [
     ("mma", TileConfig(64, 32, 64, 4, 2, split=3), 70, 384, 32, 64),  # 6 groups in 3 slices, 2 M tiles
     ("mma", TileConfig(16, 32, 256, 4, 2, split=2), 3, 1024, 48, 64),  # 4 groups per step, 2 steps per slice
     ("mma", TileConfig(32, 16, 128, 4, 2, split=3), 9, 384, 32, 32),  # 4 groups per step, 3 slices
+    ("mma", TileConfig(16, 32, 128, 4, 2, split=2, deq=True), 5, 512, 48, 64),  # fp16 dequantized in registers
+    ("mma", TileConfig(64, 32, 64, 4, 2, split=1, deq=True), 70, 384, 32, 32),
     ("dequant_matmul", None, 7, 256, 64, 64),
     ("dequant_matmul", None, 9, 384, 48, 128),
     ("auto", None, 3, 256, 32, 128),
@@ -153,7 +155,7 @@ def test_every_tuning_candidate_is_correct_on_gpu(m: int, dtype: torch.dtype) ->
     nk = layouts.gemm_to_nk(t)
     x = torch.randn(m, k, generator=torch.Generator().manual_seed(m)).to(dtype)
     ref = x.double() @ w
-    for cand in triton_awq.candidates(m, n, k, g):
+    for cand in triton_awq.candidates(m, n, k, g, dtype):
         got = triton_awq._run(cand, x.to(DEV), nk, g, None)
         assert sqnr_db(got, ref) > SQNR_FLOOR[dtype], cand
     triton_awq.auto(x.to(DEV), nk, g, None)

@@ -24,6 +24,7 @@ Importing this module imports ``triton``; :mod:`.dispatch` imports it only when 
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 
@@ -44,11 +45,15 @@ class TileConfig:
     group_m: int = 8
     #: unpack with in-register joins (else shift-and-reshape); both kept, the tuner picks per shape
     join: bool = True
-    #: GEMV only: programs per output tile along K, summed with atomics (1: plain stores)
+    #: GEMV and MMA: programs per output tile along K, summed with atomics (1: plain stores)
     split: int = 1
+    #: MMA, fp16 only: dequantize the tile in registers and accumulate through the MMA (else the zero
+    #: point and scale are applied to each group's fp32 result)
+    deq: bool = False
 
     def describe(self) -> str:
         extra = (" join" if self.join else "") + (f" split{self.split}" if self.split > 1 else "")
+        extra += " deq" if self.deq else ""
         return f"bm{self.bm} bn{self.bn} bk{self.bk} w{self.num_warps} s{self.num_stages}{extra}"
 
 
@@ -281,15 +286,16 @@ def _mma_kernel(
     x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, y_ptr,
     M, N, K, stride_xm, stride_ym, groups_per_split,
     G: tl.constexpr, HAS_BIAS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, NG: tl.constexpr,
-    ATOMIC: tl.constexpr, ASM: tl.constexpr, UPCAST: tl.constexpr,
+    ATOMIC: tl.constexpr, ASM: tl.constexpr, UPCAST: tl.constexpr, DEQ: tl.constexpr,
 ):  # fmt: skip
-    """Tensor cores with the operands swapped: acc[BN, BM] = W·xᵀ, one group of K per step.
+    """Tensor cores with the operands swapped: acc[BN, BM] = W·xᵀ, NG groups of K per step.
 
     The weight tile is the left operand, so it feeds the MMA straight from registers after unpacking,
-    and a handful of rows of x (padded to BM ≥ 16) is the right one. Each step multiplies the raw codes
-    (exact in fp16/bf16) and applies the group's zero point and scale to the fp32 result:
-    y[n] += s[n, g] · (Σ_k q[n, k]·x[k] − z[n, g]·Σ_k x[k]). SPLIT > 1: programs along K add into a
-    zeroed output with atomics (ATOMIC).
+    and a handful of rows of x (padded to BM ≥ 16) is the right one. By default each group multiplies
+    the raw codes (exact in fp16/bf16) and applies its zero point and scale to the fp32 result:
+    y[n] += s[n, g] · (Σ_k q[n, k]·x[k] − z[n, g]·Σ_k x[k]). DEQ (fp16): the tile is dequantized in
+    registers and the MMA accumulates across groups. Several programs along K add into a zeroed
+    output with atomics (ATOMIC).
     """
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
@@ -320,12 +326,16 @@ def _mma_kernel(
             k0 = g * G
             x = tl.load(x_ptr + offs_m[:, None] * stride_xm + (k0 + offs_k)[None, :], mask=mask_m[:, None], other=0.0)
             q = _codes_tile(qw_ptr, offs_n, mask_n, k0, K, BN, G, x.dtype, ASM)
-            if UPCAST:  # the interpreter's bf16 dot is wrong (triton 3.9); codes and x are exact in fp32
-                d = tl.dot(q.to(tl.float32), tl.trans(x.to(tl.float32)), input_precision="ieee")
+            if DEQ:  # fp16: (q - z) is exact and one rounding of ·s gives the reference's fp16 weight
+                w = (q - z.to(tl.float16)[:, None]) * s.to(tl.float16)[:, None]
+                acc = tl.dot(w, tl.trans(x), acc)
             else:
-                d = tl.dot(q, tl.trans(x))
-            xs = tl.sum(x.to(tl.float32), axis=1)
-            acc += s[:, None] * (d - z[:, None] * xs[None, :])
+                if UPCAST:  # the interpreter's bf16 dot is wrong (triton 3.9); codes and x are exact in fp32
+                    d = tl.dot(q.to(tl.float32), tl.trans(x.to(tl.float32)), input_precision="ieee")
+                else:
+                    d = tl.dot(q, tl.trans(x))
+                xs = tl.sum(x.to(tl.float32), axis=1)
+                acc += s[:, None] * (d - z[:, None] * xs[None, :])
     if HAS_BIAS:
         b = tl.load(b_ptr + offs_n, mask=mask_n & ((offs_n * 0 + pid_k) == 0), other=0.0).to(tl.float32)
         acc += b[:, None]
@@ -474,6 +484,7 @@ def mma(
         m, n, k, x2d.stride(0), y.stride(0), kg // split,
         G=group_size, HAS_BIAS=bias is not None, BM=cfg.bm, BN=cfg.bn, NG=ng, ATOMIC=split > 1,
         ASM=cfg.join and not interpreting(), UPCAST=x2d.dtype == torch.bfloat16 and interpreting(),
+        DEQ=cfg.deq and x2d.dtype == torch.float16,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     return y
@@ -526,27 +537,25 @@ def _bucket(m: int) -> int:
     return 1 << max(0, (m - 1).bit_length())
 
 
-def candidates(m: int, n: int, k: int, group_size: int) -> list[Candidate]:
+def candidates(m: int, n: int, k: int, group_size: int, dtype: torch.dtype = torch.float16) -> list[Candidate]:
     """What the tuner times for this shape: the fastest configs of the H100 sweeps in BENCHMARKS.md."""
     out: list[Candidate] = []
     bk = max(128, group_size)
+    deq = (False, True) if dtype == torch.float16 else (False,)
     if m <= 64:
         bm = max(16, _bucket(m))
         if m <= 16:
             mma = [(64, bk, 8), (64, bk, 4), (128, bk, 8), (64, 2 * bk, 4), (64, 2 * bk, 8), (64, bk, 1)]
         else:
             mma = [(64, bk, 4), (64, bk, 8), (128, bk, 4), (128, bk, 8), (64, 2 * bk, 4)]
-        for bn, step, split in mma:
-            out.append(("mma", TileConfig(bm, bn, step, 4, 3, split=split)))
+        for (bn, step, split), d in itertools.product(mma, deq):
+            if d and (bn, step, split) not in ((64, bk, 4), (64, 2 * bk, 4), (128, bk, 8)):
+                continue
+            out.append(("mma", TileConfig(bm, bn, step, 4, 3, split=split, deq=d)))
     elif m <= 256:
-        for bm, bn, warps, split in (
-            (128, 128, 8, 2),
-            (128, 128, 8, 4),
-            (128, 64, 4, 4),
-            (128, 64, 4, 8),
-            (64, 128, 4, 4),
-        ):
-            out.append(("mma", TileConfig(bm, bn, bk, warps, 3, split=split)))
+        tiles = ((128, 128, 8, 2), (128, 128, 8, 4), (128, 64, 4, 4), (128, 64, 4, 8), (64, 128, 4, 4))
+        for (bm, bn, warps, split), d in itertools.product(tiles, deq):
+            out.append(("mma", TileConfig(bm, bn, bk, warps, 3, split=split, deq=d)))
     if m == 1:  # the FMA kernel is close on the widest layers
         for bn, step in ((8, 1024), (16, 1024)):
             out.append(("gemv", TileConfig(1, bn, step, 4, 2, join=True)))
@@ -585,7 +594,7 @@ def _tune(
     end = [torch.cuda.Event(enable_timing=True) for _ in range(5)]
     log: list[tuple[str, str, float]] = []
     best: tuple[float, Candidate] | None = None
-    for c in candidates(m, n, k, g):
+    for c in candidates(m, n, k, g, x2d.dtype):
         try:
             _run(c, x2d, w, g, bias)  # compile + warm up
         except Exception:  # a config the card cannot hold (shared memory, registers): not a candidate
