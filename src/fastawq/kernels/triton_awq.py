@@ -556,9 +556,9 @@ def candidates(m: int, n: int, k: int, group_size: int, dtype: torch.dtype = tor
         tiles = ((128, 128, 8, 2), (128, 128, 8, 4), (128, 64, 4, 4), (128, 64, 4, 8), (64, 128, 4, 4))
         for (bm, bn, warps, split), d in itertools.product(tiles, deq):
             out.append(("mma", TileConfig(bm, bn, bk, warps, 3, split=split, deq=d)))
-    if m == 1:  # the FMA kernel is close on the widest layers
-        for bn, step in ((8, 1024), (16, 1024)):
-            out.append(("gemv", TileConfig(1, bn, step, 4, 2, join=True)))
+    if m == 1:  # the FMA kernel is as fast at batch 1
+        for bn, step, split in ((8, 1024, 1), (16, 1024, 1), (8, 512, 2), (16, 512, 4)):
+            out.append(("gemv", TileConfig(1, bn, step, 4, 2, join=True, split=split)))
     if 64 < m <= 512:
         out.append(("gemm", TileConfig(128, 128, 128, 4, 2, join=True)))
     if m >= 32:
