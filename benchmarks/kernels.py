@@ -92,8 +92,10 @@ def random_nk(k: int, n: int, g: int, gen: torch.Generator) -> dict[str, torch.T
     words = torch.randint(-(2**31), 2**31 - 1, (n, k // 8), generator=gen, dtype=torch.int64).to(torch.int32)
     return {
         "qweight_nk": words.cuda(),
-        "scales_gn": (torch.rand(k // g, n, generator=gen) * 0.02 + 0.002).half().cuda(),
-        "zeros_gn": torch.randint(0, 16, (k // g, n), generator=gen, dtype=torch.uint8).cuda(),
+        "sz_gn": layouts.pack_scale_zero(
+            (torch.rand(k // g, n, generator=gen) * 0.02 + 0.002).half(),
+            torch.randint(0, 16, (k // g, n), generator=gen, dtype=torch.uint8),
+        ).cuda(),
     }
 
 

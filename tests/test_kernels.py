@@ -49,7 +49,7 @@ SQNR_FLOOR = {torch.float16: 55.0, torch.bfloat16: 38.0}
 def test_nk_layout_round_trips_bit_exactly(k: int, n: int, g: int) -> None:
     t, _ = random_gemm(k, n, g, seed=k + n)
     nk = layouts.gemm_to_nk(t)
-    assert nk["qweight_nk"].shape == (n, k // 8) and nk["zeros_gn"].shape == (k // g, n)
+    assert nk["qweight_nk"].shape == (n, k // 8) and nk["sz_gn"].shape == (k // g, n)
     back = layouts.nk_to_gemm(nk)
     for name in ("qweight", "qzeros", "scales"):
         assert torch.equal(getattr(back, name), getattr(t, name)), name
@@ -59,8 +59,8 @@ def test_nk_layout_puts_codes_in_plain_k_order() -> None:
     t, w = random_gemm(64, 16, 32, seed=3)
     nk = layouts.gemm_to_nk(t)
     codes = unpack_seq(nk["qweight_nk"]).double()  # [N, K]
-    z = nk["zeros_gn"].t().double().repeat_interleave(32, 1)
-    s = nk["scales_gn"].t().double().repeat_interleave(32, 1)
+    z = (nk["sz_gn"] >> 16).t().double().repeat_interleave(32, 1)
+    s = (nk["sz_gn"] & 0xFFFF).to(torch.int16).view(torch.float16).t().double().repeat_interleave(32, 1)
     assert torch.equal((codes - z) * s, w.t())
 
 

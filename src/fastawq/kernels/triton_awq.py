@@ -69,7 +69,19 @@ def _position_shifts():
 
 
 @triton.jit
-def _dequant_tile(qw_ptr, s_ptr, z_ptr, offs_n, mask_n, k0, N, K, G: tl.constexpr, BN: tl.constexpr,
+def _scale(sz):
+    """fp32 scale from a packed ``sz_gn`` word (low 16 bits: the fp16 scale)."""
+    return (sz & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+
+
+@triton.jit
+def _zero(sz):
+    """fp32 zero point from a packed ``sz_gn`` word (bits 16…23)."""
+    return (sz >> 16).to(tl.float32)
+
+
+@triton.jit
+def _dequant_tile(qw_ptr, sz_ptr, offs_n, mask_n, k0, N, K, G: tl.constexpr, BN: tl.constexpr,
                   BK: tl.constexpr):  # fmt: skip
     """The [BN, BK] fp32 weight tile at columns ``k0 … k0+BK`` of rows ``offs_n`` (shift-and-reshape)."""
     NG: tl.constexpr = BK // G if BK >= G else 1
@@ -81,8 +93,9 @@ def _dequant_tile(qw_ptr, s_ptr, z_ptr, offs_n, mask_n, k0, N, K, G: tl.constexp
     q = tl.reshape(q, (BN, NG, PER)).to(tl.float32)
     offs_g = k0 // G + tl.arange(0, NG)
     sz_off = offs_n[:, None] + offs_g[None, :] * N  # scales and zero points are [K/G, N]
-    s = tl.load(s_ptr + sz_off, mask=mask_n[:, None], other=0.0).to(tl.float32)
-    z = tl.load(z_ptr + sz_off, mask=mask_n[:, None], other=0).to(tl.float32)
+    sz = tl.load(sz_ptr + sz_off, mask=mask_n[:, None], other=0)
+    s = _scale(sz)
+    z = _zero(sz)
     w = (q - z[:, :, None]) * s[:, :, None]
     return tl.reshape(w, (BN, BK))
 
@@ -106,7 +119,7 @@ def _unpack_join(qw):
 
 @triton.jit
 def _gemv_kernel(
-    x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, y_ptr,
+    x_ptr, qw_ptr, sz_ptr, b_ptr, y_ptr,
     M, N, K, stride_xm, stride_ym,
     G: tl.constexpr, HAS_BIAS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, NG: tl.constexpr,
     JOIN: tl.constexpr, SPLIT: tl.constexpr,
@@ -140,8 +153,9 @@ def _gemv_kernel(
         qw = qw_next
         more = (words * 0 + g0 + NG) < g_hi
         qw_next = tl.load(q_ptrs + (g0 + NG) * GW, mask=mask_n[:, None, None] & more[None, :, :], other=0)
-        s = tl.load(s_ptr + sz_ptrs + g0 * N, mask=mask_n[:, None], other=0.0).to(tl.float32)  # [BN, NG]
-        zf = tl.load(z_ptr + sz_ptrs + g0 * N, mask=mask_n[:, None], other=0).to(tl.float32) + MAGIC_F
+        sz = tl.load(sz_ptr + sz_ptrs + g0 * N, mask=mask_n[:, None], other=0)  # [BN, NG]
+        s = _scale(sz)
+        zf = _zero(sz) + MAGIC_F
         if JOIN:
             q = tl.reshape(_unpack_join(qw), (BN, NG, G)) - zf[:, :, None]
             for i in tl.static_range(BM):
@@ -168,7 +182,7 @@ def _gemv_kernel(
 
 @triton.jit
 def _gemm_kernel(
-    x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, y_ptr,
+    x_ptr, qw_ptr, sz_ptr, b_ptr, y_ptr,
     M, N, K, stride_xm, stride_ym,
     G: tl.constexpr, HAS_BIAS: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr, JOIN: tl.constexpr,
@@ -198,11 +212,12 @@ def _gemm_kernel(
         x = tl.load(x_ptr + offs_m[:, None] * stride_xm + (k0 + offs_k)[None, :], mask=mask_m[:, None], other=0.0)
         if JOIN:
             qw = tl.load(qw_ptr + offs_n[:, None] * kw + (k0 // 8 + offs_w)[None, :], mask=mask_n[:, None], other=0)
-            s = tl.load(s_ptr + (k0 // G) * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
-            zf = tl.load(z_ptr + (k0 // G) * N + offs_n, mask=mask_n, other=0).to(tl.float32) + MAGIC_F
+            sz = tl.load(sz_ptr + (k0 // G) * N + offs_n, mask=mask_n, other=0)
+            s = _scale(sz)
+            zf = _zero(sz) + MAGIC_F
             w = (tl.reshape(_unpack_join(qw), (BN, BK)) - zf[:, None]) * s[:, None]
         else:
-            w = _dequant_tile(qw_ptr, s_ptr, z_ptr, offs_n, mask_n, k0, N, K, G, BN, BK)
+            w = _dequant_tile(qw_ptr, sz_ptr, offs_n, mask_n, k0, N, K, G, BN, BK)
         if UPCAST:  # the interpreter's bf16 dot is wrong (triton 3.9): same roundings, fp32 product
             acc = tl.dot(x.to(tl.float32), tl.trans(w.to(x.dtype).to(tl.float32)), acc, input_precision="ieee")
         else:
@@ -283,7 +298,7 @@ def _codes_tile(qw_ptr, offs_n, mask_n, k0, K, BN: tl.constexpr, BK: tl.constexp
 
 @triton.jit
 def _mma_kernel(
-    x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, y_ptr,
+    x_ptr, qw_ptr, sz_ptr, b_ptr, y_ptr,
     M, N, K, stride_xm, stride_ym, groups_per_split,
     G: tl.constexpr, HAS_BIAS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, NG: tl.constexpr,
     ATOMIC: tl.constexpr, ASM: tl.constexpr, UPCAST: tl.constexpr, DEQ: tl.constexpr,
@@ -292,10 +307,10 @@ def _mma_kernel(
 
     The weight tile is the left operand, so it feeds the MMA straight from registers after unpacking,
     and a handful of rows of x (padded to BM ≥ 16) is the right one. By default each group multiplies
-    the raw codes (exact in fp16/bf16) and applies its zero point and scale to the fp32 result:
-    y[n] += s[n, g] · (Σ_k q[n, k]·x[k] − z[n, g]·Σ_k x[k]). DEQ (fp16): the tile is dequantized in
-    registers and the MMA accumulates across groups. Several programs along K add into a zeroed
-    output with atomics (ATOMIC).
+    q − z (exact in fp16/bf16) and applies its scale to the fp32 result:
+    y[n] += s[n, g] · Σ_k (q[n, k] − z[n, g])·x[k]. DEQ (fp16): the tile is dequantized in registers
+    and the MMA accumulates across groups. Several programs along K add into a zeroed output with
+    atomics (ATOMIC).
     """
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
@@ -308,34 +323,30 @@ def _mma_kernel(
     g_lo = pid_k * groups_per_split
     g_last = g_lo + groups_per_split - 1
     acc = tl.zeros((BN, BM), dtype=tl.float32)
-    # Scales and zero points are a few bytes per thread, too small for Triton's asynchronous pipeline,
+    # Scales and zero points are a few words per thread, too few for Triton's asynchronous pipeline,
     # so they are fetched by hand two groups ahead of their use.
-    s1 = tl.load(s_ptr + g_lo * N + offs_n, mask=mask_n, other=0.0)
-    z1 = tl.load(z_ptr + g_lo * N + offs_n, mask=mask_n, other=0)
-    s2 = tl.load(s_ptr + tl.minimum(g_lo + 1, g_last) * N + offs_n, mask=mask_n, other=0.0)
-    z2 = tl.load(z_ptr + tl.minimum(g_lo + 1, g_last) * N + offs_n, mask=mask_n, other=0)
+    sz1 = tl.load(sz_ptr + g_lo * N + offs_n, mask=mask_n, other=0)
+    sz2 = tl.load(sz_ptr + tl.minimum(g_lo + 1, g_last) * N + offs_n, mask=mask_n, other=0)
     for g0 in range(g_lo, g_last + 1, NG):
         for i in tl.static_range(NG):  # NG groups per step: longer runs of each weight row per step
             g = g0 + i
-            s = s1.to(tl.float32)
-            z = z1.to(tl.float32)
-            s1 = s2
-            z1 = z2
-            s2 = tl.load(s_ptr + tl.minimum(g + 2, g_last) * N + offs_n, mask=mask_n, other=0.0)
-            z2 = tl.load(z_ptr + tl.minimum(g + 2, g_last) * N + offs_n, mask=mask_n, other=0)
+            s = _scale(sz1)
+            z = _zero(sz1)
+            sz1 = sz2
+            sz2 = tl.load(sz_ptr + tl.minimum(g + 2, g_last) * N + offs_n, mask=mask_n, other=0)
             k0 = g * G
             x = tl.load(x_ptr + offs_m[:, None] * stride_xm + (k0 + offs_k)[None, :], mask=mask_m[:, None], other=0.0)
             q = _codes_tile(qw_ptr, offs_n, mask_n, k0, K, BN, G, x.dtype, ASM)
             if DEQ:  # fp16: (q - z) is exact and one rounding of ·s gives the reference's fp16 weight
                 w = (q - z.to(tl.float16)[:, None]) * s.to(tl.float16)[:, None]
                 acc = tl.dot(w, tl.trans(x), acc)
-            else:
-                if UPCAST:  # the interpreter's bf16 dot is wrong (triton 3.9); codes and x are exact in fp32
-                    d = tl.dot(q.to(tl.float32), tl.trans(x.to(tl.float32)), input_precision="ieee")
+            else:  # q - z is exact in fp16 and bf16 (|q - z| ≤ 15); the scale goes on the fp32 result
+                if UPCAST:  # the interpreter's bf16 dot is wrong (triton 3.9); q - z and x are exact in fp32
+                    qz = q.to(tl.float32) - z[:, None]
+                    d = tl.dot(qz, tl.trans(x.to(tl.float32)), input_precision="ieee")
                 else:
-                    d = tl.dot(q, tl.trans(x))
-                xs = tl.sum(x.to(tl.float32), axis=1)
-                acc += s[:, None] * (d - z[:, None] * xs[None, :])
+                    d = tl.dot(q - z.to(q.dtype)[:, None], tl.trans(x))
+                acc += s[:, None] * d
     if HAS_BIAS:
         b = tl.load(b_ptr + offs_n, mask=mask_n & ((offs_n * 0 + pid_k) == 0), other=0.0).to(tl.float32)
         acc += b[:, None]
@@ -349,7 +360,7 @@ def _mma_kernel(
 
 @triton.jit
 def _dequant_kernel(
-    qw_ptr, s_ptr, z_ptr, w_ptr, N, K,
+    qw_ptr, sz_ptr, w_ptr, N, K,
     G: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
 ):  # fmt: skip
     pid_n = tl.program_id(0)
@@ -357,7 +368,7 @@ def _dequant_kernel(
     offs_n = pid_n * BN + tl.arange(0, BN)
     mask_n = offs_n < N
     k0 = pid_k * BK
-    w = _dequant_tile(qw_ptr, s_ptr, z_ptr, offs_n, mask_n, k0, N, K, G, BN, BK)
+    w = _dequant_tile(qw_ptr, sz_ptr, offs_n, mask_n, k0, N, K, G, BN, BK)
     offs_k = k0 + tl.arange(0, BK)
     tl.store(w_ptr + offs_n[:, None] * K + offs_k[None, :], w.to(w_ptr.dtype.element_ty), mask=mask_n[:, None])
 
@@ -431,7 +442,7 @@ def gemv(
     y = (torch.zeros if split > 1 else torch.empty)(m, n, device=x2d.device, dtype=x2d.dtype)
     grid = (triton.cdiv(n, cfg.bn), triton.cdiv(m, bm), split)
     _gemv_kernel[grid](
-        x2d, w["qweight_nk"], w["scales_gn"], w["zeros_gn"], bias if bias is not None else y, y,
+        x2d, w["qweight_nk"], w["sz_gn"], bias if bias is not None else y, y,
         m, n, k, x2d.stride(0), y.stride(0),
         G=group_size, HAS_BIAS=bias is not None, BM=bm, BN=cfg.bn, NG=ng,
         JOIN=cfg.join, SPLIT=split, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
@@ -450,7 +461,7 @@ def gemm(
     y = torch.empty(m, n, device=x2d.device, dtype=x2d.dtype)
     grid = (triton.cdiv(m, cfg.bm) * triton.cdiv(n, cfg.bn),)
     _gemm_kernel[grid](
-        x2d, w["qweight_nk"], w["scales_gn"], w["zeros_gn"], bias if bias is not None else y, y,
+        x2d, w["qweight_nk"], w["sz_gn"], bias if bias is not None else y, y,
         m, n, k, x2d.stride(0), y.stride(0),
         G=group_size, HAS_BIAS=bias is not None, BM=cfg.bm, BN=cfg.bn, BK=bk, GROUP_M=cfg.group_m,
         JOIN=cfg.join, UPCAST=x2d.dtype == torch.bfloat16 and interpreting(),
@@ -480,7 +491,7 @@ def mma(
     y = (torch.zeros if split > 1 else torch.empty)(m, n, device=x2d.device, dtype=x2d.dtype)
     grid = (triton.cdiv(n, cfg.bn), triton.cdiv(m, cfg.bm), split)
     _mma_kernel[grid](
-        x2d, w["qweight_nk"], w["scales_gn"], w["zeros_gn"], bias if bias is not None else y, y,
+        x2d, w["qweight_nk"], w["sz_gn"], bias if bias is not None else y, y,
         m, n, k, x2d.stride(0), y.stride(0), kg // split,
         G=group_size, HAS_BIAS=bias is not None, BM=cfg.bm, BN=cfg.bn, NG=ng, ATOMIC=split > 1,
         ASM=cfg.join and not interpreting(), UPCAST=x2d.dtype == torch.bfloat16 and interpreting(),
@@ -505,9 +516,7 @@ def dequantize(
     bk = _fit_bk(bk, k, group_size)
     out = torch.empty(n, k, device=w["qweight_nk"].device, dtype=dtype)
     grid = (triton.cdiv(n, bn), k // bk)
-    _dequant_kernel[grid](
-        w["qweight_nk"], w["scales_gn"], w["zeros_gn"], out, n, k, G=group_size, BN=bn, BK=bk, num_warps=4
-    )
+    _dequant_kernel[grid](w["qweight_nk"], w["sz_gn"], out, n, k, G=group_size, BN=bn, BK=bk, num_warps=4)
     return out
 
 
