@@ -55,6 +55,17 @@ def test_nk_layout_round_trips_bit_exactly(k: int, n: int, g: int) -> None:
         assert torch.equal(getattr(back, name), getattr(t, name)), name
 
 
+def test_scale_zero_words_keep_every_bit() -> None:
+    gen = torch.Generator().manual_seed(5)
+    bits = torch.randint(-(2**15), 2**15, (8, 64), generator=gen, dtype=torch.int32).to(torch.int16)
+    scales = bits.view(torch.float16)  # every 16-bit pattern, sign bit included
+    zeros = torch.randint(0, 16, (8, 64), generator=gen, dtype=torch.uint8)
+    sz = layouts.pack_scale_zero(scales, zeros)
+    assert sz.dtype == torch.int32
+    assert torch.equal((sz & 0xFFFF).to(torch.int16), bits)
+    assert torch.equal((sz >> 16).to(torch.uint8), zeros)
+
+
 def test_nk_layout_puts_codes_in_plain_k_order() -> None:
     t, w = random_gemm(64, 16, 32, seed=3)
     nk = layouts.gemm_to_nk(t)
