@@ -128,8 +128,9 @@ def _gemv_kernel(
 
     Scales and zero points are factored out of the inner sum: y = Σ_g s_g · Σ_{k∈g} (q_k − z_g) x_k.
     The weight tile is unpacked once per step and reused by all BM rows (plain FMAs, no tensor cores).
-    The next step's weights are loaded before this step is computed, so memory stays busy. SPLIT > 1
-    adds partial sums into a zeroed output with atomics (more programs for narrow layers).
+    The next step's weights, scales and zero points are loaded before this step is computed, so memory
+    stays busy. SPLIT > 1 adds partial sums into a zeroed output with atomics (more programs for narrow
+    layers).
     """
     GW: tl.constexpr = G // 8  # packed words per group
     pid_n = tl.program_id(0)
@@ -149,11 +150,14 @@ def _gemv_kernel(
     sz_ptrs = offs_n[:, None] + tl.arange(0, NG)[None, :] * N  # [K/G, N]: group g0 + j at (g0 + j)·N + n
     acc = tl.zeros((BM, BN), dtype=tl.float32)
     qw_next = tl.load(q_ptrs + g_lo * GW, mask=mask_n[:, None, None], other=0)  # [BN, NG, GW]
+    sz_next = tl.load(sz_ptr + sz_ptrs + g_lo * N, mask=mask_n[:, None], other=0)  # [BN, NG]
     for g0 in range(g_lo, g_hi, NG):
         qw = qw_next
+        sz = sz_next
         more = (words * 0 + g0 + NG) < g_hi
         qw_next = tl.load(q_ptrs + (g0 + NG) * GW, mask=mask_n[:, None, None] & more[None, :, :], other=0)
-        sz = tl.load(sz_ptr + sz_ptrs + g0 * N, mask=mask_n[:, None], other=0)  # [BN, NG]
+        sz_more = (tl.arange(0, NG)[None, :] * 0 + g0 + NG) < g_hi
+        sz_next = tl.load(sz_ptr + sz_ptrs + (g0 + NG) * N, mask=mask_n[:, None] & sz_more, other=0)
         s = _scale(sz)
         zf = _zero(sz) + MAGIC_F
         if JOIN:
