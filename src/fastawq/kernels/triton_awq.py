@@ -396,7 +396,7 @@ def _fit_bk(bk: int, k: int, group_size: int) -> int:
 
 
 def _groups_per_step(bk: int, k: int, group_size: int) -> int:
-    """Groups per GEMV step: the largest power of two ≤ bk/G dividing K/G."""
+    """Groups per GEMV or MMA step: the largest power of two ≤ bk/G dividing K/G."""
     kg = k // group_size
     ng = max(1, bk // group_size)
     while kg % ng:
@@ -479,14 +479,10 @@ def mma(
     config: TileConfig | None = None,
 ) -> torch.Tensor:  # fmt: skip
     m, n, k = _check(x2d, w, group_size)
-    if group_size < 16:
-        raise ValueError(f"the tensor-core kernel needs groups of at least 16 inputs, not {group_size}")
     x2d = x2d if x2d.stride(1) == 1 else x2d.contiguous()
     cfg = config or mma_config(m, n, k, group_size)
     kg = k // group_size
-    ng = max(1, cfg.bk // group_size)  # groups per step
-    while kg % ng:
-        ng //= 2
+    ng = _groups_per_step(cfg.bk, k, group_size)
     split = max(1, min(cfg.split, kg // ng))
     if interpreting() and x2d.dtype == torch.bfloat16:
         split = 1  # Triton's interpreter has no bf16 atomics
