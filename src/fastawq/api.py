@@ -149,7 +149,7 @@ def load_quantized(
     """Load an AWQ GEMM checkpoint (fastawq's or AutoAWQ's) and repack it for the kernel that will run it.
 
     ``kernel``: None/"auto" lets fastawq choose per call (:mod:`fastawq.kernels.dispatch`); a name
-    ("reference", "triton", "triton_gemv", "triton_gemm", "triton_dequant", "cpu_int4") forces one.
+    (a key of :data:`fastawq.kernels.dispatch.KERNELS`, e.g. "reference", "triton", "cpu_int4") forces one.
     ``FASTAWQ_KERNEL`` overrides both.
     """
     from fastawq.kernels.dispatch import forced_kernel, prepare
