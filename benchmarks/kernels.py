@@ -158,7 +158,13 @@ def sweep(
         for m in ms:
             x = torch.randn(m, k, generator=gen).to(dtype).cuda()
             cands: list[tuple[str, TileConfig]] = []
-            if kinds == "mma":
+            if kinds == "pairs":  # the packed-pair GEMV against the fp32 one
+                bm = min(m, 8)
+                for bn, bk, split in itertools.product((8, 16, 32), (256, 512, 1024), (1, 2, 4)):
+                    cands.append(("gemv", TileConfig(bm, bn, bk, 4, 2, split=split, pairs=True)))
+                cands.append(("gemv", TileConfig(bm, 8, 1024, 4, 2, join=True)))
+                cands.append(("gemv", TileConfig(bm, 16, 512, 4, 2, join=True, split=2)))
+            elif kinds == "mma":
                 bms = [max(16, triton.next_power_of_2(m))] if m <= 32 else [64, 128]
                 bks = (g, 2 * g, 4 * g) if m <= 32 else (g, 2 * g)
                 for bm, bn, bk, split in itertools.product(bms, (64, 128), bks, (1, 4, 8) if m <= 128 else (1, 2)):
@@ -167,11 +173,11 @@ def sweep(
             elif m <= 4:
                 for bn, bk, nw, ns in itertools.product((8, 16, 32), (256, 512, 1024), (2, 4), (1, 2, 3)):
                     cands.append(("gemv", TileConfig(1, bn, bk, nw, ns)))
-            if m <= 64 and m not in (2, 4):
+            if m <= 64 and m not in (2, 4) and kinds != "pairs":
                 bm = max(16, triton.next_power_of_2(m))
                 for bn, bk, nw, ns in itertools.product((16, 32, 64, 128), (128, 256, 512), (4,), (2, 3, 4)):
                     cands.append(("gemm", TileConfig(bm, bn, bk, nw, ns)))
-            if m >= 64:
+            if m >= 64 and kinds != "pairs":
                 for bm, bn, bk, nw, ns in itertools.product((64, 128), (64, 128, 256), (128, 256), (4, 8), (2, 3)):
                     if bm * bn >= 128 * 256 and bk >= 256:
                         continue  # too large for shared memory
@@ -199,7 +205,11 @@ def sweep(
                 f"{best['cfg'] if best else ''}",
                 flush=True,
             )
-            out.append({"k": k, "n": n, "m": m, "bound_us": bound, "dequant_us": dq, "top": ok[:5], "cublas": cublas})
+            for variant in ("pairs", "fp32"):
+                sub = [r for r in ok if r["cfg"].get("pairs", False) == (variant == "pairs")]
+                if sub and kinds == "pairs":
+                    print(f"    best {variant}: {sub[0]['us']:7.1f}us {sub[0]['cfg']}", flush=True)
+            out.append({"k": k, "n": n, "m": m, "bound_us": bound, "dequant_us": dq, "top": ok[:8], "cublas": cublas})
         with open(path, "w") as f:  # after every shape: a run cut short keeps what it measured
             json.dump({"info": info, "sweep": out}, f, indent=1)
     return out
@@ -211,8 +221,9 @@ def main() -> None:
     ap.add_argument(
         "--sweep",
         default="",
-        choices=["", "classic", "mma"],
-        help="search tile configs instead of the table: GEMV/GEMM (classic) or the tensor-core kernel",
+        choices=["", "classic", "mma", "pairs"],
+        help="search tile configs instead of the table: GEMV/GEMM (classic), the tensor-core kernel, or the"
+        " packed-pair GEMV",
     )
     ap.add_argument("--shapes", default="", help="subset, e.g. 4096x4096,14336x4096")
     ap.add_argument("--ms", default="", help="row counts for the main table, e.g. 1,16,128")
@@ -223,6 +234,7 @@ def main() -> None:
         choices=["all", "main", "extra"],
         help="main: fp16 g128 at every M; extra: bf16 and group sizes 64/32 at a few M",
     )
+    ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"], help="for --sweep")
     ap.add_argument("--flush", default="read", choices=["read", "write"], help="how the L2 is flushed")
     args = ap.parse_args()
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")] if args.shapes else SHAPES
@@ -243,7 +255,7 @@ def main() -> None:
     print(json.dumps(info), flush=True)
     if args.sweep:
         sweep_ms = ms if args.ms else [1, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
-        sweep(bw, shapes, torch.float16, args.json, info, args.sweep, sweep_ms)  # type: ignore[arg-type]
+        sweep(bw, shapes, getattr(torch, args.dtype), args.json, info, args.sweep, sweep_ms)  # type: ignore[arg-type]
         return
 
     rows = []

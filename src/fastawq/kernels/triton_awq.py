@@ -50,10 +50,13 @@ class TileConfig:
     #: MMA, fp16 only: dequantize the tile in registers and accumulate through the MMA (else the zero
     #: point and scale are applied to each group's fp32 result)
     deq: bool = False
+    #: GEMV: packed-pair arithmetic (two fp16/bf16 lanes per instruction, fp32 sums per word)
+    pairs: bool = False
 
     def describe(self) -> str:
         extra = (" join" if self.join else "") + (f" split{self.split}" if self.split > 1 else "")
         extra += " deq" if self.deq else ""
+        extra += " pairs" if self.pairs else ""
         return f"bm{self.bm} bn{self.bn} bk{self.bk} w{self.num_warps} s{self.num_stages}{extra}"
 
 
@@ -300,6 +303,232 @@ def _codes_tile(qw_ptr, offs_n, mask_n, k0, K, BN: tl.constexpr, BK: tl.constexp
         return tl.reshape(q, (BN, BK)).to(tl.float32).to(DT)  # int → bf16 directly is wrong in the interpreter
 
 
+# Packed-pair GEMV (``pairs``): the codes of one int32 word are decoded into four registers that each
+# hold two exact (q − z) values in the activation dtype, pair j = inputs (8w+2j, 8w+2j+1); x is read as
+# the same pairs, so the eight products of a word take four f16x2/bf16x2 FMAs and leave as one fp32 sum.
+# Decode of pair j: a prmt puts byte j of the word in the low half and byte j of (word >> 4) in the high
+# half, one lop3 keeps each half's low nibble under the magic exponent (1024 + q in fp16, 128 + q in
+# bf16, both exact), and one fma subtracts the group's (magic + z) pair: 3 instructions per two codes.
+# fp16 activations are scaled by 1/64 before the products (exact above 2**-8), so a word's partial sum
+# (at most 4·15/64·|x| per lane) cannot overflow fp16; the 64 goes back on with the scale, in fp32.
+_ASM_PAIRS_F16: tl.constexpr = tl.constexpr("""{
+.reg .b32 s, t, one;
+mov.b32 one, 0x3C003C00;
+shr.b32 s, $4, 4;
+prmt.b32 t, $4, s, 0x0400;
+lop3.b32 t, t, 0x000f000f, 0x64006400, 0xea;
+fma.rn.f16x2 $0, t, one, $5;
+prmt.b32 t, $4, s, 0x0501;
+lop3.b32 t, t, 0x000f000f, 0x64006400, 0xea;
+fma.rn.f16x2 $1, t, one, $5;
+prmt.b32 t, $4, s, 0x0602;
+lop3.b32 t, t, 0x000f000f, 0x64006400, 0xea;
+fma.rn.f16x2 $2, t, one, $5;
+prmt.b32 t, $4, s, 0x0703;
+lop3.b32 t, t, 0x000f000f, 0x64006400, 0xea;
+fma.rn.f16x2 $3, t, one, $5;
+}""")
+_ASM_PAIRS_BF16: tl.constexpr = tl.constexpr("""{
+.reg .b32 s, t, one;
+mov.b32 one, 0x3F803F80;
+shr.b32 s, $4, 4;
+prmt.b32 t, $4, s, 0x0400;
+lop3.b32 t, t, 0x000f000f, 0x43004300, 0xea;
+fma.rn.bf16x2 $0, t, one, $5;
+prmt.b32 t, $4, s, 0x0501;
+lop3.b32 t, t, 0x000f000f, 0x43004300, 0xea;
+fma.rn.bf16x2 $1, t, one, $5;
+prmt.b32 t, $4, s, 0x0602;
+lop3.b32 t, t, 0x000f000f, 0x43004300, 0xea;
+fma.rn.bf16x2 $2, t, one, $5;
+prmt.b32 t, $4, s, 0x0703;
+lop3.b32 t, t, 0x000f000f, 0x43004300, 0xea;
+fma.rn.bf16x2 $3, t, one, $5;
+}""")
+_ASM_DOT_F16: tl.constexpr = tl.constexpr("""{
+.reg .b32 a;
+.reg .b16 lo, hi;
+.reg .f32 fl, fh;
+mul.rn.f16x2 a, $1, $5;
+fma.rn.f16x2 a, $2, $6, a;
+fma.rn.f16x2 a, $3, $7, a;
+fma.rn.f16x2 a, $4, $8, a;
+mov.b32 {lo, hi}, a;
+cvt.f32.f16 fl, lo;
+cvt.f32.f16 fh, hi;
+add.f32 fl, fl, fh;
+mov.b32 $0, fl;
+}""")
+_ASM_DOT_BF16: tl.constexpr = tl.constexpr("""{
+.reg .b32 a, z, lo, hi;
+mov.b32 z, 0x80008000;
+fma.rn.bf16x2 a, $1, $5, z;
+fma.rn.bf16x2 a, $2, $6, a;
+fma.rn.bf16x2 a, $3, $7, a;
+fma.rn.bf16x2 a, $4, $8, a;
+shl.b32 lo, a, 16;
+and.b32 hi, a, 0xffff0000;
+add.f32 $0, lo, hi;
+}""")
+_ASM_X64_F16: tl.constexpr = tl.constexpr("""{
+.reg .b32 c;
+mov.b32 c, 0x24002400;
+mul.rn.f16x2 $0, $1, c;
+}""")
+
+
+@triton.jit
+def _half_bits(v, DT: tl.constexpr):
+    """Bits of ``v`` rounded to DT, in the low 16 bits of an int32 (interpreter emulation of a lane)."""
+    return v.to(DT).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+
+
+@triton.jit
+def _half_value(bits, DT: tl.constexpr):
+    """fp32 value of the DT lane in the low 16 bits of ``bits``."""
+    return (bits & 0xFFFF).to(tl.int16).to(DT, bitcast=True).to(tl.float32)
+
+
+@triton.jit
+def _emu_pair(lo, hi, DT: tl.constexpr):
+    """Interpreter emulation of a packed pair: ``lo`` and ``hi`` rounded to DT in one int32."""
+    return _half_bits(lo, DT) | (_half_bits(hi, DT) << 16)
+
+
+@triton.jit
+def _code(qw, j: tl.constexpr):
+    """fp32 code j (input 8w + j) of nk_int4 words."""
+    return ((qw >> (4 * j)) & 0xF).to(tl.float32)
+
+
+@triton.jit
+def _pairs(qw, z, DT: tl.constexpr, ASM: tl.constexpr):
+    """Four packed pairs of exact (q − z) per word (see the sequences above); z: the word's zero point."""
+    if ASM:
+        magic = 0x6400 if tl.float16 == DT else 0x4300
+        zc = ((magic + z) | 0x8000) * 0x10001  # the pair −(magic + z)
+        if tl.float16 == DT:
+            return tl.inline_asm_elementwise(
+                _ASM_PAIRS_F16, "=r,=r,=r,=r,r,r", [qw, zc], (tl.int32, tl.int32, tl.int32, tl.int32), True, 1
+            )
+        else:
+            return tl.inline_asm_elementwise(
+                _ASM_PAIRS_BF16, "=r,=r,=r,=r,r,r", [qw, zc], (tl.int32, tl.int32, tl.int32, tl.int32), True, 1
+            )
+    else:
+        zf = z.to(tl.float32)
+        p0 = _emu_pair(_code(qw, 0) - zf, _code(qw, 1) - zf, DT)
+        p1 = _emu_pair(_code(qw, 2) - zf, _code(qw, 3) - zf, DT)
+        p2 = _emu_pair(_code(qw, 4) - zf, _code(qw, 5) - zf, DT)
+        p3 = _emu_pair(_code(qw, 6) - zf, _code(qw, 7) - zf, DT)
+        return p0, p1, p2, p3
+
+
+@triton.jit
+def _x_pairs(x_ptr, row_off, words, mask, DT: tl.constexpr, ASM: tl.constexpr):
+    """The four x pairs of each word in ``words`` (fp16: scaled by 1/64), as int32."""
+    base = x_ptr.to(tl.pointer_type(tl.int32)) + row_off + words * 4
+    x0 = tl.load(base, mask=mask, other=0)
+    x1 = tl.load(base + 1, mask=mask, other=0)
+    x2 = tl.load(base + 2, mask=mask, other=0)
+    x3 = tl.load(base + 3, mask=mask, other=0)
+    if tl.float16 == DT:
+        if ASM:
+            x0 = tl.inline_asm_elementwise(_ASM_X64_F16, "=r,r", [x0], dtype=tl.int32, is_pure=True, pack=1)
+            x1 = tl.inline_asm_elementwise(_ASM_X64_F16, "=r,r", [x1], dtype=tl.int32, is_pure=True, pack=1)
+            x2 = tl.inline_asm_elementwise(_ASM_X64_F16, "=r,r", [x2], dtype=tl.int32, is_pure=True, pack=1)
+            x3 = tl.inline_asm_elementwise(_ASM_X64_F16, "=r,r", [x3], dtype=tl.int32, is_pure=True, pack=1)
+        else:
+            x0 = _emu_pair(_half_value(x0, DT) / 64, _half_value(x0 >> 16, DT) / 64, DT)
+            x1 = _emu_pair(_half_value(x1, DT) / 64, _half_value(x1 >> 16, DT) / 64, DT)
+            x2 = _emu_pair(_half_value(x2, DT) / 64, _half_value(x2 >> 16, DT) / 64, DT)
+            x3 = _emu_pair(_half_value(x3, DT) / 64, _half_value(x3 >> 16, DT) / 64, DT)
+    return x0, x1, x2, x3
+
+
+@triton.jit
+def _pair_dot(p0, p1, p2, p3, x0, x1, x2, x3, DT: tl.constexpr, ASM: tl.constexpr):
+    """fp32 Σ of a word's eight products from its packed pairs."""
+    if ASM:
+        if tl.float16 == DT:
+            return tl.inline_asm_elementwise(_ASM_DOT_F16, "=r,r,r,r,r,r,r,r,r", [p0, p1, p2, p3, x0, x1, x2, x3],
+                                             dtype=tl.float32, is_pure=True, pack=1)  # fmt: skip
+        else:
+            return tl.inline_asm_elementwise(_ASM_DOT_BF16, "=r,r,r,r,r,r,r,r,r", [p0, p1, p2, p3, x0, x1, x2, x3],
+                                             dtype=tl.float32, is_pure=True, pack=1)  # fmt: skip
+    else:
+        d = _half_value(p0, DT) * _half_value(x0, DT) + _half_value(p0 >> 16, DT) * _half_value(x0 >> 16, DT)
+        d += _half_value(p1, DT) * _half_value(x1, DT) + _half_value(p1 >> 16, DT) * _half_value(x1 >> 16, DT)
+        d += _half_value(p2, DT) * _half_value(x2, DT) + _half_value(p2 >> 16, DT) * _half_value(x2 >> 16, DT)
+        d += _half_value(p3, DT) * _half_value(x3, DT) + _half_value(p3 >> 16, DT) * _half_value(x3 >> 16, DT)
+        return d
+
+
+@triton.jit
+def _gemv_pairs_kernel(
+    x_ptr, qw_ptr, sz_ptr, b_ptr, y_ptr,
+    M, N, K, stride_xm, stride_ym,
+    G: tl.constexpr, HAS_BIAS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, NG: tl.constexpr,
+    SPLIT: tl.constexpr, ASM: tl.constexpr,
+):  # fmt: skip
+    """The GEMV of :func:`_gemv_kernel` with packed-pair arithmetic (see the sequences above).
+
+    One program: BN output columns × 1/SPLIT of K for BM rows of x, NG groups per step; each word is
+    decoded once and reused by the BM rows. y = Σ_g s_g · Σ_words Σ_pairs (q − z)·x, the inner sums per
+    word in the activation dtype (four products per lane), everything after in fp32.
+    """
+    DT: tl.constexpr = x_ptr.dtype.element_ty
+    GW: tl.constexpr = G // 8
+    XS: tl.constexpr = 64.0 if tl.float16 == DT else 1.0  # x was scaled by 1/XS
+    pid_n = tl.program_id(0)
+    m0 = tl.program_id(1) * BM
+    pid_k = tl.program_id(2)
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    mask_n = offs_n < N
+    kw = K // 8
+    per_split = (K // G) // SPLIT
+    g_lo = pid_k * per_split
+    g_hi = g_lo + per_split
+    words = tl.arange(0, NG)[:, None] * GW + tl.arange(0, GW)[None, :]  # [NG, GW] word index in the step
+    q_ptrs = qw_ptr + offs_n[:, None, None] * kw + words[None, :, :]
+    sz_ptrs = offs_n[:, None] + tl.arange(0, NG)[None, :] * N
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    acc3 = tl.zeros((BN, NG, GW), dtype=tl.float32)  # BM == 1: per-word sums, reduced once at the end
+    qw_next = tl.load(q_ptrs + g_lo * GW, mask=mask_n[:, None, None], other=0)
+    sz_next = tl.load(sz_ptr + sz_ptrs + g_lo * N, mask=mask_n[:, None], other=0)
+    for g0 in range(g_lo, g_hi, NG):
+        qw = qw_next
+        sz = sz_next
+        more = (words * 0 + g0 + NG) < g_hi
+        qw_next = tl.load(q_ptrs + (g0 + NG) * GW, mask=mask_n[:, None, None] & more[None, :, :], other=0)
+        sz_more = (tl.arange(0, NG)[None, :] * 0 + g0 + NG) < g_hi
+        sz_next = tl.load(sz_ptr + sz_ptrs + (g0 + NG) * N, mask=mask_n[:, None] & sz_more, other=0)
+        s = _scale(sz) * XS
+        z = tl.broadcast_to(((sz >> 16) & 0xFF)[:, :, None], (BN, NG, GW))
+        p0, p1, p2, p3 = _pairs(qw, z, DT, ASM)
+        for i in tl.static_range(BM):
+            row_ok = (words * 0 + m0 + i) < M
+            x0, x1, x2, x3 = _x_pairs(x_ptr, (m0 + i) * (stride_xm // 2) + g0 * (G // 2), words, row_ok, DT, ASM)
+            d = _pair_dot(p0, p1, p2, p3, x0[None, :, :], x1[None, :, :], x2[None, :, :], x3[None, :, :], DT, ASM)
+            if BM == 1:
+                acc3 += d * s[:, :, None]
+            else:
+                contrib = tl.sum(tl.sum(d, axis=2) * s, axis=1)
+                acc = tl.where((tl.arange(0, BM) == i)[:, None], acc + contrib[None, :], acc)
+    if BM == 1:
+        acc += tl.sum(tl.sum(acc3, axis=2), axis=1)[None, :]
+    if HAS_BIAS:
+        b = tl.load(b_ptr + offs_n, mask=mask_n & ((offs_n * 0 + pid_k) == 0), other=0.0).to(tl.float32)
+        acc += b[None, :]
+    rows = m0 + tl.arange(0, BM)
+    y_ptrs = y_ptr + rows[:, None] * stride_ym + offs_n[None, :]
+    y_mask = (rows < M)[:, None] & mask_n[None, :]
+    if SPLIT == 1:
+        tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=y_mask)
+    else:
+        tl.atomic_add(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=y_mask, sem="relaxed")
+
+
 @triton.jit
 def _mma_kernel(
     x_ptr, qw_ptr, sz_ptr, b_ptr, y_ptr,
@@ -444,6 +673,17 @@ def gemv(
     while (k // group_size) % (split * ng):
         split //= 2
     y = (torch.zeros if split > 1 else torch.empty)(m, n, device=x2d.device, dtype=x2d.dtype)
+    if cfg.pairs:
+        if x2d.data_ptr() % 4 or x2d.stride(0) % 2:
+            x2d = x2d.clone(memory_format=torch.contiguous_format)  # x is read as int32 pairs
+        grid = (triton.cdiv(n, cfg.bn), triton.cdiv(m, cfg.bm), split)
+        _gemv_pairs_kernel[grid](
+            x2d, w["qweight_nk"], w["sz_gn"], bias if bias is not None else y, y,
+            m, n, k, x2d.stride(0), y.stride(0),
+            G=group_size, HAS_BIAS=bias is not None, BM=cfg.bm, BN=cfg.bn, NG=ng, SPLIT=split,
+            ASM=not interpreting(), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        )  # fmt: skip
+        return y
     grid = (triton.cdiv(n, cfg.bn), triton.cdiv(m, bm), split)
     _gemv_kernel[grid](
         x2d, w["qweight_nk"], w["sz_gn"], bias if bias is not None else y, y,
