@@ -178,6 +178,29 @@ def test_every_tuning_candidate_is_correct_on_gpu(m: int, dtype: torch.dtype) ->
     assert triton_awq.choice(x.to(DEV), nk, g, None)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+def test_cached_launches_match_fresh_ones() -> None:
+    """The second call of a shape launches the cached compiled kernel; inputs with another alignment,
+    stride or row count must not reuse a kernel specialized for different ones."""
+    k, n, g = 512, 96, 64
+    t, w = random_gemm(k, n, g, seed=5, device=DEV)
+    nk = layouts.gemm_to_nk(t)
+    big = torch.randn(4, k + 8, generator=torch.Generator().manual_seed(5)).half().to(DEV)
+    configs = [
+        ("gemv", TileConfig(1, 16, 256, 4, 2, pairs=True)),
+        ("gemv", TileConfig(1, 16, 256, 4, 2, join=True)),
+        ("mma", TileConfig(16, 32, 128, 4, 2, split=2)),
+        ("dequant_matmul", None),  # a two-dimensional grid
+    ]
+    for kernel, cfg in configs:
+        for x in (big[:1, :k], big[:1, :k].clone(), big[:3, 2 : k + 2], big[:1, 2 : k + 2], big[:2, :k]):
+            for _ in range(2):
+                got = getattr(triton_awq, kernel)(x, nk, g, None, cfg)
+                assert sqnr_db(got, x.double().cpu() @ w) > SQNR_FLOOR[torch.float16], (kernel, x.shape)
+    assert triton_awq._COMPILED or not triton_awq.FAST_LAUNCH
+
+
 @pytest.mark.parametrize("g", [32, 64, 128])
 def test_triton_dequantize_is_exact_in_fp16(g: int) -> None:
     t, w = random_gemm(256, 32, g, seed=g, device=DEV)

@@ -607,6 +607,44 @@ def _dequant_kernel(
 
 
 # ------------------------------------------------------------------------------------------- launchers
+#
+# Triton's ``kernel[grid](...)`` binds and specializes every argument on every call (tens of µs of
+# Python per launch, more than the kernel itself at batch 1). ``_launch`` does that once per distinct
+# specialization and then launches the compiled kernel directly. The cache key holds everything Triton
+# specializes a runtime argument on (tensor dtype and 16-byte alignment; integer == 0, == 1, divisible
+# by 16, and its width), so a cached kernel is only reused for arguments it was compiled for.
+
+#: compiled kernel and its trailing constexpr values, by (kernel, constexprs, options, device, argument specs)
+_COMPILED: dict[tuple[object, ...], tuple[object, tuple[object, ...]]] = {}
+FAST_LAUNCH = os.environ.get("FASTAWQ_FAST_LAUNCH", "1") != "0"
+
+
+def _spec(a: object) -> object:
+    if isinstance(a, torch.Tensor):
+        return (a.dtype, a.data_ptr() % 16 == 0)
+    if isinstance(a, bool) or not isinstance(a, int):
+        return (type(a), a)
+    return (a == 0, a == 1, a % 16 == 0, -(2**31) <= a < 2**31)
+
+
+def _launch(kernel: triton.JITFunction, grid: tuple[int, ...], args: tuple[object, ...], num_warps: int,
+            num_stages: int, **consts: object) -> None:  # fmt: skip
+    """``kernel[grid](*args, **consts)``, through the compiled-kernel cache (see above)."""
+    if not FAST_LAUNCH or interpreting():
+        kernel[grid](*args, **consts, num_warps=num_warps, num_stages=num_stages)
+        return
+    x = args[0]
+    device = x.device.index if isinstance(x, torch.Tensor) else None
+    key = (kernel, tuple(consts.items()), num_warps, num_stages, device, tuple(_spec(a) for a in args))
+    hit = _COMPILED.get(key)
+    if hit is None:
+        compiled = kernel[grid](*args, **consts, num_warps=num_warps, num_stages=num_stages)
+        if compiled is not None and hasattr(compiled, "__getitem__"):
+            tail = tuple(consts[name] for name in kernel.arg_names[len(args) :])
+            _COMPILED[key] = (compiled, tail)
+        return
+    compiled, tail = hit
+    compiled[grid + (1,) * (3 - len(grid))](*args, *tail)  # type: ignore[index]
 
 
 def interpreting() -> bool:
@@ -677,19 +715,28 @@ def gemv(
         if x2d.data_ptr() % 4 or x2d.stride(0) % 2:
             x2d = x2d.clone(memory_format=torch.contiguous_format)  # x is read as int32 pairs
         grid = (triton.cdiv(n, cfg.bn), triton.cdiv(m, cfg.bm), split)
-        _gemv_pairs_kernel[grid](
-            x2d, w["qweight_nk"], w["sz_gn"], bias if bias is not None else y, y,
-            m, n, k, x2d.stride(0), y.stride(0),
-            G=group_size, HAS_BIAS=bias is not None, BM=cfg.bm, BN=cfg.bn, NG=ng, SPLIT=split,
-            ASM=not interpreting(), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        args = (
+            x2d,
+            w["qweight_nk"],
+            w["sz_gn"],
+            bias if bias is not None else y,
+            y,
+            m,
+            n,
+            k,
+            x2d.stride(0),
+            y.stride(0),
+        )
+        _launch(
+            _gemv_pairs_kernel, grid, args, cfg.num_warps, cfg.num_stages,
+            G=group_size, HAS_BIAS=bias is not None, BM=cfg.bm, BN=cfg.bn, NG=ng, SPLIT=split, ASM=not interpreting(),
         )  # fmt: skip
         return y
     grid = (triton.cdiv(n, cfg.bn), triton.cdiv(m, bm), split)
-    _gemv_kernel[grid](
-        x2d, w["qweight_nk"], w["sz_gn"], bias if bias is not None else y, y,
-        m, n, k, x2d.stride(0), y.stride(0),
-        G=group_size, HAS_BIAS=bias is not None, BM=bm, BN=cfg.bn, NG=ng,
-        JOIN=cfg.join, SPLIT=split, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    args = (x2d, w["qweight_nk"], w["sz_gn"], bias if bias is not None else y, y, m, n, k, x2d.stride(0), y.stride(0))
+    _launch(
+        _gemv_kernel, grid, args, cfg.num_warps, cfg.num_stages,
+        G=group_size, HAS_BIAS=bias is not None, BM=bm, BN=cfg.bn, NG=ng, JOIN=cfg.join, SPLIT=split,
     )  # fmt: skip
     return y
 
@@ -704,12 +751,11 @@ def gemm(
     bk = min(cfg.bk, group_size) if cfg.join else _fit_bk(max(16, cfg.bk), k, group_size)
     y = torch.empty(m, n, device=x2d.device, dtype=x2d.dtype)
     grid = (triton.cdiv(m, cfg.bm) * triton.cdiv(n, cfg.bn),)
-    _gemm_kernel[grid](
-        x2d, w["qweight_nk"], w["sz_gn"], bias if bias is not None else y, y,
-        m, n, k, x2d.stride(0), y.stride(0),
+    args = (x2d, w["qweight_nk"], w["sz_gn"], bias if bias is not None else y, y, m, n, k, x2d.stride(0), y.stride(0))
+    _launch(
+        _gemm_kernel, grid, args, cfg.num_warps, cfg.num_stages,
         G=group_size, HAS_BIAS=bias is not None, BM=cfg.bm, BN=cfg.bn, BK=bk, GROUP_M=cfg.group_m,
         JOIN=cfg.join, UPCAST=x2d.dtype == torch.bfloat16 and interpreting(),
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     return y
 
@@ -730,13 +776,13 @@ def mma(
         split -= 1
     y = (torch.zeros if split > 1 else torch.empty)(m, n, device=x2d.device, dtype=x2d.dtype)
     grid = (triton.cdiv(n, cfg.bn), triton.cdiv(m, cfg.bm), split)
-    _mma_kernel[grid](
-        x2d, w["qweight_nk"], w["sz_gn"], bias if bias is not None else y, y,
-        m, n, k, x2d.stride(0), y.stride(0), kg // split,
+    args = (x2d, w["qweight_nk"], w["sz_gn"], bias if bias is not None else y, y, m, n, k, x2d.stride(0), y.stride(0),
+            kg // split)  # fmt: skip
+    _launch(
+        _mma_kernel, grid, args, cfg.num_warps, cfg.num_stages,
         G=group_size, HAS_BIAS=bias is not None, BM=cfg.bm, BN=cfg.bn, NG=ng, ATOMIC=split > 1,
         ASM=cfg.join and not interpreting(), UPCAST=x2d.dtype == torch.bfloat16 and interpreting(),
         DEQ=cfg.deq and x2d.dtype == torch.float16,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     return y
 
@@ -756,7 +802,7 @@ def dequantize(
     bk = _fit_bk(bk, k, group_size)
     out = torch.empty(n, k, device=w["qweight_nk"].device, dtype=dtype)
     grid = (triton.cdiv(n, bn), k // bk)
-    _dequant_kernel[grid](w["qweight_nk"], w["sz_gn"], out, n, k, G=group_size, BN=bn, BK=bk, num_warps=4)
+    _launch(_dequant_kernel, grid, (w["qweight_nk"], w["sz_gn"], out, n, k), 4, 3, G=group_size, BN=bn, BK=bk)
     return out
 
 
