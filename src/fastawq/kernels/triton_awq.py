@@ -9,8 +9,10 @@ them on the first call of each shape and M bucket and keeps the fastest):
     decoded with ``lop3`` magic-number tricks (two codes per instruction) and the zero point and scale
     of each group are applied to the fp32 result; split-K programs add with atomics.
 ``triton_gemv``
-    M ≤ 4 rows. One program owns ``BN`` output columns and streams their packed rows along all of K
-    (no split-K, no atomics, one launch); the product is an FMA reduction in fp32.
+    M ≤ 4 rows. One program owns ``BN`` output columns and streams their packed rows along K. The
+    ``pairs`` variant (the tuner's usual choice at batch 1) decodes each word into packed fp16/bf16
+    pairs and multiplies two inputs per instruction, summing each word's eight products in fp32; the
+    other one converts every code to fp32.
 ``triton_gemm``
     Tiles [BM, BN] with ``tl.dot`` on the tensor cores; every weight tile is unpacked and dequantized
     in registers in the loop, so the weight is read once as 4 bits.
@@ -142,7 +144,7 @@ def _gemv_kernel(
     offs_n = pid_n * BN + tl.arange(0, BN)
     mask_n = offs_n < N
     rows = m0 + tl.arange(0, BM)
-    kw = K // 8
+    kw = tl.multiple_of(K // 8, GW)  # K is a multiple of G: row starts keep the loads' vector width
     kg = K // G
     per_split = kg // SPLIT
     g_lo = pid_k * per_split
@@ -287,7 +289,8 @@ def _codes_tile(qw_ptr, offs_n, mask_n, k0, K, BN: tl.constexpr, BK: tl.constexp
     """
     if ASM:
         offs_b = k0 // 2 + tl.arange(0, BK // 2)
-        b = tl.load(qw_ptr.to(tl.pointer_type(tl.uint8)) + offs_n[:, None] * (K // 2) + offs_b[None, :],
+        row_bytes = tl.multiple_of(K // 2, BK // 2)  # K is a multiple of BK here: keeps the vector width
+        b = tl.load(qw_ptr.to(tl.pointer_type(tl.uint8)) + offs_n[:, None] * row_bytes + offs_b[None, :],
                     mask=mask_n[:, None], other=0)  # fmt: skip
         if tl.float16 == DT:
             r0, r1 = tl.inline_asm_elementwise(_ASM_F16, "=r,=r,=r,=r,r", [b], dtype=(tl.float16, tl.float16),
@@ -298,7 +301,8 @@ def _codes_tile(qw_ptr, offs_n, mask_n, k0, K, BN: tl.constexpr, BK: tl.constexp
         return tl.reshape(tl.join(r0, r1), (BN, BK))
     else:
         offs_w = k0 // 8 + tl.arange(0, BK // 8)
-        qw = tl.load(qw_ptr + offs_n[:, None] * (K // 8) + offs_w[None, :], mask=mask_n[:, None], other=0)
+        kw = tl.multiple_of(K // 8, BK // 8)
+        qw = tl.load(qw_ptr + offs_n[:, None] * kw + offs_w[None, :], mask=mask_n[:, None], other=0)
         q = (qw[:, :, None] >> _position_shifts()[None, None, :]) & 0xF
         return tl.reshape(q, (BN, BK)).to(tl.float32).to(DT)  # int → bf16 directly is wrong in the interpreter
 
@@ -485,7 +489,7 @@ def _gemv_pairs_kernel(
     pid_k = tl.program_id(2)
     offs_n = pid_n * BN + tl.arange(0, BN)
     mask_n = offs_n < N
-    kw = K // 8
+    kw = tl.multiple_of(K // 8, GW)  # K is a multiple of G: row starts keep the loads' vector width
     per_split = (K // G) // SPLIT
     g_lo = pid_k * per_split
     g_hi = g_lo + per_split
@@ -499,10 +503,11 @@ def _gemv_pairs_kernel(
     for g0 in range(g_lo, g_hi, NG):
         qw = qw_next
         sz = sz_next
-        more = (words * 0 + g0 + NG) < g_hi
-        qw_next = tl.load(q_ptrs + (g0 + NG) * GW, mask=mask_n[:, None, None] & more[None, :, :], other=0)
-        sz_more = (tl.arange(0, NG)[None, :] * 0 + g0 + NG) < g_hi
-        sz_next = tl.load(sz_ptr + sz_ptrs + (g0 + NG) * N, mask=mask_n[:, None] & sz_more, other=0)
+        # the step after the last one reloads the last one (cached) instead of masking per element,
+        # which would cost the loads their vector width
+        g_next = tl.minimum(g0 + NG, g_hi - NG)
+        qw_next = tl.load(q_ptrs + g_next * GW, mask=mask_n[:, None, None], other=0)
+        sz_next = tl.load(sz_ptr + sz_ptrs + g_next * N, mask=mask_n[:, None], other=0)
         s = _scale(sz) * XS
         z = tl.broadcast_to(((sz >> 16) & 0xFF)[:, :, None], (BN, NG, GW))
         p0, p1, p2, p3 = _pairs(qw, z, DT, ASM)
@@ -851,9 +856,11 @@ def candidates(m: int, n: int, k: int, group_size: int, dtype: torch.dtype = tor
         tiles = ((128, 128, 8, 2), (128, 128, 8, 4), (128, 64, 4, 4), (128, 64, 4, 8), (64, 128, 4, 4))
         for (bm, bn, warps, split), d in itertools.product(tiles, deq):
             out.append(("mma", TileConfig(bm, bn, bk, warps, 3, split=split, deq=d)))
-    if m == 1:  # the FMA kernel is as fast at batch 1
-        for bn, step, split in ((8, 1024, 1), (16, 1024, 1), (8, 512, 2), (16, 512, 4)):
-            out.append(("gemv", TileConfig(1, bn, step, 4, 2, join=True, split=split)))
+    if m == 1:  # the CUDA-core kernels beat the tensor cores at batch 1
+        for bn, step, split, warps in ((16, 1024, 1, 4), (16, 1024, 1, 8), (16, 512, 1, 4), (32, 256, 1, 4),
+                                       (16, 1024, 2, 4)):  # fmt: skip
+            out.append(("gemv", TileConfig(1, bn, step, warps, 2, split=split, pairs=True)))
+        out.append(("gemv", TileConfig(1, 8, 1024, 4, 2, join=True)))
     if 64 < m <= 512:
         out.append(("gemm", TileConfig(128, 128, 128, 4, 2, join=True)))
     if m >= 32:
