@@ -63,11 +63,15 @@ def _run_reference(x2d: torch.Tensor, w: Tensors, group_size: int, bias: torch.T
 
 
 def _triton_fn(name: str) -> RunFn:
-    def run(x2d: torch.Tensor, w: Tensors, group_size: int, bias: torch.Tensor | None) -> torch.Tensor:
-        from fastawq.kernels import triton_awq
+    """``triton_awq.<name>``, imported on the first call (importing triton is slow and optional)."""
+    bound: list[RunFn] = []
 
-        fn: RunFn = getattr(triton_awq, name)
-        return fn(x2d, w, group_size, bias)
+    def run(x2d: torch.Tensor, w: Tensors, group_size: int, bias: torch.Tensor | None) -> torch.Tensor:
+        if not bound:
+            from fastawq.kernels import triton_awq
+
+            bound.append(getattr(triton_awq, name))
+        return bound[0](x2d, w, group_size, bias)
 
     return run
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import itertools
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import triton
@@ -613,48 +614,84 @@ def _dequant_kernel(
 
 # ------------------------------------------------------------------------------------------- launchers
 #
+# A launcher turns (M, N, K, G, dtype, bias?, TileConfig) into a ``Plan``: the kernel, grid, constexprs
+# and integer arguments of one launch; ``_execute`` then allocates the output and launches it. Plans are
+# interned, and ``auto`` keeps the tuned plan per exact M, so a repeated call costs a dictionary lookup.
+#
 # Triton's ``kernel[grid](...)`` binds and specializes every argument on every call (tens of µs of
-# Python per launch, more than the kernel itself at batch 1). ``_launch`` does that once per distinct
-# specialization and then launches the compiled kernel directly. The cache key holds everything Triton
-# specializes a runtime argument on (tensor dtype and 16-byte alignment; integer == 0, == 1, divisible
-# by 16, and its width), so a cached kernel is only reused for arguments it was compiled for.
-
-#: compiled kernel and its trailing constexpr values, by (kernel, constexprs, options, device, argument specs)
-_COMPILED: dict[tuple[object, ...], tuple[object, tuple[object, ...]]] = {}
-FAST_LAUNCH = os.environ.get("FASTAWQ_FAST_LAUNCH", "1") != "0"
-
-
-def _spec(a: object) -> object:
-    if isinstance(a, torch.Tensor):
-        return (a.dtype, a.data_ptr() % 16 == 0)
-    if isinstance(a, bool) or not isinstance(a, int):
-        return (type(a), a)
-    return (a == 0, a == 1, a % 16 == 0, -(2**31) <= a < 2**31)
-
-
-def _launch(kernel: triton.JITFunction, grid: tuple[int, ...], args: tuple[object, ...], num_warps: int,
-            num_stages: int, **consts: object) -> None:  # fmt: skip
-    """``kernel[grid](*args, **consts)``, through the compiled-kernel cache (see above)."""
-    if not FAST_LAUNCH or interpreting():
-        kernel[grid](*args, **consts, num_warps=num_warps, num_stages=num_stages)
-        return
-    x = args[0]
-    device = x.device.index if isinstance(x, torch.Tensor) else None
-    key = (kernel, tuple(consts.items()), num_warps, num_stages, device, tuple(_spec(a) for a in args))
-    hit = _COMPILED.get(key)
-    if hit is None:
-        compiled = kernel[grid](*args, **consts, num_warps=num_warps, num_stages=num_stages)
-        if compiled is not None and hasattr(compiled, "__getitem__"):
-            tail = tuple(consts[name] for name in kernel.arg_names[len(args) :])
-            _COMPILED[key] = (compiled, tail)
-        return
-    compiled, tail = hit
-    compiled[grid + (1,) * (3 - len(grid))](*args, *tail)  # type: ignore[index]
+# Python per launch, more than the kernel itself at batch 1). ``_launch`` does that once per plan and
+# argument specialization, then launches the compiled kernel directly. The key holds everything Triton
+# specializes an argument on here (pointer dtype and 16-byte alignment; integers: == 0, == 1, divisible
+# by 16, 32-bit range), so a compiled kernel is only reused for arguments it was compiled for.
 
 
 def interpreting() -> bool:
     """True under ``TRITON_INTERPRET=1`` (kernels run on CPU tensors, for tests)."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+FAST_LAUNCH = os.environ.get("FASTAWQ_FAST_LAUNCH", "1") != "0"
+
+
+@dataclass(frozen=True, eq=False)  # interned (see _plan): identity is equality, and hashing is cheap
+class Plan:
+    kernel: triton.JITFunction
+    grid: tuple[int, int, int]
+    #: integer arguments after (x, qweight, sz, bias, y, M, N, K, stride_xm, stride_ym)
+    extra: tuple[int, ...]
+    consts: tuple[tuple[str, object], ...]
+    num_warps: int
+    num_stages: int
+    #: split-K: programs add into a zeroed output with atomics
+    zero_y: bool
+    #: x is read as int32 pairs: it must be 4-byte aligned with an even row stride
+    int32_x: bool
+
+
+_PLANS: dict[tuple[object, ...], Plan] = {}
+#: compiled kernel and its trailing constexpr values, by (plan, device, argument specialization)
+_COMPILED: dict[tuple[object, ...], tuple[object, tuple[object, ...]]] = {}
+
+
+def _plan(key: tuple[object, ...], kernel: triton.JITFunction, grid: tuple[int, ...], extra: tuple[int, ...],
+          num_warps: int, num_stages: int, zero_y: bool, int32_x: bool, **consts: object) -> Plan:  # fmt: skip
+    plan = _PLANS.get(key)
+    if plan is None:
+        grid3 = (grid + (1, 1))[:3]
+        plan = Plan(kernel, grid3, extra, tuple(consts.items()), num_warps, num_stages, zero_y, int32_x)  # type: ignore[arg-type]
+        _PLANS[key] = plan
+    return plan
+
+
+def _int_spec(a: int) -> tuple[bool, bool, bool, bool]:
+    return (a == 0, a == 1, a % 16 == 0, -(2**31) <= a < 2**31)
+
+
+def _execute(p: Plan, x2d: torch.Tensor, w: dict[str, torch.Tensor], bias: torch.Tensor | None) -> torch.Tensor:
+    """Run plan ``p`` on these tensors (shapes as planned) and return y [M, N]."""
+    if x2d.stride(1) != 1 or (p.int32_x and (x2d.data_ptr() % 4 or x2d.stride(0) % 2)):
+        x2d = x2d.clone(memory_format=torch.contiguous_format)
+    m, k = x2d.shape
+    qw, sz = w["qweight_nk"], w["sz_gn"]
+    n = qw.shape[0]
+    y = (torch.zeros if p.zero_y else torch.empty)(m, n, device=x2d.device, dtype=x2d.dtype)
+    b = bias if bias is not None else y
+    args = (x2d, qw, sz, b, y, m, n, k, x2d.stride(0), n) + p.extra
+    if not FAST_LAUNCH or interpreting():
+        p.kernel[p.grid](*args, **dict(p.consts), num_warps=p.num_warps, num_stages=p.num_stages)
+        return y
+    ptrs = (x2d.data_ptr() % 16, qw.data_ptr() % 16, sz.data_ptr() % 16, b.data_ptr() % 16, y.data_ptr() % 16)
+    key = (p, x2d.device.index, x2d.dtype, b.dtype, _int_spec(x2d.stride(0)), ptrs)
+    hit = _COMPILED.get(key)
+    if hit is None:
+        compiled = p.kernel[p.grid](*args, **dict(p.consts), num_warps=p.num_warps, num_stages=p.num_stages)
+        if compiled is not None and hasattr(compiled, "__getitem__"):
+            consts = dict(p.consts)
+            _COMPILED[key] = (compiled, tuple(consts[name] for name in p.kernel.arg_names[len(args) :]))
+        return y
+    compiled, tail = hit
+    compiled[p.grid](*args, *tail)  # type: ignore[index]
+    return y
 
 
 def _fit_bk(bk: int, k: int, group_size: int) -> int:
@@ -692,6 +729,12 @@ def gemm_config(m: int, n: int, k: int, group_size: int) -> TileConfig:
     return TileConfig(128, 128, 128, 8, 3)
 
 
+def mma_config(m: int, n: int, k: int, group_size: int) -> TileConfig:
+    """Untuned default for the tensor-core kernel (bk: inputs per step, whole groups; join: lop3 unpacking)."""
+    bm = min(64, max(16, _bucket(m)))
+    return TileConfig(bm=bm, bn=64, bk=max(128, group_size), num_warps=4, num_stages=3, split=8 if m <= 16 else 4)
+
+
 def _check(x2d: torch.Tensor, w: dict[str, torch.Tensor], group_size: int) -> tuple[int, int, int]:
     n, kw = w["qweight_nk"].shape
     k = kw * 8
@@ -703,47 +746,66 @@ def _check(x2d: torch.Tensor, w: dict[str, torch.Tensor], group_size: int) -> tu
     return m, n, k
 
 
+def plan_gemv(m: int, n: int, k: int, g: int, dtype: torch.dtype, has_bias: bool, cfg: TileConfig) -> Plan:
+    key = ("gemv", m, n, k, g, dtype, has_bias, cfg)
+    if (p := _PLANS.get(key)) is not None:
+        return p
+    ng = _groups_per_step(cfg.bk, k, g)
+    split = cfg.split
+    while (k // g) % (split * ng):
+        split //= 2
+    if cfg.pairs:
+        grid = (triton.cdiv(n, cfg.bn), triton.cdiv(m, cfg.bm), split)
+        return _plan(
+            key, _gemv_pairs_kernel, grid, (), cfg.num_warps, cfg.num_stages, split > 1, True,
+            G=g, HAS_BIAS=has_bias, BM=cfg.bm, BN=cfg.bn, NG=ng, SPLIT=split, ASM=not interpreting(),
+        )  # fmt: skip
+    bm = cfg.bm if cfg.join else 1
+    return _plan(
+        key, _gemv_kernel, (triton.cdiv(n, cfg.bn), triton.cdiv(m, bm), split), (), cfg.num_warps,
+        cfg.num_stages, split > 1, False, G=g, HAS_BIAS=has_bias, BM=bm, BN=cfg.bn, NG=ng, JOIN=cfg.join,
+        SPLIT=split,
+    )  # fmt: skip
+
+
+def plan_gemm(m: int, n: int, k: int, g: int, dtype: torch.dtype, has_bias: bool, cfg: TileConfig) -> Plan:
+    key = ("gemm", m, n, k, g, dtype, has_bias, cfg)
+    if (p := _PLANS.get(key)) is not None:
+        return p
+    bk = min(cfg.bk, g) if cfg.join else _fit_bk(max(16, cfg.bk), k, g)
+    return _plan(
+        key, _gemm_kernel, (triton.cdiv(m, cfg.bm) * triton.cdiv(n, cfg.bn),), (), cfg.num_warps,
+        cfg.num_stages, False, False, G=g, HAS_BIAS=has_bias, BM=cfg.bm, BN=cfg.bn, BK=bk,
+        GROUP_M=cfg.group_m, JOIN=cfg.join, UPCAST=dtype == torch.bfloat16 and interpreting(),
+    )  # fmt: skip
+
+
+def plan_mma(m: int, n: int, k: int, g: int, dtype: torch.dtype, has_bias: bool, cfg: TileConfig) -> Plan:
+    key = ("mma", m, n, k, g, dtype, has_bias, cfg)
+    if (p := _PLANS.get(key)) is not None:
+        return p
+    kg = k // g
+    ng = _groups_per_step(cfg.bk, k, g)
+    split = max(1, min(cfg.split, kg // ng))
+    if interpreting() and dtype == torch.bfloat16:
+        split = 1  # Triton's interpreter has no bf16 atomics
+    while kg % (split * ng):
+        split -= 1
+    return _plan(
+        key, _mma_kernel, (triton.cdiv(n, cfg.bn), triton.cdiv(m, cfg.bm), split), (kg // split,),
+        cfg.num_warps, cfg.num_stages, split > 1, False, G=g, HAS_BIAS=has_bias, BM=cfg.bm, BN=cfg.bn, NG=ng,
+        ATOMIC=split > 1, ASM=cfg.join and not interpreting(), UPCAST=dtype == torch.bfloat16 and interpreting(),
+        DEQ=cfg.deq and dtype == torch.float16,
+    )  # fmt: skip
+
+
 def gemv(
     x2d: torch.Tensor, w: dict[str, torch.Tensor], group_size: int, bias: torch.Tensor | None,
     config: TileConfig | None = None,
 ) -> torch.Tensor:  # fmt: skip
     m, n, k = _check(x2d, w, group_size)
-    x2d = x2d if x2d.stride(1) == 1 else x2d.contiguous()
     cfg = config or gemv_config(m, n, k, group_size)
-    bm = cfg.bm if cfg.join else 1
-    ng = _groups_per_step(cfg.bk, k, group_size)
-    split = cfg.split
-    while (k // group_size) % (split * ng):
-        split //= 2
-    y = (torch.zeros if split > 1 else torch.empty)(m, n, device=x2d.device, dtype=x2d.dtype)
-    if cfg.pairs:
-        if x2d.data_ptr() % 4 or x2d.stride(0) % 2:
-            x2d = x2d.clone(memory_format=torch.contiguous_format)  # x is read as int32 pairs
-        grid = (triton.cdiv(n, cfg.bn), triton.cdiv(m, cfg.bm), split)
-        args = (
-            x2d,
-            w["qweight_nk"],
-            w["sz_gn"],
-            bias if bias is not None else y,
-            y,
-            m,
-            n,
-            k,
-            x2d.stride(0),
-            y.stride(0),
-        )
-        _launch(
-            _gemv_pairs_kernel, grid, args, cfg.num_warps, cfg.num_stages,
-            G=group_size, HAS_BIAS=bias is not None, BM=cfg.bm, BN=cfg.bn, NG=ng, SPLIT=split, ASM=not interpreting(),
-        )  # fmt: skip
-        return y
-    grid = (triton.cdiv(n, cfg.bn), triton.cdiv(m, bm), split)
-    args = (x2d, w["qweight_nk"], w["sz_gn"], bias if bias is not None else y, y, m, n, k, x2d.stride(0), y.stride(0))
-    _launch(
-        _gemv_kernel, grid, args, cfg.num_warps, cfg.num_stages,
-        G=group_size, HAS_BIAS=bias is not None, BM=bm, BN=cfg.bn, NG=ng, JOIN=cfg.join, SPLIT=split,
-    )  # fmt: skip
-    return y
+    return _execute(plan_gemv(m, n, k, group_size, x2d.dtype, bias is not None, cfg), x2d, w, bias)
 
 
 def gemm(
@@ -751,18 +813,8 @@ def gemm(
     config: TileConfig | None = None,
 ) -> torch.Tensor:  # fmt: skip
     m, n, k = _check(x2d, w, group_size)
-    x2d = x2d if x2d.stride(1) == 1 else x2d.contiguous()
     cfg = config or gemm_config(m, n, k, group_size)
-    bk = min(cfg.bk, group_size) if cfg.join else _fit_bk(max(16, cfg.bk), k, group_size)
-    y = torch.empty(m, n, device=x2d.device, dtype=x2d.dtype)
-    grid = (triton.cdiv(m, cfg.bm) * triton.cdiv(n, cfg.bn),)
-    args = (x2d, w["qweight_nk"], w["sz_gn"], bias if bias is not None else y, y, m, n, k, x2d.stride(0), y.stride(0))
-    _launch(
-        _gemm_kernel, grid, args, cfg.num_warps, cfg.num_stages,
-        G=group_size, HAS_BIAS=bias is not None, BM=cfg.bm, BN=cfg.bn, BK=bk, GROUP_M=cfg.group_m,
-        JOIN=cfg.join, UPCAST=x2d.dtype == torch.bfloat16 and interpreting(),
-    )  # fmt: skip
-    return y
+    return _execute(plan_gemm(m, n, k, group_size, x2d.dtype, bias is not None, cfg), x2d, w, bias)
 
 
 def mma(
@@ -770,32 +822,8 @@ def mma(
     config: TileConfig | None = None,
 ) -> torch.Tensor:  # fmt: skip
     m, n, k = _check(x2d, w, group_size)
-    x2d = x2d if x2d.stride(1) == 1 else x2d.contiguous()
     cfg = config or mma_config(m, n, k, group_size)
-    kg = k // group_size
-    ng = _groups_per_step(cfg.bk, k, group_size)
-    split = max(1, min(cfg.split, kg // ng))
-    if interpreting() and x2d.dtype == torch.bfloat16:
-        split = 1  # Triton's interpreter has no bf16 atomics
-    while kg % (split * ng):
-        split -= 1
-    y = (torch.zeros if split > 1 else torch.empty)(m, n, device=x2d.device, dtype=x2d.dtype)
-    grid = (triton.cdiv(n, cfg.bn), triton.cdiv(m, cfg.bm), split)
-    args = (x2d, w["qweight_nk"], w["sz_gn"], bias if bias is not None else y, y, m, n, k, x2d.stride(0), y.stride(0),
-            kg // split)  # fmt: skip
-    _launch(
-        _mma_kernel, grid, args, cfg.num_warps, cfg.num_stages,
-        G=group_size, HAS_BIAS=bias is not None, BM=cfg.bm, BN=cfg.bn, NG=ng, ATOMIC=split > 1,
-        ASM=cfg.join and not interpreting(), UPCAST=x2d.dtype == torch.bfloat16 and interpreting(),
-        DEQ=cfg.deq and x2d.dtype == torch.float16,
-    )  # fmt: skip
-    return y
-
-
-def mma_config(m: int, n: int, k: int, group_size: int) -> TileConfig:
-    """Untuned default for the tensor-core kernel (bk: inputs per step, whole groups; join: lop3 unpacking)."""
-    bm = min(64, max(16, _bucket(m)))
-    return TileConfig(bm=bm, bn=64, bk=max(128, group_size), num_warps=4, num_stages=3, split=8 if m <= 16 else 4)
+    return _execute(plan_mma(m, n, k, group_size, x2d.dtype, bias is not None, cfg), x2d, w, bias)
 
 
 def dequantize(
@@ -807,7 +835,7 @@ def dequantize(
     bk = _fit_bk(bk, k, group_size)
     out = torch.empty(n, k, device=w["qweight_nk"].device, dtype=dtype)
     grid = (triton.cdiv(n, bn), k // bk)
-    _launch(_dequant_kernel, grid, (w["qweight_nk"], w["sz_gn"], out, n, k), 4, 3, G=group_size, BN=bn, BK=bk)
+    _dequant_kernel[grid](w["qweight_nk"], w["sz_gn"], out, n, k, G=group_size, BN=bn, BK=bk, num_warps=4)
     return out
 
 
@@ -874,6 +902,15 @@ def _default(m: int, n: int, k: int, group_size: int) -> Candidate:
     return ("dequant", None)
 
 
+def _plan_of(c: Candidate, m: int, n: int, k: int, g: int, dtype: torch.dtype, has_bias: bool) -> Plan | None:
+    """The launch plan of a candidate (None: dequantize + cuBLAS)."""
+    name, cfg = c
+    if cfg is None:
+        return None
+    make = {"gemv": plan_gemv, "gemm": plan_gemm, "mma": plan_mma}[name]
+    return make(m, n, k, g, dtype, has_bias, cfg)
+
+
 def _run(
     c: Candidate, x2d: torch.Tensor, w: dict[str, torch.Tensor], g: int, bias: torch.Tensor | None
 ) -> torch.Tensor:
@@ -936,20 +973,35 @@ def choice(x2d: torch.Tensor, w: dict[str, torch.Tensor], g: int, bias: torch.Te
     return f"{c[0]} {c[1].describe() if c[1] else ''}".strip()
 
 
+#: the tuned plan per (device, dtype, M, K, weight shape, G, bias?); None: dequantize + cuBLAS
+_AUTO: dict[tuple[object, ...], Plan | None] = {}
+_MISSING: Any = object()
+
+
 def auto(x2d: torch.Tensor, w: dict[str, torch.Tensor], g: int, bias: torch.Tensor | None) -> torch.Tensor:
-    """The tuned choice among GEMV, fused GEMM and dequantize + cuBLAS for this call's shape."""
-    n, kw = w["qweight_nk"].shape
-    key = _key(x2d, n, kw * 8, g, bias)
-    c = _TUNED.get(key)  # a tuned shape goes straight to its kernel, whose launcher checks the input
-    if c is None:
+    """The tuned choice among GEMV, MMA, fused GEMM and dequantize + cuBLAS for this call's shape.
+
+    A shape seen before goes straight to its plan; its key holds the input width and the weight's
+    shape, so a hit was validated when it was made.
+    """
+    qw = w["qweight_nk"]
+    fast = (x2d.get_device(), x2d.dtype, x2d.shape[0], x2d.shape[1], qw.shape, g, bias is not None)
+    p = _AUTO.get(fast, _MISSING)
+    if p is _MISSING:
         m, n, k = _check(x2d, w, g)
-        no_tune = (
-            interpreting()
-            or os.environ.get("FASTAWQ_TUNE", "1") == "0"
-            or x2d.device.type != "cuda"
-            or torch.cuda.is_current_stream_capturing()
-        )
-        if no_tune:
-            return _run(_default(m, n, k, g), x2d, w, g, bias)
-        c = _TUNED[key] = _tune(x2d, w, g, bias, key)
-    return _run(c, x2d, w, g, bias)
+        key = _key(x2d, n, k, g, bias)
+        c = _TUNED.get(key)
+        if c is None:
+            no_tune = (
+                interpreting()
+                or os.environ.get("FASTAWQ_TUNE", "1") == "0"
+                or x2d.device.type != "cuda"
+                or torch.cuda.is_current_stream_capturing()
+            )
+            if no_tune:  # not remembered: a later call may tune
+                return _run(_default(m, n, k, g), x2d, w, g, bias)
+            c = _TUNED[key] = _tune(x2d, w, g, bias, key)
+        p = _AUTO[fast] = _plan_of(c, m, n, k, g, x2d.dtype, bias is not None)
+    if p is None:
+        return dequant_matmul(x2d, w, g, bias)
+    return _execute(p, x2d, w, bias)
