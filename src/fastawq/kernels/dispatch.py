@@ -189,7 +189,7 @@ _auto: dict[tuple[object, ...], str] = {}
 
 def auto_kernel_name(x2d: torch.Tensor, k: int, n: int, group_size: int) -> str:
     """The automatic choice, remembered per (device type, dtype, shape): it does not depend on M."""
-    key = (x2d.device.type, x2d.dtype, k, n, group_size, os.environ.get("TRITON_INTERPRET"))
+    key = (x2d.device.type, x2d.dtype, k, n, group_size)
     name = _auto.get(key)
     if name is None:
         name = _auto[key] = auto_kernel_for(x2d.device, x2d.dtype, k, n, group_size, m=x2d.shape[0])

@@ -625,9 +625,13 @@ def _dequant_kernel(
 # by 16, 32-bit range), so a compiled kernel is only reused for arguments it was compiled for.
 
 
+#: Triton decides at ``@triton.jit`` time (this module's import) whether kernels are interpreted
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
 def interpreting() -> bool:
-    """True under ``TRITON_INTERPRET=1`` (kernels run on CPU tensors, for tests)."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    """True when this module's kernels run under Triton's interpreter (``TRITON_INTERPRET=1`` at import)."""
+    return _INTERPRET
 
 
 FAST_LAUNCH = os.environ.get("FASTAWQ_FAST_LAUNCH", "1") != "0"
