@@ -215,15 +215,39 @@ def sweep(
     return out
 
 
+def dequant_sweep(bw: float, shapes: list[tuple[int, int]], path: str, info: Any) -> None:
+    """Time the dequantize kernel (the first half of the prefill path) over its tile shapes."""
+    out = []
+    for k, n in shapes:
+        w = random_nk(k, n, 128, torch.Generator().manual_seed(k + n))
+        bound = (k * n * 2 + k * n // 2) / bw * 1e6  # write fp16 + read int4
+        res = []
+        for bn, bk, nw in itertools.product((16, 32, 64, 128), (128, 256, 512), (4, 8)):
+            try:
+                t = kernel_time_us(
+                    lambda w=w, bn=bn, bk=bk, nw=nw: triton_awq.dequantize(w, 128, torch.float16, bn, bk, nw)  # type: ignore[misc]
+                )
+            except Exception as exc:
+                print("failed", bn, bk, nw, type(exc).__name__, flush=True)
+                continue
+            res.append({"bn": bn, "bk": bk, "num_warps": nw, "us": t})
+        res.sort(key=lambda r: r["us"])
+        default = next(r for r in res if (r["bn"], r["bk"], r["num_warps"]) == (64, 128, 4))
+        print(f"dequant K={k} N={n} bound {bound:6.1f}us default {default['us']:6.1f}us best {res[0]}", flush=True)
+        out.append({"k": k, "n": n, "bound_us": bound, "results": res})
+    with open(path, "w") as f:
+        json.dump({"info": info, "dequant": out}, f, indent=1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", default="kernels.json")
     ap.add_argument(
         "--sweep",
         default="",
-        choices=["", "classic", "mma", "pairs"],
+        choices=["", "classic", "mma", "pairs", "dequant"],
         help="search tile configs instead of the table: GEMV/GEMM (classic), the tensor-core kernel, or the"
-        " packed-pair GEMV",
+        " packed-pair GEMV; or the dequantize kernel's tiles",
     )
     ap.add_argument("--shapes", default="", help="subset, e.g. 4096x4096,14336x4096")
     ap.add_argument("--ms", default="", help="row counts for the main table, e.g. 1,16,128")
@@ -253,6 +277,9 @@ def main() -> None:
         "dispatch": dispatch.describe(),
     }
     print(json.dumps(info), flush=True)
+    if args.sweep == "dequant":
+        dequant_sweep(bw, shapes, args.json, info)
+        return
     if args.sweep:
         sweep_ms = ms if args.ms else [1, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
         sweep(bw, shapes, getattr(torch, args.dtype), args.json, info, args.sweep, sweep_ms)  # type: ignore[arg-type]

@@ -164,7 +164,7 @@ def test_triton_kernels_match_float64(
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
-@pytest.mark.parametrize("m", [1, 4, 16, 64, 300])
+@pytest.mark.parametrize("m", [1, 2, 4, 16, 64, 300])
 def test_every_tuning_candidate_is_correct_on_gpu(m: int, dtype: torch.dtype) -> None:
     k, n, g = 1024, 512, 128
     t, w = random_gemm(k, n, g, seed=m, device=DEV)

@@ -831,7 +831,7 @@ def mma(
 
 
 def dequantize(
-    w: dict[str, torch.Tensor], group_size: int, dtype: torch.dtype, bn: int = 64, bk: int = 128
+    w: dict[str, torch.Tensor], group_size: int, dtype: torch.dtype, bn: int = 64, bk: int = 128, num_warps: int = 4
 ) -> torch.Tensor:
     """The full weight [N, K] in ``dtype`` (nn.Linear orientation)."""
     n, kw = w["qweight_nk"].shape
@@ -839,7 +839,7 @@ def dequantize(
     bk = _fit_bk(bk, k, group_size)
     out = torch.empty(n, k, device=w["qweight_nk"].device, dtype=dtype)
     grid = (triton.cdiv(n, bn), k // bk)
-    _dequant_kernel[grid](w["qweight_nk"], w["sz_gn"], out, n, k, G=group_size, BN=bn, BK=bk, num_warps=4)
+    _dequant_kernel[grid](w["qweight_nk"], w["sz_gn"], out, n, k, G=group_size, BN=bn, BK=bk, num_warps=num_warps)
     return out
 
 
@@ -888,6 +888,9 @@ def candidates(m: int, n: int, k: int, group_size: int, dtype: torch.dtype = tor
         tiles = ((128, 128, 8, 2), (128, 128, 8, 4), (128, 64, 4, 4), (128, 64, 4, 8), (64, 128, 4, 4))
         for (bm, bn, warps, split), d in itertools.product(tiles, deq):
             out.append(("mma", TileConfig(bm, bn, bk, warps, 3, split=split, deq=d)))
+    if m == 2:  # the packed-pair GEMV is close to the tensor cores at batch 2, and ahead on some shapes
+        for bn in (16, 32):
+            out.append(("gemv", TileConfig(2, bn, 1024, 4, 2, pairs=True)))
     if m == 1:  # the CUDA-core kernels beat the tensor cores at batch 1
         for bn, step, split, warps in ((16, 1024, 1, 4), (16, 1024, 1, 8), (16, 512, 1, 4), (32, 256, 1, 4),
                                        (16, 1024, 2, 4)):  # fmt: skip
