@@ -232,7 +232,7 @@ def dequant_sweep(bw: float, shapes: list[tuple[int, int]], path: str, info: Any
                 continue
             res.append({"bn": bn, "bk": bk, "num_warps": nw, "us": t})
         res.sort(key=lambda r: r["us"])
-        default = next(r for r in res if (r["bn"], r["bk"], r["num_warps"]) == (64, 128, 4))
+        default = next(r for r in res if (r["bn"], r["bk"], r["num_warps"]) == (32, 512, 4))
         print(f"dequant K={k} N={n} bound {bound:6.1f}us default {default['us']:6.1f}us best {res[0]}", flush=True)
         out.append({"k": k, "n": n, "bound_us": bound, "results": res})
     with open(path, "w") as f:

@@ -831,9 +831,9 @@ def mma(
 
 
 def dequantize(
-    w: dict[str, torch.Tensor], group_size: int, dtype: torch.dtype, bn: int = 64, bk: int = 128, num_warps: int = 4
+    w: dict[str, torch.Tensor], group_size: int, dtype: torch.dtype, bn: int = 32, bk: int = 512, num_warps: int = 4
 ) -> torch.Tensor:
-    """The full weight [N, K] in ``dtype`` (nn.Linear orientation)."""
+    """The full weight [N, K] in ``dtype`` (nn.Linear orientation); tiles from the H100 sweep in BENCHMARKS.md."""
     n, kw = w["qweight_nk"].shape
     k = kw * 8
     bk = _fit_bk(bk, k, group_size)
