@@ -44,7 +44,7 @@ def bf16_bits(v: F) -> U:
     keep = np.uint64((2**64 - 1) ^ (2**45 - 1))  # float64 keeps 52 fraction bits, bf16 7: drop 45
     f = ((b + np.uint64(2**44 - 1) + ((b >> np.uint64(45)) & np.uint64(1))) & keep).view(np.float64)
     assert np.all((f == 0) | ((np.abs(f) >= 2.0**-126) & (np.abs(f) < 2.0**128))), "bf16 subnormal or overflow"
-    return (f.astype(np.float32).view(np.uint32) >> 16).astype(np.uint64)
+    return np.asarray(f.astype(np.float32).view(np.uint32) >> 16, np.uint64)
 
 
 LANE: dict[str, tuple[Callable[[U], F], Callable[[F], U]]] = {"f16": (f16_val, f16_bits), "bf16": (bf16_val, bf16_bits)}
@@ -147,7 +147,7 @@ ASM = {
 
 def pack(lo: F, hi: F, fmt: str) -> U:
     bits = LANE[fmt][1]
-    return bits(lo) | (bits(hi) << 16)
+    return np.asarray(bits(lo) | (bits(hi) << 16))
 
 
 def zero_pair(z: npt.NDArray[np.int64], magic: int) -> U:
@@ -196,19 +196,24 @@ def dot_bound(p: F, xs: F, ref: F, fmt: str) -> F:
     u = U_RND[fmt]
     g4 = 4 * u / (1 - 4 * u)
     s = np.abs(p * xs).sum(axis=0)
-    return g4 * s + 8 * TINY[fmt] + 2.0**-23 * (np.abs(ref) + g4 * s)
+    return np.asarray(g4 * s + 8 * TINY[fmt] + 2.0**-23 * (np.abs(ref) + g4 * s))
+
+
+def dot_case(fmt: str, seed: int, n: int = 20000) -> tuple[F, F, list[U], list[U]]:
+    """Random weight pairs (exact q - z) and x pairs (fp16: pre-scaled by 1/64), as values and words."""
+    rng = np.random.default_rng(seed)
+    val, bits = LANE[fmt]
+    p = rng.integers(-15, 16, (8, n)).astype(np.float64)
+    xs = val(bits(random_x(rng, (8, n), fmt) / ASM[fmt][3]))
+    pw = [pack(p[2 * j], p[2 * j + 1], fmt) for j in range(4)]
+    xw = [pack(xs[2 * j], xs[2 * j + 1], fmt) for j in range(4)]
+    return p, xs, pw, xw
 
 
 @pytest.mark.parametrize("fmt", ["f16", "bf16"])
 def test_pair_dot_matches_float64_within_16bit_accumulation(fmt: str) -> None:
-    rng = np.random.default_rng(3)
-    _, asm, _, xs_div = ASM[fmt]
-    n = 20000
-    p = rng.integers(-15, 16, (8, n)).astype(np.float64)  # exact q - z
-    xs = LANE[fmt][0](LANE[fmt][1](random_x(rng, (8, n), fmt) / xs_div))  # fp16: pre-scaled by 1/64
-    pw = [pack(p[2 * j], p[2 * j + 1], fmt) for j in range(4)]
-    xw = [pack(xs[2 * j], xs[2 * j + 1], fmt) for j in range(4)]
-    (out,) = run_ptx(asm, 1, *pw, *xw)
+    p, xs, pw, xw = dot_case(fmt, 3)
+    (out,) = run_ptx(ASM[fmt][1], 1, *pw, *xw)
     d = f32(out).astype(np.float64)
     ref = (p * xs).sum(axis=0)
     bound = dot_bound(p, xs, ref, fmt)
@@ -218,9 +223,26 @@ def test_pair_dot_matches_float64_within_16bit_accumulation(fmt: str) -> None:
     # the check is sharp enough to catch a wrong pairing: x lanes swapped, or x words rotated
     swapped = [((x & 0xFFFF) << 16) | (x >> 16) for x in xw]
     for wrong in (swapped, xw[1:] + xw[:1]):
-        (o,) = run_ptx(asm, 1, *pw, *wrong)
+        (o,) = run_ptx(ASM[fmt][1], 1, *pw, *wrong)
         assert np.mean(o != out) > 0.9
         assert np.mean(np.abs(f32(o).astype(np.float64) - ref) > bound) > 0.9
+
+
+@pytest.mark.parametrize("fmt", ["f16", "bf16"])
+def test_pair_dot_bits_match_sequential_lane_model(fmt: str) -> None:
+    """Bit-exact against a model written without the asm: per lane p0·x0 rounded, then three fused
+    multiply-adds (one rounding each), then fp32 lo + hi. Catches 1-ulp slips the tolerance cannot;
+    pins the accumulation order (update the model if the asm changes it on purpose)."""
+    p, xs, pw, xw = dot_case(fmt, 5)
+    val, bits = LANE[fmt]
+    lanes = []
+    for k in (0, 1):
+        acc = val(bits(p[k] * xs[k]))
+        for j in (1, 2, 3):
+            acc = val(bits(exact_sum(p[2 * j + k] * xs[2 * j + k], acc)))
+        lanes.append(acc.astype(np.float32))
+    (out,) = run_ptx(ASM[fmt][1], 1, *pw, *xw)
+    np.testing.assert_array_equal(out, (lanes[0] + lanes[1]).view(np.uint32))
 
 
 @pytest.mark.parametrize("fmt", ["f16", "bf16"])
