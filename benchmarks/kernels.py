@@ -164,6 +164,11 @@ def sweep(
                     cands.append(("gemv", TileConfig(bm, bn, bk, nw, 2, split=split, pairs=True)))
                 cands.append(("gemv", TileConfig(bm, 8, 1024, 4, 2, join=True)))
                 cands.append(("gemv", TileConfig(bm, 16, 512, 4, 2, join=True, split=2)))
+            elif kinds == "stages":  # the tensor-core kernel's pipeline depth and warps, around the tuner's list
+                bm = max(16, triton.next_power_of_2(m)) if m <= 64 else 64
+                for bn, bk, split, st in itertools.product((64, 128), (g, 2 * g), (1, 4, 8), (3, 4, 5)):
+                    for nw in (4, 8) if bn == 128 else (4,):
+                        cands.append(("mma", TileConfig(bm, bn, bk, nw, st, split=split, deq=True)))
             elif kinds == "mma":
                 bms = [max(16, triton.next_power_of_2(m))] if m <= 32 else [64, 128]
                 bks = (g, 2 * g, 4 * g) if m <= 32 else (g, 2 * g)
@@ -173,11 +178,11 @@ def sweep(
             elif m <= 4:
                 for bn, bk, nw, ns in itertools.product((8, 16, 32), (256, 512, 1024), (2, 4), (1, 2, 3)):
                     cands.append(("gemv", TileConfig(1, bn, bk, nw, ns)))
-            if m <= 64 and m not in (2, 4) and kinds != "pairs":
+            if m <= 64 and m not in (2, 4) and kinds not in ("pairs", "stages"):
                 bm = max(16, triton.next_power_of_2(m))
                 for bn, bk, nw, ns in itertools.product((16, 32, 64, 128), (128, 256, 512), (4,), (2, 3, 4)):
                     cands.append(("gemm", TileConfig(bm, bn, bk, nw, ns)))
-            if m >= 64 and kinds != "pairs":
+            if m >= 64 and kinds not in ("pairs", "stages"):
                 for bm, bn, bk, nw, ns in itertools.product((64, 128), (64, 128, 256), (128, 256), (4, 8), (2, 3)):
                     if bm * bn >= 128 * 256 and bk >= 256:
                         continue  # too large for shared memory
@@ -245,9 +250,9 @@ def main() -> None:
     ap.add_argument(
         "--sweep",
         default="",
-        choices=["", "classic", "mma", "pairs", "dequant"],
+        choices=["", "classic", "mma", "pairs", "dequant", "stages"],
         help="search tile configs instead of the table: GEMV/GEMM (classic), the tensor-core kernel, or the"
-        " packed-pair GEMV; or the dequantize kernel's tiles",
+        " packed-pair GEMV; the dequantize kernel's tiles; the MMA's pipeline depth (stages)",
     )
     ap.add_argument("--shapes", default="", help="subset, e.g. 4096x4096,14336x4096")
     ap.add_argument("--ms", default="", help="row counts for the main table, e.g. 1,16,128")
