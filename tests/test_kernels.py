@@ -340,3 +340,32 @@ def test_module_on_gpu_every_auto_path(m: int, dtype: torch.dtype) -> None:
     assert sqnr_db(got, x.double() @ w + mod.bias.double().cpu()) > SQNR_FLOOR[dtype]
     sd = mod.state_dict()
     assert sd["qweight"].shape == (1024, 96) and sd["qweight"].device.type == "cuda"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+@pytest.mark.parametrize("m", [1, 16, 300])
+def test_module_replays_in_a_cuda_graph(m: int) -> None:
+    """Tuned once eagerly, then captured: every replay computes the new input's product (no stale plan,
+    no allocation or tuning inside the capture)."""
+    mod, w = _module(1024, 768, 128, seed=m + 7)
+    mod = mod.cuda()
+    gen = torch.Generator().manual_seed(m)
+    x = torch.randn(m, 1024, generator=gen).half().cuda()
+    with torch.no_grad():
+        mod(x)  # tunes and compiles outside the capture
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            mod(x)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            y = mod(x)
+        for _ in range(3):
+            fresh = torch.randn(m, 1024, generator=gen).half()
+            x.copy_(fresh.cuda())
+            graph.replay()
+            torch.cuda.synchronize()
+            ref = fresh.double() @ w + mod.bias.double().cpu()
+            assert sqnr_db(y, ref) > SQNR_FLOOR[torch.float16]
