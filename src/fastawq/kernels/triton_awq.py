@@ -933,11 +933,12 @@ def _run(
 def _tune(
     x2d: torch.Tensor, w: dict[str, torch.Tensor], g: int, bias: torch.Tensor | None, key: tuple[object, ...]
 ) -> Candidate:
-    """Time every candidate (cold L2, median of 5) and return the fastest.
+    """Time every candidate (cold L2, median of 7) and return the fastest.
 
     All candidates are compiled first, so no timing follows an idle stretch of compilation (the GPU's
-    clocks drop while it waits); the timing then runs twice over the list and keeps each candidate's
-    better median, which damps a passing slowdown of the card.
+    clocks drop while it waits); the timing then runs three times over the list and keeps each
+    candidate's best median, which damps a passing slowdown of the card (two passes of five calls
+    once kept a 36 % slower config on an H100: BENCHMARKS.md).
     """
     m, n, k = _check(x2d, w, g)
     ready: list[Candidate] = []
@@ -950,19 +951,19 @@ def _tune(
     if not ready:
         return _default(m, n, k, g)
     flush = torch.empty(64 << 20, dtype=torch.uint8, device=x2d.device)
-    start = [torch.cuda.Event(enable_timing=True) for _ in range(5)]
-    end = [torch.cuda.Event(enable_timing=True) for _ in range(5)]
+    start = [torch.cuda.Event(enable_timing=True) for _ in range(7)]
+    end = [torch.cuda.Event(enable_timing=True) for _ in range(7)]
     times = [float("inf")] * len(ready)
-    for _ in range(2):
+    for _ in range(3):
         for j, c in enumerate(ready):
-            for i in range(5):
+            for i in range(7):
                 flush.view(torch.int32).max()  # cold L2, and clean: reading leaves no dirty lines behind
                 torch.cuda._sleep(200_000)  # the GPU waits here while the launch below is enqueued
                 start[i].record()
                 _run(c, x2d, w, g, bias)
                 end[i].record()
             torch.cuda.synchronize(x2d.device)
-            times[j] = min(times[j], sorted(s.elapsed_time(e) for s, e in zip(start, end))[2] * 1e3)
+            times[j] = min(times[j], sorted(s.elapsed_time(e) for s, e in zip(start, end))[3] * 1e3)
     del flush
     TUNE_LOG[key] = [(c[0], c[1].describe() if c[1] else "", us) for c, us in zip(ready, times)]
     return ready[min(range(len(ready)), key=times.__getitem__)]
