@@ -160,12 +160,8 @@ def sweep(
             cands: list[tuple[str, TileConfig]] = []
             if kinds == "pairs":  # the packed-pair GEMV against the fp32 one
                 bm = min(m, 8)
-                for bn, bk, split, nw in itertools.product(
-                    (8, 16, 32, 64), (256, 512, 1024, 2048, 4096), (1, 2), (4, 8)
-                ):
-                    if bk > k or bn * bk > 64 * 1024:
-                        continue
-                    cands.append(("gemv", TileConfig(bm, bn, bk, nw, 2, split=split, pairs=True)))
+                for bn, bk, nw, st in itertools.product((8, 16, 32), (256, 512, 1024), (4, 8), (2, 3, 4)):
+                    cands.append(("gemv", TileConfig(bm, bn, bk, nw, st, pairs=True)))
                 cands.append(("gemv", TileConfig(bm, 8, 1024, 4, 2, join=True)))
                 cands.append(("gemv", TileConfig(bm, 16, 512, 4, 2, join=True, split=2)))
             elif kinds == "stages":  # the tensor-core kernel's pipeline depth and warps, around the tuner's list

@@ -116,6 +116,7 @@ TRITON_CASES = [
     ("gemv", TileConfig(4, 8, 128, 4, 1, join=True, split=2), 5, 512, 32, 128),
     ("gemv", TileConfig(1, 16, 512, 4, 1, pairs=True), 1, 1024, 48, 128),  # packed-pair arithmetic
     ("gemv", TileConfig(1, 8, 128, 4, 1, pairs=True), 1, 192, 40, 32),
+    ("gemv", TileConfig(1, 16, 256, 4, 3, pairs=True), 1, 1024, 40, 64),  # loads left to Triton's pipeline
     ("gemv", TileConfig(1, 16, 64, 4, 1, pairs=True, split=2), 1, 256, 32, 16),  # atomics over 2 K slices
     ("gemv", TileConfig(4, 16, 256, 4, 1, pairs=True), 6, 512, 48, 64),  # 4 rows per program, last partial
     ("gemv", TileConfig(2, 8, 256, 4, 1, pairs=True, split=2), 3, 512, 24, 128),

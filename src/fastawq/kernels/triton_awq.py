@@ -474,9 +474,12 @@ def _gemv_pairs_kernel(
     x_ptr, qw_ptr, sz_ptr, b_ptr, y_ptr,
     M, N, K, stride_xm, stride_ym,
     G: tl.constexpr, HAS_BIAS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, NG: tl.constexpr,
-    SPLIT: tl.constexpr, ASM: tl.constexpr,
+    SPLIT: tl.constexpr, ASM: tl.constexpr, PIPE: tl.constexpr,
 ):  # fmt: skip
     """The GEMV of :func:`_gemv_kernel` with packed-pair arithmetic (see the sequences above).
+
+    PIPE: the loads stay in the loop for Triton's software pipeline (num_stages ≥ 3: prefetched
+    steps wait in shared memory); else the next step is prefetched by hand into registers.
 
     One program: BN output columns × 1/SPLIT of K for BM rows of x, NG groups per step; each word is
     decoded once and reused by the BM rows. y = Σ_g s_g · Σ_words Σ_pairs (q − z)·x, the inner sums per
@@ -502,13 +505,17 @@ def _gemv_pairs_kernel(
     qw_next = tl.load(q_ptrs + g_lo * GW, mask=mask_n[:, None, None], other=0)
     sz_next = tl.load(sz_ptr + sz_ptrs + g_lo * N, mask=mask_n[:, None], other=0)
     for g0 in range(g_lo, g_hi, NG):
-        qw = qw_next
-        sz = sz_next
-        # the step after the last one reloads the last one (cached) instead of masking per element,
-        # which would cost the loads their vector width
-        g_next = tl.minimum(g0 + NG, g_hi - NG)
-        qw_next = tl.load(q_ptrs + g_next * GW, mask=mask_n[:, None, None], other=0)
-        sz_next = tl.load(sz_ptr + sz_ptrs + g_next * N, mask=mask_n[:, None], other=0)
+        if PIPE:
+            qw = tl.load(q_ptrs + g0 * GW, mask=mask_n[:, None, None], other=0)
+            sz = tl.load(sz_ptr + sz_ptrs + g0 * N, mask=mask_n[:, None], other=0)
+        else:
+            qw = qw_next
+            sz = sz_next
+            # the step after the last one reloads the last one (cached) instead of masking per element,
+            # which would cost the loads their vector width
+            g_next = tl.minimum(g0 + NG, g_hi - NG)
+            qw_next = tl.load(q_ptrs + g_next * GW, mask=mask_n[:, None, None], other=0)
+            sz_next = tl.load(sz_ptr + sz_ptrs + g_next * N, mask=mask_n[:, None], other=0)
         s = _scale(sz) * XS
         z = tl.broadcast_to(((sz >> 16) & 0xFF)[:, :, None], (BN, NG, GW))
         p0, p1, p2, p3 = _pairs(qw, z, DT, ASM)
@@ -763,6 +770,7 @@ def plan_gemv(m: int, n: int, k: int, g: int, dtype: torch.dtype, has_bias: bool
         return _plan(
             key, _gemv_pairs_kernel, grid, (), cfg.num_warps, cfg.num_stages, split > 1, True,
             G=g, HAS_BIAS=has_bias, BM=cfg.bm, BN=cfg.bn, NG=ng, SPLIT=split, ASM=not interpreting(),
+            PIPE=cfg.num_stages >= 3,
         )  # fmt: skip
     bm = cfg.bm if cfg.join else 1
     return _plan(
