@@ -900,8 +900,9 @@ def candidates(m: int, n: int, k: int, group_size: int, dtype: torch.dtype = tor
         for bn in (16, 32):
             out.append(("gemv", TileConfig(2, bn, 1024, 4, 2, pairs=True)))
     if m == 1:  # the CUDA-core kernels beat the tensor cores at batch 1
-        for bn, step, warps in ((8, 1024, 4), (16, 1024, 4), (16, 1024, 8), (16, 512, 4), (32, 256, 4)):
-            out.append(("gemv", TileConfig(1, bn, step, warps, 2, pairs=True)))
+        for bn, step, warps, stages in ((8, 1024, 4, 3), (8, 1024, 8, 3), (8, 1024, 4, 4), (8, 512, 4, 4),
+                                        (16, 1024, 4, 2)):  # fmt: skip
+            out.append(("gemv", TileConfig(1, bn, step, warps, stages, pairs=True)))
         out.append(("gemv", TileConfig(1, 8, 1024, 4, 2, join=True)))
     if 64 < m <= 512:
         out.append(("gemm", TileConfig(128, 128, 128, 4, 2, join=True)))
