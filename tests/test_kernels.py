@@ -202,6 +202,33 @@ def test_cached_launches_match_fresh_ones() -> None:
     assert triton_awq._COMPILED or not triton_awq.FAST_LAUNCH
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+def test_direct_launch_failure_falls_back_to_tritons_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Triton whose compiled-kernel call differs must cost speed, not correctness."""
+    k, n, g = 256, 64, 64
+    t, w = random_gemm(k, n, g, seed=11, device=DEV)
+    nk = layouts.gemm_to_nk(t)
+    x = torch.randn(1, k, generator=torch.Generator().manual_seed(11)).half().to(DEV)
+    cfg = TileConfig(1, 16, 256, 4, 2, pairs=True)
+    monkeypatch.setattr(triton_awq, "FAST_LAUNCH", True)
+    triton_awq.gemv(x, nk, g, None, cfg)  # compiles and caches the kernel
+
+    class Changed:
+        def __getitem__(self, grid: object) -> object:
+            def run(*args: object) -> None:
+                raise TypeError("the launcher takes other arguments")
+
+            return run
+
+    for key, (_, tail) in list(triton_awq._COMPILED.items()):
+        triton_awq._COMPILED[key] = (Changed(), tail)
+    with pytest.warns(RuntimeWarning, match="Triton's launcher"):
+        got = triton_awq.gemv(x, nk, g, None, cfg)
+    assert not triton_awq.FAST_LAUNCH
+    assert sqnr_db(got, x.double().cpu() @ w) > SQNR_FLOOR[torch.float16]
+
+
 @pytest.mark.parametrize("g", [32, 64, 128])
 def test_triton_dequantize_is_exact_in_fp16(g: int) -> None:
     t, w = random_gemm(256, 32, g, seed=g, device=DEV)

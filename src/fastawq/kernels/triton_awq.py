@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -701,8 +702,24 @@ def _execute(p: Plan, x2d: torch.Tensor, w: dict[str, torch.Tensor], bias: torch
             _COMPILED[key] = (compiled, tuple(consts[name] for name in p.kernel.arg_names[len(args) :]))
         return y
     compiled, tail = hit
-    compiled[p.grid](*args, *tail)  # type: ignore[index]
+    try:
+        compiled[p.grid](*args, *tail)  # type: ignore[index]
+    except (TypeError, AttributeError, ValueError) as exc:  # a Triton whose compiled-kernel call differs
+        _stop_fast_launch(exc)
+        p.kernel[p.grid](*args, **dict(p.consts), num_warps=p.num_warps, num_stages=p.num_stages)
     return y
+
+
+def _stop_fast_launch(exc: Exception) -> None:
+    global FAST_LAUNCH
+    FAST_LAUNCH = False
+    _COMPILED.clear()
+    warnings.warn(
+        f"fastawq: launching compiled Triton {triton.__version__} kernels directly failed ({exc!r}); "
+        "every call now goes through Triton's launcher (slower on the host, same results)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def _fit_bk(bk: int, k: int, group_size: int) -> int:
