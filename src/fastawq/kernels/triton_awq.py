@@ -627,7 +627,7 @@ def _dequant_kernel(
 # interned, and ``auto`` keeps the tuned plan per exact M, so a repeated call costs a dictionary lookup.
 #
 # Triton's ``kernel[grid](...)`` binds and specializes every argument on every call (tens of µs of
-# Python per launch, more than the kernel itself at batch 1). ``_launch`` does that once per plan and
+# Python per launch, more than the kernel itself at batch 1). ``_execute`` does that once per plan and
 # argument specialization, then launches the compiled kernel directly. The key holds everything Triton
 # specializes an argument on here (pointer dtype and 16-byte alignment; integers: == 0, == 1, divisible
 # by 16, 32-bit range), so a compiled kernel is only reused for arguments it was compiled for.
