@@ -317,40 +317,21 @@ def _codes_tile(qw_ptr, offs_n, mask_n, k0, K, BN: tl.constexpr, BK: tl.constexp
 # bf16, both exact), and one fma subtracts the group's (magic + z) pair: 3 instructions per two codes.
 # fp16 activations are scaled by 1/64 before the products (exact above 2**-8), so a word's partial sum
 # (at most 4·15/64·|x| per lane) cannot overflow fp16; the 64 goes back on with the scale, in fp32.
-_ASM_PAIRS_F16: tl.constexpr = tl.constexpr("""{
-.reg .b32 s, t, one;
-mov.b32 one, 0x3C003C00;
-shr.b32 s, $4, 4;
-prmt.b32 t, $4, s, 0x0400;
-lop3.b32 t, t, 0x000f000f, 0x64006400, 0xea;
-fma.rn.f16x2 $0, t, one, $5;
-prmt.b32 t, $4, s, 0x0501;
-lop3.b32 t, t, 0x000f000f, 0x64006400, 0xea;
-fma.rn.f16x2 $1, t, one, $5;
-prmt.b32 t, $4, s, 0x0602;
-lop3.b32 t, t, 0x000f000f, 0x64006400, 0xea;
-fma.rn.f16x2 $2, t, one, $5;
-prmt.b32 t, $4, s, 0x0703;
-lop3.b32 t, t, 0x000f000f, 0x64006400, 0xea;
-fma.rn.f16x2 $3, t, one, $5;
-}""")
-_ASM_PAIRS_BF16: tl.constexpr = tl.constexpr("""{
-.reg .b32 s, t, one;
-mov.b32 one, 0x3F803F80;
-shr.b32 s, $4, 4;
-prmt.b32 t, $4, s, 0x0400;
-lop3.b32 t, t, 0x000f000f, 0x43004300, 0xea;
-fma.rn.bf16x2 $0, t, one, $5;
-prmt.b32 t, $4, s, 0x0501;
-lop3.b32 t, t, 0x000f000f, 0x43004300, 0xea;
-fma.rn.bf16x2 $1, t, one, $5;
-prmt.b32 t, $4, s, 0x0602;
-lop3.b32 t, t, 0x000f000f, 0x43004300, 0xea;
-fma.rn.bf16x2 $2, t, one, $5;
-prmt.b32 t, $4, s, 0x0703;
-lop3.b32 t, t, 0x000f000f, 0x43004300, 0xea;
-fma.rn.bf16x2 $3, t, one, $5;
-}""")
+def _pairs_asm(f16: bool) -> str:
+    """The decode sequence of ``_pairs``: $4 the word, $5 the −(magic + z) pair, $0…$3 pairs 0…3."""
+    magic, one, ty = ("0x64006400", "0x3C003C00", "f16x2") if f16 else ("0x43004300", "0x3F803F80", "bf16x2")
+    body = [".reg .b32 s, t, one;", f"mov.b32 one, {one};", "shr.b32 s, $4, 4;"]
+    for j in range(4):  # pair j: byte j of the word (low half) and of word >> 4 (high half)
+        body += [
+            f"prmt.b32 t, $4, s, 0x0{4 + j}0{j};",
+            f"lop3.b32 t, t, 0x000f000f, {magic}, 0xea;",
+            f"fma.rn.{ty} ${j}, t, one, $5;",
+        ]
+    return "{\n" + "\n".join(body) + "\n}"
+
+
+_ASM_PAIRS_F16: tl.constexpr = tl.constexpr(_pairs_asm(f16=True))
+_ASM_PAIRS_BF16: tl.constexpr = tl.constexpr(_pairs_asm(f16=False))
 _ASM_DOT_F16: tl.constexpr = tl.constexpr("""{
 .reg .b32 a;
 .reg .b16 lo, hi;
@@ -667,12 +648,15 @@ _COMPILED: dict[tuple[object, ...], tuple[object, tuple[object, ...]]] = {}
 
 def _plan(key: tuple[object, ...], kernel: triton.JITFunction, grid: tuple[int, ...], extra: tuple[int, ...],
           num_warps: int, num_stages: int, zero_y: bool, int32_x: bool, **consts: object) -> Plan:  # fmt: skip
-    plan = _PLANS.get(key)
-    if plan is None:
-        grid3 = (grid + (1, 1))[:3]
-        plan = Plan(kernel, grid3, extra, tuple(consts.items()), num_warps, num_stages, zero_y, int32_x)  # type: ignore[arg-type]
-        _PLANS[key] = plan
+    """Make and intern the plan of ``key`` (the plan_* builders look it up first)."""
+    grid3 = (grid + (1, 1))[:3]
+    plan = _PLANS[key] = Plan(kernel, grid3, extra, tuple(consts.items()), num_warps, num_stages, zero_y, int32_x)  # type: ignore[arg-type]
     return plan
+
+
+def _triton_launch(p: Plan, args: tuple[object, ...]) -> object:
+    """Launch through Triton's own launcher (binds every argument); returns the compiled kernel."""
+    return p.kernel[p.grid](*args, **dict(p.consts), num_warps=p.num_warps, num_stages=p.num_stages)
 
 
 def _int_spec(a: int) -> tuple[bool, bool, bool, bool]:
@@ -690,13 +674,13 @@ def _execute(p: Plan, x2d: torch.Tensor, w: dict[str, torch.Tensor], bias: torch
     b = bias if bias is not None else y
     args = (x2d, qw, sz, b, y, m, n, k, x2d.stride(0), n) + p.extra
     if not FAST_LAUNCH or interpreting():
-        p.kernel[p.grid](*args, **dict(p.consts), num_warps=p.num_warps, num_stages=p.num_stages)
+        _triton_launch(p, args)
         return y
     ptrs = (x2d.data_ptr() % 16, qw.data_ptr() % 16, sz.data_ptr() % 16, b.data_ptr() % 16, y.data_ptr() % 16)
     key = (p, x2d.device.index, x2d.dtype, b.dtype, _int_spec(x2d.stride(0)), ptrs)
     hit = _COMPILED.get(key)
     if hit is None:
-        compiled = p.kernel[p.grid](*args, **dict(p.consts), num_warps=p.num_warps, num_stages=p.num_stages)
+        compiled = _triton_launch(p, args)
         if compiled is not None and hasattr(compiled, "__getitem__"):
             consts = dict(p.consts)
             _COMPILED[key] = (compiled, tuple(consts[name] for name in p.kernel.arg_names[len(args) :]))
@@ -706,7 +690,7 @@ def _execute(p: Plan, x2d: torch.Tensor, w: dict[str, torch.Tensor], bias: torch
         compiled[p.grid](*args, *tail)  # type: ignore[index]
     except (TypeError, AttributeError, ValueError) as exc:  # a Triton whose compiled-kernel call differs
         _stop_fast_launch(exc)
-        p.kernel[p.grid](*args, **dict(p.consts), num_warps=p.num_warps, num_stages=p.num_stages)
+        _triton_launch(p, args)
     return y
 
 
