@@ -20,6 +20,8 @@ import itertools
 import json
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -145,6 +147,76 @@ def bench_case(m: int, k: int, n: int, g: int, dtype: torch.dtype, bw: float) ->
     return row
 
 
+def sweep_candidates(kinds: str, m: int, g: int) -> list[tuple[str, TileConfig]]:
+    """The tile configs a sweep times at M rows (group size g)."""
+    cands: list[tuple[str, TileConfig]] = []
+    if kinds == "pairs":  # the packed-pair GEMV against the fp32 one
+        bm = min(m, 8)
+        for bn, bk, nw, st in itertools.product((8, 16, 32), (256, 512, 1024), (4, 8), (2, 3, 4)):
+            cands.append(("gemv", TileConfig(bm, bn, bk, nw, st, pairs=True)))
+        cands.append(("gemv", TileConfig(bm, 8, 1024, 4, 2, join=True)))
+        cands.append(("gemv", TileConfig(bm, 16, 512, 4, 2, join=True, split=2)))
+    elif kinds == "stages":  # the tensor-core kernel's pipeline depth and warps, around the tuner's list
+        bm = max(16, triton.next_power_of_2(m)) if m <= 64 else 64
+        for bn, bk, split, st in itertools.product((64, 128), (g, 2 * g), (1, 4, 8), (3, 4, 5)):
+            for nw in (4, 8) if bn == 128 else (4,):
+                cands.append(("mma", TileConfig(bm, bn, bk, nw, st, split=split, deq=True)))
+    elif kinds == "mma":
+        bms = [max(16, triton.next_power_of_2(m))] if m <= 32 else [64, 128]
+        bks = (g, 2 * g, 4 * g) if m <= 32 else (g, 2 * g)
+        for bm, bn, bk, split in itertools.product(bms, (64, 128), bks, (1, 4, 8) if m <= 128 else (1, 2)):
+            for nw in (4, 8) if bn * bm >= 128 * 64 else (4,):
+                cands.append(("mma", TileConfig(bm, bn, bk, nw, 3, split=split)))
+    elif kinds == "pipeline":  # the tensor-core kernel's loads: Triton's pipeline vs register prefetch
+        tiles = {
+            16: [(16, 128, g, 8, 4), (16, 64, 2 * g, 8, 4), (16, 64, g, 4, 4)],
+            32: [(32, 128, g, 8, 4), (32, 64, g, 4, 4), (32, 128, 2 * g, 4, 4)],
+            64: [(64, 128, g, 8, 4), (64, 64, g, 4, 4), (64, 128, g, 4, 8)],
+            128: [(128, 64, g, 4, 4), (64, 128, g, 4, 4), (128, 128, g, 4, 8)],
+            512: [(128, 128, g, 1, 8), (128, 64, g, 1, 4), (128, 128, g, 2, 8), (256, 128, g, 1, 8)],
+        }[max(16, min(512, triton.next_power_of_2(m)))]
+        # (loads left to Triton: scale/zero prefetch sz0/sz1, stages; or by hand: sz2 + codes prefetch pf)
+        loads = [(2, 0, False, 3), (0, 0, True, 3), (0, 0, True, 4), (1, 0, True, 3), (0, 0, False, 3),
+                 (2, 1, True, 3), (2, 2, True, 3)]  # fmt: skip
+        for (bm, bn, bk, split, nw), (sz, pf, words, st), deq in itertools.product(tiles, loads, (False, True)):
+            cfg = TileConfig(bm, bn, bk, nw, st, split=split, deq=deq, prefetch=pf, words=words, sz_ahead=sz)
+            cands.append(("mma", cfg))
+    elif m <= 4:
+        for bn, bk, nw, ns in itertools.product((8, 16, 32), (256, 512, 1024), (2, 4), (1, 2, 3)):
+            cands.append(("gemv", TileConfig(1, bn, bk, nw, ns)))
+    if m <= 64 and m not in (2, 4) and kinds not in ("pairs", "stages", "pipeline"):
+        bm = max(16, triton.next_power_of_2(m))
+        for bn, bk, nw, ns in itertools.product((16, 32, 64, 128), (128, 256, 512), (4,), (2, 3, 4)):
+            cands.append(("gemm", TileConfig(bm, bn, bk, nw, ns)))
+    if m >= 64 and kinds not in ("pairs", "stages", "pipeline"):
+        for bm, bn, bk, nw, ns in itertools.product((64, 128), (64, 128, 256), (128, 256), (4, 8), (2, 3)):
+            if bm * bn >= 128 * 256 and bk >= 256:
+                continue  # too large for shared memory
+            cands.append(("gemm", TileConfig(bm, bn, bk, nw, ns)))
+    return cands
+
+
+def compile_slice(args: argparse.Namespace, shapes: list[tuple[int, ...]], ms: list[int]) -> None:
+    """A --jobs worker: run (and so compile) every n-th sweep candidate once on each shape."""
+    i, n_jobs = (int(v) for v in args.compile_slice.split("/"))
+    dtype = getattr(torch, args.dtype)
+    j = 0
+    for k, n in shapes:
+        w = random_nk(k, n, 128, torch.Generator().manual_seed(k + n))
+        for m in ms:
+            x = torch.randn(m, k, dtype=dtype, device="cuda")
+            for kind, cfg in sweep_candidates(args.sweep, m, 128):
+                j += 1
+                if j % n_jobs != i:
+                    continue
+                fn = {"gemv": triton_awq.gemv, "gemm": triton_awq.gemm, "mma": triton_awq.mma}[kind]
+                try:
+                    fn(x, w, 128, None, cfg)
+                except Exception:  # the timing pass reports it
+                    pass
+    torch.cuda.synchronize()
+
+
 def sweep(
     bw: float, shapes: list[tuple[int, int]], dtype: torch.dtype, path: str, info: Any, kinds: str, ms: list[int]
 ) -> list[dict[str, Any]]:
@@ -157,36 +229,7 @@ def sweep(
         dense = (torch.randn(n, k, generator=gen) * 0.02).to(dtype).cuda()
         for m in ms:
             x = torch.randn(m, k, generator=gen).to(dtype).cuda()
-            cands: list[tuple[str, TileConfig]] = []
-            if kinds == "pairs":  # the packed-pair GEMV against the fp32 one
-                bm = min(m, 8)
-                for bn, bk, nw, st in itertools.product((8, 16, 32), (256, 512, 1024), (4, 8), (2, 3, 4)):
-                    cands.append(("gemv", TileConfig(bm, bn, bk, nw, st, pairs=True)))
-                cands.append(("gemv", TileConfig(bm, 8, 1024, 4, 2, join=True)))
-                cands.append(("gemv", TileConfig(bm, 16, 512, 4, 2, join=True, split=2)))
-            elif kinds == "stages":  # the tensor-core kernel's pipeline depth and warps, around the tuner's list
-                bm = max(16, triton.next_power_of_2(m)) if m <= 64 else 64
-                for bn, bk, split, st in itertools.product((64, 128), (g, 2 * g), (1, 4, 8), (3, 4, 5)):
-                    for nw in (4, 8) if bn == 128 else (4,):
-                        cands.append(("mma", TileConfig(bm, bn, bk, nw, st, split=split, deq=True)))
-            elif kinds == "mma":
-                bms = [max(16, triton.next_power_of_2(m))] if m <= 32 else [64, 128]
-                bks = (g, 2 * g, 4 * g) if m <= 32 else (g, 2 * g)
-                for bm, bn, bk, split in itertools.product(bms, (64, 128), bks, (1, 4, 8) if m <= 128 else (1, 2)):
-                    for nw in (4, 8) if bn * bm >= 128 * 64 else (4,):
-                        cands.append(("mma", TileConfig(bm, bn, bk, nw, 3, split=split)))
-            elif m <= 4:
-                for bn, bk, nw, ns in itertools.product((8, 16, 32), (256, 512, 1024), (2, 4), (1, 2, 3)):
-                    cands.append(("gemv", TileConfig(1, bn, bk, nw, ns)))
-            if m <= 64 and m not in (2, 4) and kinds not in ("pairs", "stages"):
-                bm = max(16, triton.next_power_of_2(m))
-                for bn, bk, nw, ns in itertools.product((16, 32, 64, 128), (128, 256, 512), (4,), (2, 3, 4)):
-                    cands.append(("gemm", TileConfig(bm, bn, bk, nw, ns)))
-            if m >= 64 and kinds not in ("pairs", "stages"):
-                for bm, bn, bk, nw, ns in itertools.product((64, 128), (64, 128, 256), (128, 256), (4, 8), (2, 3)):
-                    if bm * bn >= 128 * 256 and bk >= 256:
-                        continue  # too large for shared memory
-                    cands.append(("gemm", TileConfig(bm, bn, bk, nw, ns)))
+            cands = sweep_candidates(kinds, m, g)
             cublas = kernel_time_us(lambda x=x, d=dense: torch.nn.functional.linear(x, d), reps=10)  # type: ignore[misc]
             results = []
             for kind, cfg in cands:
@@ -250,9 +293,10 @@ def main() -> None:
     ap.add_argument(
         "--sweep",
         default="",
-        choices=["", "classic", "mma", "pairs", "dequant", "stages"],
+        choices=["", "classic", "mma", "pairs", "dequant", "stages", "pipeline"],
         help="search tile configs instead of the table: GEMV/GEMM (classic), the tensor-core kernel, or the"
-        " packed-pair GEMV; the dequantize kernel's tiles; the MMA's pipeline depth (stages)",
+        " packed-pair GEMV; the dequantize kernel's tiles; the MMA's pipeline depth (stages) or load scheme"
+        " (pipeline)",
     )
     ap.add_argument("--shapes", default="", help="subset, e.g. 4096x4096,14336x4096")
     ap.add_argument("--ms", default="", help="row counts for the main table, e.g. 1,16,128")
@@ -265,9 +309,24 @@ def main() -> None:
     )
     ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"], help="for --sweep")
     ap.add_argument("--flush", default="read", choices=["read", "write"], help="how the L2 is flushed")
+    ap.add_argument("--jobs", type=int, default=1, help="for --sweep: compile in this many processes first")
+    ap.add_argument("--compile-slice", default="", help=argparse.SUPPRESS)  # "i/n": a --jobs worker
     args = ap.parse_args()
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")] if args.shapes else SHAPES
     ms = [int(v) for v in args.ms.split(",")] if args.ms else MS
+    sweep_ms = ms if args.ms else [1, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
+    if args.compile_slice:
+        compile_slice(args, shapes, sweep_ms)
+        return
+    if args.sweep and args.jobs > 1:  # fill Triton's disk cache in parallel; the timing below then loads
+        t0 = time.perf_counter()
+        procs = [
+            subprocess.Popen([sys.executable, *sys.argv, "--compile-slice", f"{i}/{args.jobs}"])
+            for i in range(args.jobs)
+        ]
+        for proc in procs:
+            proc.wait()
+        print(f"compiled in {time.perf_counter() - t0:.0f}s by {args.jobs} processes", flush=True)
     torch.manual_seed(0)
     FLUSH_MODE[0] = args.flush
     bw = copy_bandwidth()
@@ -286,7 +345,6 @@ def main() -> None:
         dequant_sweep(bw, shapes, args.json, info)
         return
     if args.sweep:
-        sweep_ms = ms if args.ms else [1, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
         sweep(bw, shapes, getattr(torch, args.dtype), args.json, info, args.sweep, sweep_ms)  # type: ignore[arg-type]
         return
 

@@ -56,11 +56,21 @@ class TileConfig:
     deq: bool = False
     #: GEMV: packed-pair arithmetic (two fp16/bf16 lanes per instruction, fp32 sums per word)
     pairs: bool = False
+    #: MMA: groups of packed codes loaded ahead of their use, in registers (0…2)
+    prefetch: int = 0
+    #: MMA: load the codes as int32 words and split them into bytes in registers (else byte loads)
+    words: bool = False
+    #: MMA: scales and zero points loaded in the loop (0, leaves every load to Triton's pipeline) or
+    #: fetched by hand 1 or 2 groups ahead
+    sz_ahead: int = 2
 
     def describe(self) -> str:
         extra = (" join" if self.join else "") + (f" split{self.split}" if self.split > 1 else "")
         extra += " deq" if self.deq else ""
         extra += " pairs" if self.pairs else ""
+        extra += f" pf{self.prefetch}" if self.prefetch else ""
+        extra += " words" if self.words else ""
+        extra += f" sz{self.sz_ahead}" if self.sz_ahead != 2 else ""
         return f"bm{self.bm} bn{self.bn} bk{self.bk} w{self.num_warps} s{self.num_stages}{extra}"
 
 
@@ -281,19 +291,37 @@ fma.rn.bf16x2 $3, $3, one, m;
 
 
 @triton.jit
-def _codes_tile(qw_ptr, offs_n, mask_n, k0, K, BN: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr,
-                ASM: tl.constexpr):  # fmt: skip
-    """The raw codes 0…15 of rows ``offs_n``, inputs ``k0 … k0+BK``, as a [BN, BK] tile of dtype DT.
+def _load_codes(qw_ptr, offs_n, mask_n, k0, K, BN: tl.constexpr, BK: tl.constexpr, ASM: tl.constexpr):
+    """The packed codes of rows ``offs_n``, inputs ``k0 … k0+BK``, as :func:`_decode_codes` wants them.
 
-    ASM: the tile is loaded as bytes (byte i holds inputs 2i and 2i+1 in its low and high nibble) and
-    decoded with the sequences above; ``tl.join`` of the two outputs restores k order. Else shifts and
-    masks (the interpreter, and a reference on GPUs).
+    ASM: bytes [BN, BK/2] (byte i holds inputs 2i and 2i+1 in its low and high nibble); else int32
+    words [BN, BK/8].
     """
-    if ASM:
+    if ASM == 1:
         offs_b = k0 // 2 + tl.arange(0, BK // 2)
         row_bytes = tl.multiple_of(K // 2, BK // 2)  # K is a multiple of BK here: keeps the vector width
-        b = tl.load(qw_ptr.to(tl.pointer_type(tl.uint8)) + offs_n[:, None] * row_bytes + offs_b[None, :],
-                    mask=mask_n[:, None], other=0)  # fmt: skip
+        return tl.load(qw_ptr.to(tl.pointer_type(tl.uint8)) + offs_n[:, None] * row_bytes + offs_b[None, :],
+                       mask=mask_n[:, None], other=0)  # fmt: skip
+    else:
+        offs_w = k0 // 8 + tl.arange(0, BK // 8)
+        kw = tl.multiple_of(K // 8, BK // 8)
+        return tl.load(qw_ptr + offs_n[:, None] * kw + offs_w[None, :], mask=mask_n[:, None], other=0)
+
+
+@triton.jit
+def _decode_codes(b, BN: tl.constexpr, BK: tl.constexpr, DT: tl.constexpr, ASM: tl.constexpr):
+    """The raw codes 0…15 of a :func:`_load_codes` tile as a [BN, BK] tile of dtype DT.
+
+    ASM: decoded with the sequences above; ``tl.join`` of the two outputs restores k order. Else shifts
+    and masks (the interpreter, and a reference on GPUs).
+    """
+    if ASM:
+        if ASM == 2:  # words: split into bytes in registers
+            b = tl.join(
+                tl.join((b & 0xFF).to(tl.uint8), ((b >> 16) & 0xFF).to(tl.uint8)),
+                tl.join(((b >> 8) & 0xFF).to(tl.uint8), ((b >> 24) & 0xFF).to(tl.uint8)),
+            )
+            b = tl.reshape(b, (BN, BK // 2))
         if tl.float16 == DT:
             r0, r1 = tl.inline_asm_elementwise(_ASM_F16, "=r,=r,=r,=r,r", [b], dtype=(tl.float16, tl.float16),
                                                is_pure=True, pack=4)  # fmt: skip
@@ -302,10 +330,7 @@ def _codes_tile(qw_ptr, offs_n, mask_n, k0, K, BN: tl.constexpr, BK: tl.constexp
                                                is_pure=True, pack=4)  # fmt: skip
         return tl.reshape(tl.join(r0, r1), (BN, BK))
     else:
-        offs_w = k0 // 8 + tl.arange(0, BK // 8)
-        kw = tl.multiple_of(K // 8, BK // 8)
-        qw = tl.load(qw_ptr + offs_n[:, None] * kw + offs_w[None, :], mask=mask_n[:, None], other=0)
-        q = (qw[:, :, None] >> _position_shifts()[None, None, :]) & 0xF
+        q = (b[:, :, None] >> _position_shifts()[None, None, :]) & 0xF
         return tl.reshape(q, (BN, BK)).to(tl.float32).to(DT)  # int → bf16 directly is wrong in the interpreter
 
 
@@ -529,7 +554,8 @@ def _mma_kernel(
     x_ptr, qw_ptr, sz_ptr, b_ptr, y_ptr,
     M, N, K, stride_xm, stride_ym, groups_per_split,
     G: tl.constexpr, HAS_BIAS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, NG: tl.constexpr,
-    ATOMIC: tl.constexpr, ASM: tl.constexpr, UPCAST: tl.constexpr, DEQ: tl.constexpr,
+    ATOMIC: tl.constexpr, ASM: tl.constexpr, UPCAST: tl.constexpr, DEQ: tl.constexpr, PF: tl.constexpr,
+    SZ: tl.constexpr,
 ):  # fmt: skip
     """Tensor cores with the operands swapped: acc[BN, BM] = W·xᵀ, NG groups of K per step.
 
@@ -538,7 +564,8 @@ def _mma_kernel(
     q − z (exact in fp16/bf16) and applies its scale to the fp32 result:
     y[n] += s[n, g] · Σ_k (q[n, k] − z[n, g])·x[k]. DEQ (fp16): the tile is dequantized in registers
     and the MMA accumulates across groups. Several programs along K add into a zeroed output with
-    atomics (ATOMIC).
+    atomics (ATOMIC). PF (0…2): the packed codes are loaded that many groups ahead of their use, into
+    registers (Triton's pipeliner leaves these loads alone, so without it every group waits for DRAM).
     """
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
@@ -551,20 +578,49 @@ def _mma_kernel(
     g_lo = pid_k * groups_per_split
     g_last = g_lo + groups_per_split - 1
     acc = tl.zeros((BN, BM), dtype=tl.float32)
-    # Scales and zero points are a few words per thread, too few for Triton's asynchronous pipeline,
-    # so they are fetched by hand two groups ahead of their use.
-    sz1 = tl.load(sz_ptr + g_lo * N + offs_n, mask=mask_n, other=0)
-    sz2 = tl.load(sz_ptr + tl.minimum(g_lo + 1, g_last) * N + offs_n, mask=mask_n, other=0)
+    # SZ: scales and zero points are loaded in the loop (0) or fetched by hand one (1) or two (2) groups
+    # ahead of their use. With 2, Triton's pipeliner leaves every load of the loop alone.
+    if SZ >= 1:
+        sz1 = tl.load(sz_ptr + g_lo * N + offs_n, mask=mask_n, other=0)
+    if SZ >= 2:
+        sz2 = tl.load(sz_ptr + tl.minimum(g_lo + 1, g_last) * N + offs_n, mask=mask_n, other=0)
+    x_ptrs = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :]
+    if PF >= 1:
+        b1 = _load_codes(qw_ptr, offs_n, mask_n, g_lo * G, K, BN, G, ASM)
+        if BM <= 32:  # a few registers: x is fetched a group ahead too
+            x1 = tl.load(x_ptrs + g_lo * G, mask=mask_m[:, None], other=0.0)
+    if PF >= 2:
+        b2 = _load_codes(qw_ptr, offs_n, mask_n, tl.minimum(g_lo + 1, g_last) * G, K, BN, G, ASM)
     for g0 in range(g_lo, g_last + 1, NG):
         for i in tl.static_range(NG):  # NG groups per step: longer runs of each weight row per step
             g = g0 + i
-            s = _scale(sz1)
-            z = _zero(sz1)
-            sz1 = sz2
-            sz2 = tl.load(sz_ptr + tl.minimum(g + 2, g_last) * N + offs_n, mask=mask_n, other=0)
+            if SZ == 0:
+                sz = tl.load(sz_ptr + g * N + offs_n, mask=mask_n, other=0)
+            elif SZ == 1:
+                sz = sz1
+                sz1 = tl.load(sz_ptr + tl.minimum(g + 1, g_last) * N + offs_n, mask=mask_n, other=0)
+            else:
+                sz = sz1
+                sz1 = sz2
+                sz2 = tl.load(sz_ptr + tl.minimum(g + 2, g_last) * N + offs_n, mask=mask_n, other=0)
+            s = _scale(sz)
+            z = _zero(sz)
             k0 = g * G
-            x = tl.load(x_ptr + offs_m[:, None] * stride_xm + (k0 + offs_k)[None, :], mask=mask_m[:, None], other=0.0)
-            q = _codes_tile(qw_ptr, offs_n, mask_n, k0, K, BN, G, x.dtype, ASM)
+            if PF >= 1 and BM <= 32:
+                x = x1
+                x1 = tl.load(x_ptrs + tl.minimum(g + 1, g_last) * G, mask=mask_m[:, None], other=0.0)
+            else:
+                x = tl.load(x_ptrs + k0, mask=mask_m[:, None], other=0.0)
+            if PF == 0:
+                b = _load_codes(qw_ptr, offs_n, mask_n, k0, K, BN, G, ASM)
+            elif PF == 1:
+                b = b1
+                b1 = _load_codes(qw_ptr, offs_n, mask_n, tl.minimum(g + 1, g_last) * G, K, BN, G, ASM)
+            else:
+                b = b1
+                b1 = b2
+                b2 = _load_codes(qw_ptr, offs_n, mask_n, tl.minimum(g + 2, g_last) * G, K, BN, G, ASM)
+            q = _decode_codes(b, BN, G, x.dtype, ASM)
             if DEQ:  # fp16: (q - z) is exact and one rounding of ·s gives the reference's fp16 weight
                 w = (q - z.to(tl.float16)[:, None]) * s.to(tl.float16)[:, None]
                 acc = tl.dot(w, tl.trans(x), acc)
@@ -576,8 +632,8 @@ def _mma_kernel(
                     d = tl.dot(q - z.to(q.dtype)[:, None], tl.trans(x))
                 acc += s[:, None] * d
     if HAS_BIAS:
-        b = tl.load(b_ptr + offs_n, mask=mask_n & ((offs_n * 0 + pid_k) == 0), other=0.0).to(tl.float32)
-        acc += b[:, None]
+        bias = tl.load(b_ptr + offs_n, mask=mask_n & ((offs_n * 0 + pid_k) == 0), other=0.0).to(tl.float32)
+        acc += bias[:, None]
     y_ptrs = y_ptr + offs_m[None, :] * stride_ym + offs_n[:, None]
     y_mask = mask_n[:, None] & mask_m[None, :]
     if not ATOMIC:
@@ -804,11 +860,12 @@ def plan_mma(m: int, n: int, k: int, g: int, dtype: torch.dtype, has_bias: bool,
         split = 1  # Triton's interpreter has no bf16 atomics
     while kg % (split * ng):
         split -= 1
+    asm = 0 if not cfg.join or interpreting() else 2 if cfg.words else 1
     return _plan(
         key, _mma_kernel, (triton.cdiv(n, cfg.bn), triton.cdiv(m, cfg.bm), split), (kg // split,),
         cfg.num_warps, cfg.num_stages, split > 1, False, G=g, HAS_BIAS=has_bias, BM=cfg.bm, BN=cfg.bn, NG=ng,
-        ATOMIC=split > 1, ASM=cfg.join and not interpreting(), UPCAST=dtype == torch.bfloat16 and interpreting(),
-        DEQ=cfg.deq and dtype == torch.float16,
+        ATOMIC=split > 1, ASM=asm, UPCAST=dtype == torch.bfloat16 and interpreting(),
+        DEQ=cfg.deq and dtype == torch.float16, PF=cfg.prefetch, SZ=cfg.sz_ahead,
     )  # fmt: skip
 
 
