@@ -9,7 +9,9 @@ What is measured (CUDA events around each call, L2 flushed before every call: "k
   the kernel the dispatcher picks, and each fastawq kernel where it applies;
 - the int4 memory bound: (packed weights + fp16 scales + 4-bit zeros + x + y) / copy bandwidth;
 - eager time: back-to-back ``AWQLinear`` / ``nn.Linear`` module calls, warm L2, wall clock per call,
-  Python launch overhead included.
+  Python launch overhead included;
+- --frag: the same weight in the opt-in ``nk_frag`` layout (``triton_frag``), tuned the same way;
+- --gpu-time: CUPTI kernel durations (torch.profiler), without the ~4 µs the events add.
 Weights are random (codes, zero points, scales; never zeros). Output: a printed table and JSON.
 """
 
@@ -30,7 +32,8 @@ import torch
 import triton
 
 from fastawq import AWQLinear
-from fastawq.kernels import dispatch, layouts, triton_awq
+from fastawq.format.conversions import unpack_seq
+from fastawq.kernels import dispatch, layouts, triton_awq, triton_frag
 from fastawq.kernels.triton_awq import TileConfig
 
 SHAPES = [(4096, 4096), (4096, 6144), (4096, 28672), (14336, 4096), (8192, 8192)]  # K × N
@@ -43,6 +46,9 @@ _FLUSH: list[torch.Tensor] = []
 #: after the previous layer's kernel in a real forward pass); "write": by overwriting 256 MiB, which
 #: leaves ~50 MiB of dirty lines that the timed kernel then pays to write back (triton's do_bench way).
 FLUSH_MODE = ["read"]
+#: also time the opt-in ``nk_frag`` layout (--frag), and CUPTI kernel durations (--gpu-time)
+FRAG = [False]
+GPU_TIME = [False]
 
 
 def kernel_time_us(fn: Callable[[], Any], reps: int = 30) -> float:
@@ -69,6 +75,39 @@ def kernel_time_us(fn: Callable[[], Any], reps: int = 30) -> float:
         end[i].record()
     torch.cuda.synchronize()
     return statistics.median(s.elapsed_time(e) for s, e in zip(start, end)) * 1e3
+
+
+def gpu_time_us(fn: Callable[[], Any], reps: int = 20) -> float:
+    """GPU execution time of one call, cold L2: the summed durations of the kernels it launches.
+
+    CUPTI (through ``torch.profiler``) reports when each kernel ran on the GPU; the L2 flush and the
+    sleep kernel that precede every call are left out by name. Unlike :func:`kernel_time_us`, this
+    excludes the ~4 µs that the two CUDA events and the launch add around even an empty kernel
+    (BENCHMARKS.md), so it is the number to hold against the memory bound. NaN if profiling fails.
+    """
+    if not _FLUSH:
+        _FLUSH.append(torch.empty(256 << 20, dtype=torch.uint8, device="cuda"))
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    try:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for _ in range(reps):
+                _FLUSH[0].view(torch.int32).max()
+                torch.cuda._sleep(100_000)
+                fn()
+            torch.cuda.synchronize()
+        total = 0.0
+        for evt in prof.events():
+            if evt.device_type != torch.autograd.DeviceType.CUDA:
+                continue
+            if "at::native::reduce_kernel" in evt.name or "spin_kernel" in evt.name or "Memcpy" in evt.name:
+                continue
+            total += evt.time_range.end - evt.time_range.start
+        return total / reps if total > 0 else float("nan")
+    except Exception as exc:  # a profiler that does not work here: the event timing still stands
+        print("gpu_time_us failed:", repr(exc)[:200], flush=True)
+        return float("nan")
 
 
 def eager_time_us(fn: Callable[[], Any], calls: int = 200) -> float:
@@ -105,14 +144,20 @@ def int4_bytes(m: int, k: int, n: int, g: int, act_bytes: int = 2) -> int:
     return k * n // 2 + (k // g) * n * 2 + (k // g) * n // 2 + m * k * act_bytes + m * n * act_bytes
 
 
-def module_for(w: dict[str, torch.Tensor], k: int, n: int, g: int) -> AWQLinear:
+def module_for(w: dict[str, torch.Tensor], k: int, n: int, g: int, layout: str = layouts.NK_INT4) -> AWQLinear:
     mod = AWQLinear(k, n, group_size=g, bias=False, device="meta")
     for name in list(mod.layout_tensors()):
         del mod._buffers[name]
     for name, t in w.items():
         mod.register_buffer(name, t, persistent=False)
-    mod.layout = layouts.NK_INT4
+    mod.layout = layout
+    mod.kernel = "triton_frag" if layout == layouts.NK_FRAG else None
     return mod
+
+
+def frag_of(w: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The same weight in the ``nk_frag`` layout."""
+    return {"qweight_frag": layouts.pack_frag(unpack_seq(w["qweight_nk"])), "sz_gn": w["sz_gn"]}
 
 
 def check(fn: Callable[[], torch.Tensor], x: torch.Tensor, w: dict[str, torch.Tensor], g: int) -> float:
@@ -138,12 +183,27 @@ def bench_case(m: int, k: int, n: int, g: int, dtype: torch.dtype, bw: float) ->
     row["speedup"] = row["cublas_us"] / row["fastawq_us"]
     row["pct_of_bound"] = 100 * row["bound_us"] / row["fastawq_us"]
     row["rel_err"] = check(lambda: run(x, w, g, None), x, w, g)
+    if GPU_TIME[0]:
+        row["gpu_cublas_us"] = gpu_time_us(lambda: torch.nn.functional.linear(x, dense))
+        row["gpu_fastawq_us"] = gpu_time_us(lambda: run(x, w, g, None))
+        row["gpu_pct_of_bound"] = 100 * row["bound_us"] / row["gpu_fastawq_us"]
     mod = module_for(w, k, n, g)
     lin = torch.nn.Linear(k, n, bias=False, device="cuda", dtype=dtype)
     lin.weight.data.copy_(dense)
     with torch.no_grad():
         row["eager_fastawq_us"] = eager_time_us(lambda: mod(x))
         row["eager_cublas_us"] = eager_time_us(lambda: lin(x))
+    if FRAG[0] and layouts.frag_supported(k, n, g) is None:  # the opt-in layout on the same weight
+        wf = frag_of(w)
+        row["frag_us"] = kernel_time_us(lambda: triton_frag.frag_auto(x, wf, g, None))
+        row["frag_choice"] = triton_frag.choice(x, wf, g, None)
+        row["frag_speedup"] = row["cublas_us"] / row["frag_us"]
+        row["frag_rel_err"] = check(lambda: triton_frag.frag_auto(x, wf, g, None), x, w, g)
+        if GPU_TIME[0]:
+            row["gpu_frag_us"] = gpu_time_us(lambda: triton_frag.frag_auto(x, wf, g, None))
+        fmod = module_for(wf, k, n, g, layouts.NK_FRAG)
+        with torch.no_grad():
+            row["eager_frag_us"] = eager_time_us(lambda: fmod(x))
     return row
 
 
@@ -310,6 +370,8 @@ def main() -> None:
     ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"], help="for --sweep")
     ap.add_argument("--flush", default="read", choices=["read", "write"], help="how the L2 is flushed")
     ap.add_argument("--jobs", type=int, default=1, help="for --sweep: compile in this many processes first")
+    ap.add_argument("--frag", action="store_true", help="also time the opt-in nk_frag layout (triton_frag)")
+    ap.add_argument("--gpu-time", action="store_true", help="also report CUPTI kernel durations (torch.profiler)")
     ap.add_argument("--compile-slice", default="", help=argparse.SUPPRESS)  # "i/n": a --jobs worker
     args = ap.parse_args()
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")] if args.shapes else SHAPES
@@ -329,6 +391,8 @@ def main() -> None:
         print(f"compiled in {time.perf_counter() - t0:.0f}s by {args.jobs} processes", flush=True)
     torch.manual_seed(0)
     FLUSH_MODE[0] = args.flush
+    FRAG[0] = args.frag
+    GPU_TIME[0] = args.gpu_time
     bw = copy_bandwidth()
     info = {
         "device": torch.cuda.get_device_name(),
@@ -352,6 +416,9 @@ def main() -> None:
     header = (
         f"{'dtype':5s} {'g':>4s} {'K':>6s} {'N':>6s} {'M':>5s} {'kernel (tuned)':31s} {'fastawq':>9s} {'cuBLAS':>9s} "
         f"{'speedup':>7s} {'%bound':>7s} {'eager':>9s} {'eager cuBLAS':>12s}"
+        + (f" {'frag':>8s} {'speedup':>7s} {'eager':>8s}" if args.frag else "")
+        + (f" {'GPU: cuBLAS':>11s} {'fastawq':>8s} {'%bound':>7s}" if args.gpu_time else "")
+        + (f" {'frag':>7s}" if args.gpu_time and args.frag else "")
     )
     print(header)
     plan = [(torch.float16, 128, m) for m in ms] if args.part in ("all", "main") else []
@@ -364,7 +431,15 @@ def main() -> None:
         print(
             f"{r['dtype']:5s} {g:4d} {k:6d} {n:6d} {m:5d} {r['choice']:31s} {r['fastawq_us']:8.1f}u "
             f"{r['cublas_us']:8.1f}u {r['speedup']:6.2f}x {r['pct_of_bound']:6.1f}% "
-            f"{r['eager_fastawq_us']:8.1f}u {r['eager_cublas_us']:11.1f}u  err {r['rel_err']:.1e}",
+            f"{r['eager_fastawq_us']:8.1f}u {r['eager_cublas_us']:11.1f}u"
+            + (f" {r['frag_us']:7.1f}u {r['frag_speedup']:6.2f}x {r['eager_frag_us']:7.1f}u" if "frag_us" in r else "")
+            + (
+                f" {r['gpu_cublas_us']:10.1f}u {r['gpu_fastawq_us']:7.1f}u {r['gpu_pct_of_bound']:6.1f}%"
+                if "gpu_cublas_us" in r
+                else ""
+            )
+            + (f" {r['gpu_frag_us']:6.1f}u" if "gpu_frag_us" in r else "")
+            + f"  err {r['rel_err']:.1e}",
             flush=True,
         )
         with open(args.json, "w") as f:  # after every row: a run cut short keeps what it measured

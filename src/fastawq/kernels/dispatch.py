@@ -8,6 +8,8 @@ device        dtype              kernel
 CUDA          fp16 / bf16        ``triton``: tensor-core split-K kernel, GEMV, fused GEMM or
                                  dequantize + cuBLAS, whichever was fastest for this shape and M
                                  bucket on this card (timed on the first call, see :mod:`.triton_awq`)
+CUDA          fp16 / bf16        ``triton_frag`` (opt in, ``kernel="triton_frag"``): the same choice on
+                                 the ``nk_frag`` layout, faster at 2 ≤ M ≤ 256, slower at M = 1
 CUDA          fp32               ``reference`` (notice once: load the model in fp16/bf16)
 CPU           any float          ``cpu_int4`` (PyTorch's int4 kernel, bf16 compute) where the shape
                                  allows (N % 16 == 0, group size 32/64/128/256), else ``reference``
@@ -62,15 +64,14 @@ def _run_reference(x2d: torch.Tensor, w: Tensors, group_size: int, bias: torch.T
     return reference_awq_linear(x2d, w["qweight"], w["qzeros"], w["scales"], group_size, bias)
 
 
-def _triton_fn(name: str) -> RunFn:
-    """``triton_awq.<name>``, imported on the first call (importing triton is slow and optional)."""
+def _triton_fn(name: str, module: str = "triton_awq") -> RunFn:
+    """``<module>.<name>``, imported on the first call (importing triton is slow and optional)."""
     bound: list[RunFn] = []
 
     def run(x2d: torch.Tensor, w: Tensors, group_size: int, bias: torch.Tensor | None) -> torch.Tensor:
         if not bound:
-            from fastawq.kernels import triton_awq
-
-            bound.append(getattr(triton_awq, name))
+            mod = importlib.import_module(f"fastawq.kernels.{module}")
+            bound.append(getattr(mod, name))
         return bound[0](x2d, w, group_size, bias)
 
     return run
@@ -109,6 +110,10 @@ def _why_not_triton(device: torch.device, dtype: torch.dtype, k: int, n: int, gr
     return None
 
 
+def _why_not_frag(device: torch.device, dtype: torch.dtype, k: int, n: int, group_size: int) -> str | None:
+    return _why_not_triton(device, dtype, k, n, group_size) or layouts.frag_supported(k, n, group_size)
+
+
 def _why_not_cpu(device: torch.device, dtype: torch.dtype, k: int, n: int, group_size: int) -> str | None:
     if device.type != "cpu":
         return f"the CPU int4 kernel runs on the CPU, the input is on {device}"
@@ -132,6 +137,7 @@ KERNELS: dict[str, Kernel] = {
         Kernel("triton_gemm", layouts.NK_INT4, _triton_fn("gemm"), _why_not_triton),
         Kernel("triton_mma", layouts.NK_INT4, _triton_fn("mma"), _why_not_triton),
         Kernel("triton_dequant", layouts.NK_INT4, _triton_fn("dequant_matmul"), _why_not_triton),
+        Kernel("triton_frag", layouts.NK_FRAG, _triton_fn("frag_auto", "triton_frag"), _why_not_frag),
         Kernel("cpu_int4", layouts.CPU_INT4PACK, _run_cpu_int4, _why_not_cpu),
     )
 }

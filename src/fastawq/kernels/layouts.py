@@ -16,6 +16,13 @@ Layouts:
     scale's bits; bits 16…23: the zero point), group-major, so one load per output row and group
     fetches both, and a tile of rows reads one contiguous run. Same bytes as ``awq_gemm`` except the
     scale/zero pairs, which take 4 bytes instead of 2.5 (about 2 % more memory at group size 128).
+``nk_frag``
+    For the fragment-order Triton kernels (opt in: ``kernel="triton_frag"``): ``qweight_frag`` int32
+    [N/16, K/64, 32, 4], one 512-byte block per 16 output rows × 64 inputs, in which lane ``l`` of a
+    warp finds, as one 16-byte load, exactly the codes of its tensor-core A fragments (rows l/4 and
+    l/4 + 8, inputs 2(l%4) + {0, 1, 8, 9} of each of four 16-input steps); ``sz_gn`` as in ``nk_int4``.
+    Word order and nibble order are spelled out in :func:`pack_frag`. Needs N % 16 == 0, K % 64 == 0
+    and a group size of 64, 128 or 256. Same bytes as ``nk_int4``.
 ``cpu_int4pack``
     For PyTorch's CPU int4 kernel: the opaque uint8 [N, K/2] tensor of
     ``aten._convert_weight_to_int4pack_for_cpu``, ``scale_zeros`` [K/G, N, 2] in the compute dtype with
@@ -36,8 +43,9 @@ from fastawq.format.conversions import pack_seq, unpack_seq
 
 AWQ_GEMM = "awq_gemm"
 NK_INT4 = "nk_int4"
+NK_FRAG = "nk_frag"
 CPU_INT4PACK = "cpu_int4pack"
-LAYOUTS = (AWQ_GEMM, NK_INT4, CPU_INT4PACK)
+LAYOUTS = (AWQ_GEMM, NK_INT4, NK_FRAG, CPU_INT4PACK)
 
 #: The dtype PyTorch's CPU int4 kernel computes in (fast on x86 with or without AVX512-BF16).
 CPU_COMPUTE_DTYPE = torch.bfloat16
@@ -78,6 +86,66 @@ def gemm_to_nk(t: GemmTensors) -> dict[str, torch.Tensor]:
 
 def nk_to_gemm(d: dict[str, torch.Tensor]) -> GemmTensors:
     codes = unpack_seq(d["qweight_nk"])  # [N, K]
+    return GemmTensors(
+        qweight=pack_gemm(codes.t().contiguous()),
+        qzeros=pack_gemm((d["sz_gn"] >> 16).to(torch.uint8)),
+        scales=(d["sz_gn"] & 0xFFFF).to(torch.int16).view(torch.float16),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- nk_frag
+
+#: nibble of a word that holds fragment value v (a0…a7 of mma.m16n8k16's A operand): value pair i
+#: (a2i, a2i+1) sits in nibbles i and i + 4, so one shift and one lop3 extract a pair into two fp16 lanes
+FRAG_NIBBLE = (0, 4, 1, 5, 2, 6, 3, 7)
+FRAG_GROUP_SIZES = (64, 128, 256)
+
+
+def frag_supported(k: int, n: int, group_size: int) -> str | None:
+    """Why the ``nk_frag`` layout cannot hold a [K, N] weight (None: it can)."""
+    if n % 16 or k % 64:
+        return f"the fragment layout needs out_features % 16 == 0 and in_features % 64 == 0, got {k}→{n}"
+    if group_size not in FRAG_GROUP_SIZES:
+        return f"the fragment layout takes group sizes {FRAG_GROUP_SIZES}, not {group_size}"
+    return None
+
+
+def pack_frag(codes_nk: torch.Tensor) -> torch.Tensor:
+    """uint8 codes [N, K] → int32 [N/16, K/64, 32, 4] in tensor-core fragment order.
+
+    Block (b, c) covers rows 16b…16b+15 and inputs 64c…64c+63. Word j of lane l (l = 4g + t) holds,
+    for the 16-input step j, the codes of row 16b + g + 8·v1 at input 64c + 16j + 2t + 8·v2 + v0 for
+    fragment value v = 4·v2 + 2·v1 + v0, in nibble ``FRAG_NIBBLE[v]``.
+    """
+    n, k = codes_nk.shape
+    q = codes_nk.to(torch.int32).view(n // 16, 2, 8, k // 64, 4, 2, 4, 2)  # b v1 g c j v2 t v0
+    q = q.permute(0, 3, 2, 6, 4, 5, 1, 7).reshape(n // 16, k // 64, 32, 4, 8)  # b c (g t) j (v2 v1 v0)
+    shifts = torch.tensor([4 * p for p in FRAG_NIBBLE], dtype=torch.int32, device=q.device)
+    return (q << shifts).sum(-1, dtype=torch.int32)  # the top nibble's bit 31 wraps to the sign: exact
+
+
+def unpack_frag(words: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`pack_frag`: int32 [N/16, K/64, 32, 4] → uint8 codes [N, K]."""
+    nb, kc = words.shape[0], words.shape[1]
+    shifts = torch.tensor([4 * p for p in FRAG_NIBBLE], dtype=torch.int32, device=words.device)
+    q = (words[..., None] >> shifts) & 0xF  # b c (g t) j v
+    q = q.view(nb, kc, 8, 4, 4, 2, 2, 2).permute(0, 6, 2, 1, 4, 5, 3, 7)  # b v1 g c j v2 t v0
+    return q.reshape(nb * 16, kc * 64).to(torch.uint8)
+
+
+def gemm_to_frag(t: GemmTensors) -> dict[str, torch.Tensor]:
+    k, n = t.qweight.shape[0], t.qweight.shape[1] * 8
+    words = torch.empty(n // 16, k // 64, 32, 4, dtype=torch.int32, device=t.qweight.device)
+    for n0 in range(0, n, REPACK_ROWS):  # REPACK_ROWS is a multiple of 16
+        n1 = min(n, n0 + REPACK_ROWS)
+        codes = unpack_gemm(t.qweight[:, n0 // 8 : n1 // 8]).t().contiguous()  # [rows, K]
+        words[n0 // 16 : n1 // 16] = pack_frag(codes)
+    zeros = unpack_gemm(t.qzeros)
+    return {"qweight_frag": words, "sz_gn": pack_scale_zero(t.scales, zeros)}
+
+
+def frag_to_gemm(d: dict[str, torch.Tensor]) -> GemmTensors:
+    codes = unpack_frag(d["qweight_frag"])  # [N, K]
     return GemmTensors(
         qweight=pack_gemm(codes.t().contiguous()),
         qzeros=pack_gemm((d["sz_gn"] >> 16).to(torch.uint8)),
@@ -166,6 +234,8 @@ def to_layout(t: GemmTensors, layout: str) -> dict[str, torch.Tensor]:
         return {"qweight": t.qweight, "qzeros": t.qzeros, "scales": t.scales}
     if layout == NK_INT4:
         return gemm_to_nk(t)
+    if layout == NK_FRAG:
+        return gemm_to_frag(t)
     if layout == CPU_INT4PACK:
         return gemm_to_cpu(t)
     raise ValueError(f"unknown layout {layout!r}")
@@ -177,6 +247,8 @@ def from_layout(d: dict[str, torch.Tensor], layout: str) -> GemmTensors:
         return GemmTensors(d["qweight"], d["qzeros"], d["scales"])
     if layout == NK_INT4:
         return nk_to_gemm(d)
+    if layout == NK_FRAG:
+        return frag_to_gemm(d)
     if layout == CPU_INT4PACK:
         return cpu_to_gemm(d)
     raise ValueError(f"unknown layout {layout!r}")

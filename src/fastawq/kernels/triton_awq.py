@@ -26,9 +26,9 @@ Importing this module imports ``triton``; :mod:`.dispatch` imports it only when 
 
 from __future__ import annotations
 
-import itertools
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -695,6 +695,8 @@ class Plan:
     zero_y: bool
     #: x is read as int32 pairs: it must be 4-byte aligned with an even row stride
     int32_x: bool
+    #: the layout tensor holding the codes (``qweight_nk`` or ``qweight_frag``)
+    weight: str = "qweight_nk"
 
 
 _PLANS: dict[tuple[object, ...], Plan] = {}
@@ -703,10 +705,12 @@ _COMPILED: dict[tuple[object, ...], tuple[object, tuple[object, ...]]] = {}
 
 
 def _plan(key: tuple[object, ...], kernel: triton.JITFunction, grid: tuple[int, ...], extra: tuple[int, ...],
-          num_warps: int, num_stages: int, zero_y: bool, int32_x: bool, **consts: object) -> Plan:  # fmt: skip
+          num_warps: int, num_stages: int, zero_y: bool, int32_x: bool, weight: str = "qweight_nk",
+          **consts: object) -> Plan:  # fmt: skip
     """Make and intern the plan of ``key`` (the plan_* builders look it up first)."""
     grid3 = (grid + (1, 1))[:3]
-    plan = _PLANS[key] = Plan(kernel, grid3, extra, tuple(consts.items()), num_warps, num_stages, zero_y, int32_x)  # type: ignore[arg-type]
+    plan = Plan(kernel, grid3, extra, tuple(consts.items()), num_warps, num_stages, zero_y, int32_x, weight)  # type: ignore[arg-type]
+    _PLANS[key] = plan
     return plan
 
 
@@ -724,8 +728,8 @@ def _execute(p: Plan, x2d: torch.Tensor, w: dict[str, torch.Tensor], bias: torch
     if x2d.stride(1) != 1 or (p.int32_x and (x2d.data_ptr() % 4 or x2d.stride(0) % 2)):
         x2d = x2d.clone(memory_format=torch.contiguous_format)
     m, k = x2d.shape
-    qw, sz = w["qweight_nk"], w["sz_gn"]
-    n = qw.shape[0]
+    qw, sz = w[p.weight], w["sz_gn"]
+    n = sz.shape[1]
     y = (torch.zeros if p.zero_y else torch.empty)(m, n, device=x2d.device, dtype=x2d.dtype)
     b = bias if bias is not None else y
     args = (x2d, qw, sz, b, y, m, n, k, x2d.stride(0), n) + p.extra
@@ -939,21 +943,28 @@ def candidates(m: int, n: int, k: int, group_size: int, dtype: torch.dtype = tor
     """What the tuner times for this shape: the fastest configs of the H100 sweeps in BENCHMARKS.md."""
     out: list[Candidate] = []
     bk = max(128, group_size)
-    deq = (False, True) if dtype == torch.float16 else (False,)
-    if m <= 64:
+    if m <= 64:  # tensor cores, W·xᵀ (the H100 sweeps "mma" and "pipeline" in BENCHMARKS.md)
         bm = max(16, _bucket(m))
-        if m <= 16:
-            mma = [(64, bk, 8), (64, bk, 4), (128, bk, 8), (64, 2 * bk, 4), (64, 2 * bk, 8), (64, bk, 1)]
-        else:
-            mma = [(64, bk, 4), (64, bk, 8), (128, bk, 4), (128, bk, 8), (64, 2 * bk, 4)]
-        for (bn, step, split), d in itertools.product(mma, deq):
-            if d and (bn, step, split) not in ((64, bk, 4), (64, 2 * bk, 4), (128, bk, 8)):
+        # (bn, split, warps, stages, deq, sz_ahead, words): loads left to Triton's
+        # pipeline (sz_ahead 0/1) won most shapes; the older two-ahead prefetch some small ones
+        tiles = [
+            (64, 4, 4, 3, False, 0, False), (64, 4, 4, 3, True, 0, False), (128, 8, 4, 3, False, 0, False),
+            (128, 8, 4, 3, True, 0, False), (64, 4, 4, 3, True, 1, True), (128, 8, 4, 3, True, 2, False),
+        ]  # fmt: skip
+        if m > 32:
+            tiles += [(128, 4, 8, 4, True, 0, True), (64, 4, 4, 3, True, 0, True)]
+        for bn, split, warps, stages, d, sz, words in tiles:
+            if d and dtype != torch.float16:
                 continue
-            out.append(("mma", TileConfig(bm, bn, step, 4, 3, split=split, deq=d)))
+            cfg = TileConfig(bm, bn, bk, warps, stages, split=split, deq=d, sz_ahead=sz, words=words)
+            out.append(("mma", cfg))
     elif m <= 256:
-        tiles = ((128, 128, 8, 2), (128, 128, 8, 4), (128, 64, 4, 4), (128, 64, 4, 8), (64, 128, 4, 4))
-        for (bm, bn, warps, split), d in itertools.product(tiles, deq):
-            out.append(("mma", TileConfig(bm, bn, bk, warps, 3, split=split, deq=d)))
+        tiles2 = [(128, 64, 4, 4, False, 0, False), (128, 64, 4, 4, True, 0, True), (128, 64, 4, 4, True, 1, True),
+                  (64, 128, 4, 4, True, 2, False), (128, 128, 8, 2, True, 2, False)]  # fmt: skip
+        for bm, bn, warps, split, d, sz, words in tiles2:
+            if d and dtype != torch.float16:
+                continue
+            out.append(("mma", TileConfig(bm, bn, bk, warps, 3, split=split, deq=d, sz_ahead=sz, words=words)))
     if m == 2:  # the packed-pair GEMV is close to the tensor cores at batch 2, and ahead on some shapes
         for bn in (16, 32):
             out.append(("gemv", TileConfig(2, bn, 1024, 4, 2, pairs=True)))
@@ -998,8 +1009,10 @@ def _run(
 
 
 def _tune(
-    x2d: torch.Tensor, w: dict[str, torch.Tensor], g: int, bias: torch.Tensor | None, key: tuple[object, ...]
-) -> Candidate:
+    x2d: torch.Tensor, w: dict[str, torch.Tensor], g: int, bias: torch.Tensor | None, key: tuple[object, ...],
+    cands: list[Candidate] | None = None, run: Callable[..., torch.Tensor] | None = None,
+    fallback: Candidate | None = None,
+) -> Candidate:  # fmt: skip
     """Time every candidate (cold L2, median of 7) and return the fastest.
 
     All candidates are compiled first, so no timing follows an idle stretch of compilation (the GPU's
@@ -1007,16 +1020,20 @@ def _tune(
     candidate's best median, which damps a passing slowdown of the card (two passes of five calls
     once kept a 36 % slower config on an H100: BENCHMARKS.md).
     """
-    m, n, k = _check(x2d, w, g)
+    m, k = x2d.shape
+    n = w["sz_gn"].shape[1]
+    if cands is None:
+        cands = candidates(m, n, k, g, x2d.dtype)
+    run = run or _run
     ready: list[Candidate] = []
-    for c in candidates(m, n, k, g, x2d.dtype):
+    for c in cands:
         try:
-            _run(c, x2d, w, g, bias)  # compile + warm up
+            run(c, x2d, w, g, bias)  # compile + warm up
             ready.append(c)
         except Exception:  # a config the card cannot hold (shared memory, registers): not a candidate
             continue
     if not ready:
-        return _default(m, n, k, g)
+        return fallback or _default(m, n, k, g)
     flush = torch.empty(64 << 20, dtype=torch.uint8, device=x2d.device)
     start = [torch.cuda.Event(enable_timing=True) for _ in range(7)]
     end = [torch.cuda.Event(enable_timing=True) for _ in range(7)]
@@ -1027,7 +1044,7 @@ def _tune(
                 flush.view(torch.int32).max()  # cold L2, and clean: reading leaves no dirty lines behind
                 torch.cuda._sleep(200_000)  # the GPU waits here while the launch below is enqueued
                 start[i].record()
-                _run(c, x2d, w, g, bias)
+                run(c, x2d, w, g, bias)
                 end[i].record()
             torch.cuda.synchronize(x2d.device)
             times[j] = min(times[j], sorted(s.elapsed_time(e) for s, e in zip(start, end))[3] * 1e3)

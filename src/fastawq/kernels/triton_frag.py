@@ -1,0 +1,521 @@
+"""Triton kernels on the ``nk_frag`` layout: the weight pre-permuted to the tensor cores' A fragments.
+
+In ``nk_frag`` (see :mod:`.layouts`) one 16-byte load gives a lane exactly the codes of its
+``mma.m16n8k16`` A fragments for four 16-input steps, so the decoded tile reaches the MMA without a
+pass through shared memory: Triton lays the loaded words out as [row blocks, chunks, 32 lanes, 4] and a
+reshape + permute of the decoded values *is* the dot operand's register layout (checked in the
+compiled code: no layout conversion in the loop). Against ``nk_int4``'s tensor-core kernel this is
+1.1–1.45× faster at 4 ≤ M ≤ 128 on an H100; at M = 1 the packed-pair GEMV on ``nk_int4`` stays ahead
+(BENCHMARKS.md), which is why this layout is opt-in (``kernel="triton_frag"``).
+
+``frag_mma``
+    Tensor cores with the operands swapped (W·xᵀ, x padded to ≥ 16 rows), one group of K per step,
+    each group's zero point subtracted in the decode and its scale applied to the fp32 result.
+``frag_gemv``
+    M = 1 on CUDA cores: one block of 16 rows per program, its warps on consecutive groups, summed
+    across warps once at the end (no atomics unless K is also split over programs).
+``frag_dequant_matmul``
+    Prefill-sized M: dequantize to a dense weight, then cuBLAS.
+``frag_auto``
+    The tuner's choice among the three for this shape and M (timed on the first call).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from fastawq.kernels import layouts
+from fastawq.kernels.triton_awq import (
+    _ASM_X64_F16,
+    _PLANS,
+    TUNE_LOG,
+    Candidate,
+    Plan,
+    TileConfig,
+    _bucket,
+    _code,
+    _emu_pair,
+    _execute,
+    _half_value,
+    _plan,
+    _scale,
+    _tune,
+    interpreting,
+)
+
+
+def _frag_asm(f16: bool, halves: bool) -> str:
+    """Decode of one word: $8/$0…$3… see below. Pair i of the word is nibbles (i, i + 4): one shift and
+    one lop3 put them in two lanes under the magic exponent (1024 + q in fp16, 128 + q in bf16, both
+    exact) and one fma subtracts the pair −(magic + z) of the row the pair belongs to (pairs 0 and 2:
+    row g, $zlo; pairs 1 and 3: row g + 8, $zhi). halves: the outputs are the eight 16-bit values
+    (for the MMA: $0…$7, word $8, $9/$10 the z pairs); else the four pairs (GEMV: $0…$3, word $4,
+    $5/$6)."""
+    magic, one, ty = ("0x64006400", "0x3C003C00", "f16x2") if f16 else ("0x43004300", "0x3F803F80", "bf16x2")
+    word, zlo, zhi = ("$8", "$9", "$10") if halves else ("$4", "$5", "$6")
+    body = [".reg .b32 t, p, one;", f"mov.b32 one, {one};"]
+    for i in range(4):
+        src = word
+        if i:
+            body.append(f"shr.b32 t, {word}, {4 * i};")
+            src = "t"
+        dst = "p" if halves else f"${i}"
+        body += [
+            f"lop3.b32 {dst}, {src}, 0x000f000f, {magic}, 0xea;",
+            f"fma.rn.{ty} {dst}, {dst}, one, {zlo if i % 2 == 0 else zhi};",
+        ]
+        if halves:
+            body.append(f"mov.b32 {{${2 * i}, ${2 * i + 1}}}, p;")
+    return "{\n" + "\n".join(body) + "\n}"
+
+
+_ASM_FRAG_F16: tl.constexpr = tl.constexpr(_frag_asm(f16=True, halves=True))
+_ASM_FRAG_BF16: tl.constexpr = tl.constexpr(_frag_asm(f16=False, halves=True))
+_ASM_FPAIRS_F16: tl.constexpr = tl.constexpr(_frag_asm(f16=True, halves=False))
+_ASM_FPAIRS_BF16: tl.constexpr = tl.constexpr(_frag_asm(f16=False, halves=False))
+# Σ of two pairs' products (rows g or g + 8 of a word: pairs 0·xa + 2·xb, or 1·xa + 3·xb) in fp32
+_ASM_DOT2_F16: tl.constexpr = tl.constexpr("""{
+.reg .b32 a;
+.reg .b16 lo, hi;
+.reg .f32 fl, fh;
+mul.rn.f16x2 a, $1, $3;
+fma.rn.f16x2 a, $2, $4, a;
+mov.b32 {lo, hi}, a;
+cvt.f32.f16 fl, lo;
+cvt.f32.f16 fh, hi;
+add.f32 fl, fl, fh;
+mov.b32 $0, fl;
+}""")
+_ASM_DOT2_BF16: tl.constexpr = tl.constexpr("""{
+.reg .b32 a, z, lo, hi;
+mov.b32 z, 0x80008000;
+fma.rn.bf16x2 a, $1, $3, z;
+fma.rn.bf16x2 a, $2, $4, a;
+shl.b32 lo, a, 16;
+and.b32 hi, a, 0xffff0000;
+add.f32 $0, lo, hi;
+}""")
+
+
+@triton.jit
+def _zpair(z, DT: tl.constexpr):
+    """The pair −(magic + z) of int32 zero points (the fma in the decode subtracts it)."""
+    magic = 0x6400 if tl.float16 == DT else 0x4300
+    return ((magic + z) | 0x8000) * 0x10001
+
+
+@triton.jit
+def _fv(wd, v: tl.constexpr, z, DT: tl.constexpr):
+    """Interpreter: fragment value v of ``wd`` minus z, in DT."""
+    nib: tl.constexpr = (v // 2) + 4 * (v % 2)
+    return (((wd >> (4 * nib)) & 0xF).to(tl.float32) - z.to(tl.float32)).to(DT)
+
+
+@triton.jit
+def _frag_values(wd, zlo, zhi, DT: tl.constexpr, ASM: tl.constexpr):
+    """(q − z) of each word's eight fragment values a0…a7, as [..., 2, 2, 2] with a_v at
+    [..., v % 2, v // 2 % 2, v // 4] (``tl.join`` appends the outermost join last)."""
+    if ASM:
+        if tl.float16 == DT:
+            a0, a1, a2, a3, a4, a5, a6, a7 = tl.inline_asm_elementwise(
+                _ASM_FRAG_F16, "=h,=h,=h,=h,=h,=h,=h,=h,r,r,r", [wd, _zpair(zlo, DT), _zpair(zhi, DT)],
+                (tl.float16, tl.float16, tl.float16, tl.float16, tl.float16, tl.float16, tl.float16, tl.float16),
+                True, 1,
+            )  # fmt: skip
+        else:
+            a0, a1, a2, a3, a4, a5, a6, a7 = tl.inline_asm_elementwise(
+                _ASM_FRAG_BF16, "=h,=h,=h,=h,=h,=h,=h,=h,r,r,r", [wd, _zpair(zlo, DT), _zpair(zhi, DT)],
+                (tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16,
+                 tl.bfloat16),
+                True, 1,
+            )  # fmt: skip
+    else:
+        a0 = _fv(wd, 0, zlo, DT)
+        a1 = _fv(wd, 1, zlo, DT)
+        a2 = _fv(wd, 2, zhi, DT)
+        a3 = _fv(wd, 3, zhi, DT)
+        a4 = _fv(wd, 4, zlo, DT)
+        a5 = _fv(wd, 5, zlo, DT)
+        a6 = _fv(wd, 6, zhi, DT)
+        a7 = _fv(wd, 7, zhi, DT)
+    return tl.join(tl.join(tl.join(a0, a1), tl.join(a2, a3)), tl.join(tl.join(a4, a5), tl.join(a6, a7)))
+
+
+@triton.jit
+def _frag_tile(qw_ptr, sz_ptr, pid_n, g, N, K, G: tl.constexpr, BN: tl.constexpr, DT: tl.constexpr,
+               ASM: tl.constexpr):  # fmt: skip
+    """The (q − z) tile [BN, G] of row block ``pid_n`` and group g, in the MMA's A-operand order."""
+    W: tl.constexpr = BN // 16
+    C: tl.constexpr = G // 64
+    nb = pid_n * W + tl.arange(0, W)
+    lane = tl.arange(0, 32)
+    chunk = g * C + tl.arange(0, C)
+    words = ((nb[:, None, None, None] * (K // 64) + chunk[None, :, None, None]) * 32
+             + lane[None, None, :, None]) * 4 + tl.arange(0, 4)[None, None, None, :]  # fmt: skip
+    ok = nb < N // 16
+    wd = tl.load(qw_ptr + words, mask=ok[:, None, None, None], other=0)  # [W, C, 32, 4]
+    rows = nb[:, None] * 16 + (lane // 4)[None, :]  # row g of each lane's fragments
+    zlo = (tl.load(sz_ptr + g * N + rows, mask=ok[:, None], other=0) >> 16) & 0xFF
+    zhi = (tl.load(sz_ptr + g * N + rows + 8, mask=ok[:, None], other=0) >> 16) & 0xFF
+    a = _frag_values(wd, zlo[:, None, :, None], zhi[:, None, :, None], DT, ASM)
+    a = tl.reshape(a, (W, C, 8, 4, 4, 2, 2, 2))  # block, chunk, g, t, j, v0, v1, v2
+    a = tl.permute(a, (0, 6, 2, 1, 4, 7, 3, 5))  # row = 16·block + 8·v1 + g; k = 64·chunk + 16j + 8·v2 + 2t + v0
+    return tl.reshape(a, (BN, G))
+
+
+@triton.jit
+def _frag_mma_kernel(
+    x_ptr, qw_ptr, sz_ptr, b_ptr, y_ptr,
+    M, N, K, stride_xm, stride_ym, groups_per_split,
+    G: tl.constexpr, HAS_BIAS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+    ATOMIC: tl.constexpr, ASM: tl.constexpr, UPCAST: tl.constexpr,
+):  # fmt: skip
+    """acc[BN, BM] = W·xᵀ over one slice of K (split-K programs add with atomics)."""
+    pid_n = tl.program_id(0)
+    pid_m = tl.program_id(1)
+    pid_k = tl.program_id(2)
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    offs_m = pid_m * BM + tl.arange(0, BM)
+    mask_n = offs_n < N
+    mask_m = offs_m < M
+    offs_k = tl.arange(0, G)
+    g_lo = pid_k * groups_per_split
+    acc = tl.zeros((BN, BM), dtype=tl.float32)
+    for g in range(g_lo, g_lo + groups_per_split):
+        a = _frag_tile(qw_ptr, sz_ptr, pid_n, g, N, K, G, BN, x_ptr.dtype.element_ty, ASM)
+        s = _scale(tl.load(sz_ptr + g * N + offs_n, mask=mask_n, other=0))
+        x = tl.load(x_ptr + offs_m[:, None] * stride_xm + (g * G + offs_k)[None, :], mask=mask_m[:, None], other=0.0)
+        if UPCAST:  # the interpreter's bf16 dot is wrong (triton 3.9); q − z and x are exact in fp32
+            d = tl.dot(a.to(tl.float32), tl.trans(x.to(tl.float32)), input_precision="ieee")
+        else:
+            d = tl.dot(a, tl.trans(x))
+        acc += s[:, None] * d
+    if HAS_BIAS:
+        bias = tl.load(b_ptr + offs_n, mask=mask_n & ((offs_n * 0 + pid_k) == 0), other=0.0).to(tl.float32)
+        acc += bias[:, None]
+    y_ptrs = y_ptr + offs_m[None, :] * stride_ym + offs_n[:, None]
+    y_mask = mask_n[:, None] & mask_m[None, :]
+    if not ATOMIC:
+        tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=y_mask)
+    else:
+        tl.atomic_add(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=y_mask, sem="relaxed")
+
+
+@triton.jit
+def _fpairs(wd, zlo, zhi, DT: tl.constexpr, ASM: tl.constexpr):
+    """The four (q − z) pairs of each word: rows g (pairs 0, 2) and g + 8 (pairs 1, 3)."""
+    if ASM:
+        zl = _zpair(zlo, DT)
+        zh = _zpair(zhi, DT)
+        if tl.float16 == DT:
+            return tl.inline_asm_elementwise(_ASM_FPAIRS_F16, "=r,=r,=r,=r,r,r,r", [wd, zl, zh],
+                                             (tl.int32, tl.int32, tl.int32, tl.int32), True, 1)  # fmt: skip
+        else:
+            return tl.inline_asm_elementwise(_ASM_FPAIRS_BF16, "=r,=r,=r,=r,r,r,r", [wd, zl, zh],
+                                             (tl.int32, tl.int32, tl.int32, tl.int32), True, 1)  # fmt: skip
+    else:
+        zl = zlo.to(tl.float32)
+        zh = zhi.to(tl.float32)
+        p0 = _emu_pair(_code(wd, 0) - zl, _code(wd, 4) - zl, DT)
+        p1 = _emu_pair(_code(wd, 1) - zh, _code(wd, 5) - zh, DT)
+        p2 = _emu_pair(_code(wd, 2) - zl, _code(wd, 6) - zl, DT)
+        p3 = _emu_pair(_code(wd, 3) - zh, _code(wd, 7) - zh, DT)
+        return p0, p1, p2, p3
+
+
+@triton.jit
+def _dot2(pa, pb, xa, xb, DT: tl.constexpr, ASM: tl.constexpr):
+    """fp32 Σ of the four products of pairs pa·xa + pb·xb."""
+    if ASM:
+        if tl.float16 == DT:
+            return tl.inline_asm_elementwise(_ASM_DOT2_F16, "=r,r,r,r,r", [pa, pb, xa, xb], tl.float32, True, 1)
+        else:
+            return tl.inline_asm_elementwise(_ASM_DOT2_BF16, "=r,r,r,r,r", [pa, pb, xa, xb], tl.float32, True, 1)
+    else:
+        d = _half_value(pa, DT) * _half_value(xa, DT) + _half_value(pa >> 16, DT) * _half_value(xa >> 16, DT)
+        d += _half_value(pb, DT) * _half_value(xb, DT) + _half_value(pb >> 16, DT) * _half_value(xb >> 16, DT)
+        return d
+
+
+@triton.jit
+def _x_scaled(x, DT: tl.constexpr, ASM: tl.constexpr):
+    """fp16 x pairs scaled by 1/64 (a word's partial sums stay far from fp16's range); bf16 as is."""
+    if tl.float16 == DT:
+        if ASM:
+            return tl.inline_asm_elementwise(_ASM_X64_F16, "=r,r", [x], dtype=tl.int32, is_pure=True, pack=1)
+        else:
+            return _emu_pair(_half_value(x, DT) / 64, _half_value(x >> 16, DT) / 64, DT)
+    return x
+
+
+@triton.jit
+def _frag_gemv_kernel(
+    x_ptr, qw_ptr, sz_ptr, b_ptr, y_ptr,
+    M, N, K, stride_xm, stride_ym, steps_per_split,
+    G: tl.constexpr, HAS_BIAS: tl.constexpr, KW: tl.constexpr, ATOMIC: tl.constexpr, ASM: tl.constexpr,
+    PF: tl.constexpr,
+):  # fmt: skip
+    """y[row, 16 rows of block pid_n] over one slice of K; warp kw takes group KW·step + kw.
+
+    Each word's pairs are multiplied by the matching x pairs (fp16: pre-scaled by 1/64, scaled back in
+    fp32 with the group's scale): rows g and g + 8 of the lane each get two f16x2/bf16x2 products
+    per word, summed to fp32. PF: the next step's words are loaded before this one is computed.
+    """
+    DT: tl.constexpr = x_ptr.dtype.element_ty
+    XS: tl.constexpr = 64.0 if tl.float16 == DT else 1.0
+    C: tl.constexpr = G // 64
+    nb = tl.program_id(0)
+    row = tl.program_id(1)
+    pid_k = tl.program_id(2)
+    lane = tl.arange(0, 32)
+    kk = tl.arange(0, KW)
+    # words [C, KW, 32, 4]: 16 bytes per lane, lanes along the block, warps over the step's groups
+    words = ((nb * (K // 64) + kk[None, :, None, None] * C + tl.arange(0, C)[:, None, None, None]) * 32
+             + lane[None, None, :, None]) * 4 + tl.arange(0, 4)[None, None, None, :]  # fmt: skip
+    rows = (nb * 16 + lane // 4)[None, None, :, None]
+    x_row = x_ptr.to(tl.pointer_type(tl.int32)) + row * (stride_xm // 2)
+    acc_lo = tl.zeros((C, KW, 32, 4), dtype=tl.float32)
+    acc_hi = tl.zeros((C, KW, 32, 4), dtype=tl.float32)
+    step_words = KW * C * 128
+    s_lo = pid_k * steps_per_split
+    s_last = s_lo + steps_per_split - 1
+    if PF:
+        wd_next = tl.load(qw_ptr + words + s_lo * step_words)
+    for st in range(s_lo, s_lo + steps_per_split):
+        if PF:
+            wd = wd_next
+            wd_next = tl.load(qw_ptr + words + tl.minimum(st + 1, s_last) * step_words)
+        else:
+            wd = tl.load(qw_ptr + words + st * step_words)
+        grp = st * KW + kk[None, :, None, None]
+        sz_lo = tl.load(sz_ptr + grp * N + rows)  # [1, KW, 32, 1]
+        sz_hi = tl.load(sz_ptr + grp * N + rows + 8)
+        zlo = tl.broadcast_to((sz_lo >> 16) & 0xFF, (C, KW, 32, 4))
+        zhi = tl.broadcast_to((sz_hi >> 16) & 0xFF, (C, KW, 32, 4))
+        p0, p1, p2, p3 = _fpairs(wd, zlo, zhi, DT, ASM)
+        # the step's x pairs in one contiguous load (index (kw·C + c)·32 + 8j + 4·b + t for the pair
+        # xa (b = 0) or xb (b = 1) of step j of lane t), spread over the lanes by reshapes
+        xv = _x_scaled(tl.load(x_row + st * (KW * G // 2) + tl.arange(0, KW * C * 32)), DT, ASM)
+        xv = tl.permute(tl.reshape(xv, (KW, C, 1, 4, 2, 4)), (1, 0, 2, 5, 3, 4))  # c kw g t j b
+        xv = tl.reshape(tl.broadcast_to(xv, (C, KW, 8, 4, 4, 2)), (C, KW, 32, 4, 2))
+        xa, xb = tl.split(xv)
+        acc_lo += _dot2(p0, p2, xa, xb, DT, ASM) * (_scale(sz_lo) * XS)
+        acc_hi += _dot2(p1, p3, xa, xb, DT, ASM) * (_scale(sz_hi) * XS)
+    r_lo = tl.sum(tl.sum(tl.sum(tl.sum(tl.reshape(acc_lo, (C, KW, 8, 4, 4)), axis=4), axis=3), axis=1), axis=0)
+    r_hi = tl.sum(tl.sum(tl.sum(tl.sum(tl.reshape(acc_hi, (C, KW, 8, 4, 4)), axis=4), axis=3), axis=1), axis=0)
+    r = tl.reshape(tl.permute(tl.join(r_lo, r_hi), (1, 0)), (16,))  # rows g, then g + 8
+    offs_n = nb * 16 + tl.arange(0, 16)
+    if HAS_BIAS:
+        r += tl.load(b_ptr + offs_n, mask=(offs_n * 0 + pid_k) == 0, other=0.0).to(tl.float32)
+    y_ptrs = y_ptr + row * stride_ym + offs_n
+    if not ATOMIC:
+        tl.store(y_ptrs, r.to(y_ptr.dtype.element_ty))
+    else:
+        tl.atomic_add(y_ptrs, r.to(y_ptr.dtype.element_ty), sem="relaxed")
+
+
+@triton.jit
+def _frag_dequant_kernel(qw_ptr, sz_ptr, w_ptr, N, K, G: tl.constexpr, BN: tl.constexpr, ASM: tl.constexpr):
+    pid_n = tl.program_id(0)
+    g = tl.program_id(1)
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    mask_n = offs_n < N
+    a = _frag_tile(qw_ptr, sz_ptr, pid_n, g, N, K, G, BN, w_ptr.dtype.element_ty, ASM)
+    s = _scale(tl.load(sz_ptr + g * N + offs_n, mask=mask_n, other=0))
+    w = a.to(tl.float32) * s[:, None]
+    offs_k = g * G + tl.arange(0, G)
+    tl.store(w_ptr + offs_n[:, None] * K + offs_k[None, :], w.to(w_ptr.dtype.element_ty), mask=mask_n[:, None])
+
+
+# ------------------------------------------------------------------------------------------- launchers
+
+
+def _check(x2d: torch.Tensor, w: dict[str, torch.Tensor], group_size: int) -> tuple[int, int, int]:
+    k = w["qweight_frag"].shape[1] * 64
+    n = w["sz_gn"].shape[1]
+    if x2d.shape[1] != k:
+        raise ValueError(f"input has {x2d.shape[1]} features, the layer expects {k}")
+    reason = layouts.frag_supported(k, n, group_size)
+    if reason is not None:
+        raise ValueError(reason)
+    return x2d.shape[0], n, k
+
+
+def _asm() -> bool:
+    return not interpreting()
+
+
+def plan_frag_mma(m: int, n: int, k: int, g: int, dtype: torch.dtype, has_bias: bool, cfg: TileConfig) -> Plan:
+    """cfg: bm (≥ 16), bn (16 × warps, or a multiple), num_warps, num_stages, split (K slices)."""
+    key = ("frag_mma", m, n, k, g, dtype, has_bias, cfg)
+    if (p := _PLANS.get(key)) is not None:
+        return p
+    kg = k // g
+    split = max(1, min(cfg.split, kg))
+    if interpreting() and dtype == torch.bfloat16:
+        split = 1  # Triton's interpreter has no bf16 atomics
+    while kg % split:
+        split -= 1
+    return _plan(
+        key, _frag_mma_kernel, (triton.cdiv(n, cfg.bn), triton.cdiv(m, cfg.bm), split), (kg // split,),
+        cfg.num_warps, cfg.num_stages, split > 1, False, weight="qweight_frag", G=g, HAS_BIAS=has_bias,
+        BM=cfg.bm, BN=cfg.bn, ATOMIC=split > 1, ASM=_asm(), UPCAST=dtype == torch.bfloat16 and interpreting(),
+    )  # fmt: skip
+
+
+def plan_frag_gemv(m: int, n: int, k: int, g: int, dtype: torch.dtype, has_bias: bool, cfg: TileConfig) -> Plan:
+    """cfg: num_warps (groups per step, one per warp), split (K slices), num_stages, prefetch."""
+    key = ("frag_gemv", m, n, k, g, dtype, has_bias, cfg)
+    if (p := _PLANS.get(key)) is not None:
+        return p
+    kw = cfg.num_warps
+    while (k // g) % kw:
+        kw //= 2
+    steps = k // g // kw
+    split = max(1, min(cfg.split, steps))
+    if interpreting() and dtype == torch.bfloat16:
+        split = 1
+    while steps % split:
+        split -= 1
+    return _plan(
+        key, _frag_gemv_kernel, (n // 16, m, split), (steps // split,), kw, cfg.num_stages, split > 1, True,
+        weight="qweight_frag", G=g, HAS_BIAS=has_bias, KW=kw, ATOMIC=split > 1, ASM=_asm(), PF=cfg.prefetch > 0,
+    )  # fmt: skip
+
+
+def frag_mma(
+    x2d: torch.Tensor, w: dict[str, torch.Tensor], group_size: int, bias: torch.Tensor | None,
+    config: TileConfig | None = None,
+) -> torch.Tensor:  # fmt: skip
+    m, n, k = _check(x2d, w, group_size)
+    cfg = config or _mma_default(m, n, k, group_size)
+    return _execute(plan_frag_mma(m, n, k, group_size, x2d.dtype, bias is not None, cfg), x2d, w, bias)
+
+
+def frag_gemv(
+    x2d: torch.Tensor, w: dict[str, torch.Tensor], group_size: int, bias: torch.Tensor | None,
+    config: TileConfig | None = None,
+) -> torch.Tensor:  # fmt: skip
+    m, n, k = _check(x2d, w, group_size)
+    cfg = config or TileConfig(1, 16, group_size, 4, 1, split=1, prefetch=1)
+    return _execute(plan_frag_gemv(m, n, k, group_size, x2d.dtype, bias is not None, cfg), x2d, w, bias)
+
+
+def frag_dequantize(w: dict[str, torch.Tensor], group_size: int, dtype: torch.dtype, bn: int = 64) -> torch.Tensor:
+    """The full weight [N, K] in ``dtype`` (nn.Linear orientation)."""
+    n = w["sz_gn"].shape[1]
+    k = w["qweight_frag"].shape[1] * 64
+    out = torch.empty(n, k, device=w["sz_gn"].device, dtype=dtype)
+    grid = (triton.cdiv(n, bn), k // group_size)
+    _frag_dequant_kernel[grid](w["qweight_frag"], w["sz_gn"], out, n, k, G=group_size, BN=bn, ASM=_asm(),
+                               num_warps=bn // 16)  # fmt: skip
+    return out
+
+
+def frag_dequant_matmul(
+    x2d: torch.Tensor, w: dict[str, torch.Tensor], group_size: int, bias: torch.Tensor | None,
+    config: TileConfig | None = None,
+) -> torch.Tensor:  # fmt: skip
+    _check(x2d, w, group_size)
+    weight = frag_dequantize(w, group_size, x2d.dtype)
+    return torch.nn.functional.linear(x2d, weight, bias.to(x2d.dtype) if bias is not None else None)
+
+
+# ---------------------------------------------------------------------------------------------- tuning
+
+
+def _mma_default(m: int, n: int, k: int, g: int) -> TileConfig:
+    return TileConfig(min(128, max(16, _bucket(m))), 64, g, 4, 3, split=4 if m <= 64 else 2)
+
+
+def candidates(m: int, n: int, k: int, group_size: int, dtype: torch.dtype = torch.float16) -> list[Candidate]:
+    """What the tuner times (the fastest configs of the H100 fragment-layout sweeps in BENCHMARKS.md)."""
+    g = group_size
+    out: list[Candidate] = []
+    if m == 1:
+        for kw, split, stages in ((2, 1, 3), (4, 1, 1), (8, 1, 3), (2, 2, 3), (2, 4, 1), (4, 2, 1)):
+            out.append(("frag_gemv", TileConfig(1, 16, g, kw, stages, split=split, prefetch=1)))
+    if m <= 256:
+        bm = min(128, max(16, _bucket(m)))
+        splits = (1, 2, 4, 8) if m <= 64 else (1, 2, 4)
+        for split in splits:
+            for stages in (3, 4) if m <= 64 else (3,):
+                out.append(("frag_mma", TileConfig(bm, 64, g, 4, stages, split=split)))
+    if m >= 32:
+        out.append(("frag_dequant", None))
+    return out
+
+
+def _default(m: int, n: int, k: int, g: int) -> Candidate:
+    if m == 1:
+        return ("frag_gemv", TileConfig(1, 16, g, 4, 1, split=1, prefetch=1))
+    if m <= 256:
+        return ("frag_mma", _mma_default(m, n, k, g))
+    return ("frag_dequant", None)
+
+
+def _run(
+    c: Candidate, x2d: torch.Tensor, w: dict[str, torch.Tensor], g: int, bias: torch.Tensor | None
+) -> torch.Tensor:
+    name, cfg = c
+    if name == "frag_gemv":
+        return frag_gemv(x2d, w, g, bias, cfg)
+    if name == "frag_mma":
+        return frag_mma(x2d, w, g, bias, cfg)
+    return frag_dequant_matmul(x2d, w, g, bias)
+
+
+_TUNED: dict[tuple[object, ...], Candidate] = {}
+_AUTO: dict[tuple[object, ...], Plan | None] = {}
+_MISSING: object = object()
+
+
+def _key(x2d: torch.Tensor, n: int, k: int, g: int, bias: torch.Tensor | None) -> tuple[object, ...]:
+    return ("frag", x2d.device.index, x2d.dtype, _bucket(x2d.shape[0]), n, k, g, bias is not None)
+
+
+def choice(x2d: torch.Tensor, w: dict[str, torch.Tensor], g: int, bias: torch.Tensor | None) -> str:
+    """What :func:`frag_auto` runs for this call (after it has run once)."""
+    m, n, k = _check(x2d, w, g)
+    c = _TUNED.get(_key(x2d, n, k, g, bias)) or _default(m, n, k, g)
+    return f"{c[0]} {c[1].describe() if c[1] else ''}".strip()
+
+
+def frag_auto(x2d: torch.Tensor, w: dict[str, torch.Tensor], g: int, bias: torch.Tensor | None) -> torch.Tensor:
+    """The tuned choice among GEMV, MMA and dequantize + cuBLAS on ``nk_frag`` (like ``triton_awq.auto``)."""
+    fast = (x2d.get_device(), x2d.dtype, x2d.shape[0], x2d.shape[1], w["sz_gn"].shape, g, bias is not None)
+    p = _AUTO.get(fast, _MISSING)
+    if p is _MISSING:
+        m, n, k = _check(x2d, w, g)
+        key = _key(x2d, n, k, g, bias)
+        c = _TUNED.get(key)
+        if c is None:
+            no_tune = (
+                interpreting()
+                or os.environ.get("FASTAWQ_TUNE", "1") == "0"
+                or x2d.device.type != "cuda"
+                or torch.cuda.is_current_stream_capturing()
+            )
+            if no_tune:
+                return _run(_default(m, n, k, g), x2d, w, g, bias)
+            c = _TUNED[key] = _tune(x2d, w, g, bias, key, candidates(m, n, k, g, x2d.dtype), _run, _default(m, n, k, g))
+        name, cfg = c
+        if cfg is None:
+            p = None
+        elif name == "frag_gemv":
+            p = plan_frag_gemv(m, n, k, g, x2d.dtype, bias is not None, cfg)
+        else:
+            p = plan_frag_mma(m, n, k, g, x2d.dtype, bias is not None, cfg)
+        _AUTO[fast] = p
+    if p is None:
+        return frag_dequant_matmul(x2d, w, g, bias)
+    assert isinstance(p, Plan)
+    return _execute(p, x2d, w, bias)
+
+
+__all__ = ["TUNE_LOG", "candidates", "choice", "frag_auto", "frag_dequant_matmul", "frag_dequantize", "frag_gemv",
+           "frag_mma"]  # fmt: skip
