@@ -347,13 +347,44 @@ def dequant_sweep(bw: float, shapes: list[tuple[int, int]], path: str, info: Any
         json.dump({"info": info, "dequant": out}, f, indent=1)
 
 
+def frag_dequant_sweep(bw: float, shapes: list[tuple[int, int]], path: str, info: Any) -> None:
+    """Time the nk_frag dequantize kernel over its tiles, next to the nk_int4 one (default tiles)."""
+    out = []
+    for k, n in shapes:
+        w = random_nk(k, n, 128, torch.Generator().manual_seed(k + n))
+        wf = frag_of(w)
+        bound = (k * n * 2 + k * n // 2) / bw * 1e6  # write fp16 + read int4
+        nk = kernel_time_us(lambda w=w: triton_awq.dequantize(w, 128, torch.float16))  # type: ignore[misc]
+        res = []
+        for bn, groups, nw in itertools.product((32, 64, 128), (1, 2, 4), (2, 4, 8)):
+            if bn // 16 > nw * 2:
+                continue
+            try:
+                t = kernel_time_us(
+                    lambda wf=wf, bn=bn, groups=groups, nw=nw: triton_frag.frag_dequantize(  # type: ignore[misc]
+                        wf, 128, torch.float16, bn, groups, nw
+                    )
+                )
+            except Exception as exc:
+                print("failed", bn, groups, nw, type(exc).__name__, flush=True)
+                continue
+            res.append({"bn": bn, "groups": groups, "num_warps": nw, "us": t})
+        res.sort(key=lambda r: r["us"])
+        default = next(r for r in res if (r["bn"], r["groups"], r["num_warps"]) == (64, 1, 4))
+        print(f"frag dequant K={k} N={n} bound {bound:6.1f}us nk_int4 {nk:6.1f}us frag default {default['us']:6.1f}us"
+              f" best {res[0]}", flush=True)  # fmt: skip
+        out.append({"k": k, "n": n, "bound_us": bound, "nk_int4_us": nk, "results": res})
+    with open(path, "w") as f:
+        json.dump({"info": info, "frag_dequant": out}, f, indent=1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", default="kernels.json")
     ap.add_argument(
         "--sweep",
         default="",
-        choices=["", "classic", "mma", "pairs", "dequant", "stages", "pipeline"],
+        choices=["", "classic", "mma", "pairs", "dequant", "stages", "pipeline", "fragdequant"],
         help="search tile configs instead of the table: GEMV/GEMM (classic), the tensor-core kernel, or the"
         " packed-pair GEMV; the dequantize kernel's tiles; the MMA's pipeline depth (stages) or load scheme"
         " (pipeline)",
@@ -404,9 +435,16 @@ def main() -> None:
         "flush": args.flush,
         "dispatch": dispatch.describe(),
     }
+    one = torch.zeros(1, device="cuda")  # the timer's floor: a kernel that does (almost) nothing
+    info["timer_floor_us"] = kernel_time_us(lambda: one.zero_())
+    if args.gpu_time:
+        info["gpu_time_floor_us"] = gpu_time_us(lambda: one.zero_())
     print(json.dumps(info), flush=True)
     if args.sweep == "dequant":
         dequant_sweep(bw, shapes, args.json, info)
+        return
+    if args.sweep == "fragdequant":
+        frag_dequant_sweep(bw, shapes, args.json, info)
         return
     if args.sweep:
         sweep(bw, shapes, getattr(torch, args.dtype), args.json, info, args.sweep, sweep_ms)  # type: ignore[arg-type]

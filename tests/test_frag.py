@@ -158,3 +158,13 @@ def test_every_frag_candidate_is_correct_on_gpu(m: int, g: int, dtype: torch.dty
         assert sqnr_db(got, ref) > SQNR_FLOOR[dtype], cand
     triton_frag.frag_auto(x.to(DEV), d, g, None)
     assert triton_frag.choice(x.to(DEV), d, g, None)
+
+
+def test_loading_with_triton_frag_names_the_layer_it_cannot_hold() -> None:
+    good, _ = _module(256, 64, 64, seed=5)
+    bad, _ = _module(256, 40, 64, seed=6)
+    model = torch.nn.ModuleDict({"ok": good, "odd": bad})
+    with pytest.raises(FastAWQError, match="cannot hold layer 'odd'.*% 16"):
+        dispatch.prepare(model, torch.float16, "triton_frag")
+    counts = dispatch.prepare(torch.nn.ModuleDict({"ok": good}), torch.float16, "triton_frag")
+    assert counts == {layouts.NK_FRAG: 1} and good.layout == layouts.NK_FRAG

@@ -405,8 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--kernel",
         default="auto",
-        help="4-bit matmul kernel: auto, reference, triton, triton_mma, triton_gemv, triton_gemm, "
-        "triton_dequant, cpu_int4",
+        help="4-bit matmul kernel: auto, reference, triton, triton_frag (batched decode), triton_mma, "
+        "triton_gemv, triton_gemm, triton_dequant, cpu_int4",
     )
     gen.set_defaults(func=cmd_generate)
 

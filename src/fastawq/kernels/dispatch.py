@@ -227,13 +227,19 @@ def prepare(model: torch.nn.Module, dtype: torch.dtype, kernel: str | None = Non
 
     forced = forced_kernel(kernel)
     counts: dict[str, int] = {}
-    for module in model.modules():
+    for name, module in model.named_modules():
         if not isinstance(module, AWQLinear):
             continue
         module.kernel = kernel
         dev = module.device
         if forced is not None:
             layout = KERNELS[forced].layout
+            why = layouts.why_not_layout(layout, module.in_features, module.out_features, module.group_size)
+            if why is not None:
+                raise FastAWQError(
+                    f"kernel {forced!r} was forced but cannot hold layer {name!r}: {why}",
+                    hint="load with kernel='auto' (or unset FASTAWQ_KERNEL) to let fastawq choose per layer",
+                )
         else:
             name = auto_kernel_for(dev, dtype, module.in_features, module.out_features, module.group_size, m=1)
             layout = KERNELS[name].layout

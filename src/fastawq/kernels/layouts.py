@@ -228,6 +228,15 @@ def cpu_to_gemm(d: dict[str, torch.Tensor]) -> GemmTensors:
 # --------------------------------------------------------------------------------------------- dispatch
 
 
+def why_not_layout(layout: str, k: int, n: int, group_size: int) -> str | None:
+    """Why ``layout`` cannot hold a [K, N] weight with this group size (None: it can)."""
+    if layout == NK_FRAG:
+        return frag_supported(k, n, group_size)
+    if layout == CPU_INT4PACK and (n % 16 or group_size not in (32, 64, 128, 256)):
+        return f"the CPU int4 layout needs out_features % 16 == 0 and group size 32/64/128/256, got {n}, {group_size}"
+    return None
+
+
 def to_layout(t: GemmTensors, layout: str) -> dict[str, torch.Tensor]:
     """The tensors of ``layout`` for the GEMM tensors ``t`` (on t's device)."""
     if layout == AWQ_GEMM:

@@ -7,7 +7,8 @@ them on the first call of each shape and M bucket and keeps the fastest):
     Decode and small batches (M ≤ 256). Tensor cores with the operands swapped (W·xᵀ), so the weight
     tile is the MMA's register operand and x (padded to ≥ 16 rows) the shared-memory one; codes are
     decoded with ``lop3`` magic-number tricks (two codes per instruction) and the zero point and scale
-    of each group are applied to the fp32 result; split-K programs add with atomics.
+    of each group are applied to the fp32 result; split-K programs add with atomics. The decoded tile
+    reaches the MMA through shared memory; :mod:`.triton_frag` (opt-in layout) avoids that.
 ``triton_gemv``
     M ≤ 4 rows. One program owns ``BN`` output columns and streams their packed rows along K. The
     ``pairs`` variant (the tuner's usual choice at batch 1) decodes each word into packed fp16/bf16
@@ -943,6 +944,7 @@ def candidates(m: int, n: int, k: int, group_size: int, dtype: torch.dtype = tor
     """What the tuner times for this shape: the fastest configs of the H100 sweeps in BENCHMARKS.md."""
     out: list[Candidate] = []
     bk = max(128, group_size)
+    fp16 = dtype == torch.float16
     if m <= 64:  # tensor cores, W·xᵀ (the H100 sweeps "mma" and "pipeline" in BENCHMARKS.md)
         bm = max(16, _bucket(m))
         # (bn, split, warps, stages, deq, sz_ahead, words): loads left to Triton's
@@ -953,18 +955,17 @@ def candidates(m: int, n: int, k: int, group_size: int, dtype: torch.dtype = tor
         ]  # fmt: skip
         if m > 32:
             tiles += [(128, 4, 8, 4, True, 0, True), (64, 4, 4, 3, True, 0, True)]
-        for bn, split, warps, stages, d, sz, words in tiles:
-            if d and dtype != torch.float16:
-                continue
-            cfg = TileConfig(bm, bn, bk, warps, stages, split=split, deq=d, sz_ahead=sz, words=words)
-            out.append(("mma", cfg))
+        for bn, split, warps, stages, d, sz, words in tiles:  # bf16: the same tiles without deq
+            cfg = TileConfig(bm, bn, bk, warps, stages, split=split, deq=d and fp16, sz_ahead=sz, words=words)
+            if ("mma", cfg) not in out:
+                out.append(("mma", cfg))
     elif m <= 256:
         tiles2 = [(128, 64, 4, 4, False, 0, False), (128, 64, 4, 4, True, 0, True), (128, 64, 4, 4, True, 1, True),
                   (64, 128, 4, 4, True, 2, False), (128, 128, 8, 2, True, 2, False)]  # fmt: skip
         for bm, bn, warps, split, d, sz, words in tiles2:
-            if d and dtype != torch.float16:
-                continue
-            out.append(("mma", TileConfig(bm, bn, bk, warps, 3, split=split, deq=d, sz_ahead=sz, words=words)))
+            cfg = TileConfig(bm, bn, bk, warps, 3, split=split, deq=d and fp16, sz_ahead=sz, words=words)
+            if ("mma", cfg) not in out:
+                out.append(("mma", cfg))
     if m == 2:  # the packed-pair GEMV is close to the tensor cores at batch 2, and ahead on some shapes
         for bn in (16, 32):
             out.append(("gemv", TileConfig(2, bn, 1024, 4, 2, pairs=True)))

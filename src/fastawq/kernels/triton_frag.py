@@ -319,16 +319,20 @@ def _frag_gemv_kernel(
 
 
 @triton.jit
-def _frag_dequant_kernel(qw_ptr, sz_ptr, w_ptr, N, K, G: tl.constexpr, BN: tl.constexpr, ASM: tl.constexpr):
+def _frag_dequant_kernel(qw_ptr, sz_ptr, w_ptr, N, K, G: tl.constexpr, BN: tl.constexpr, NG: tl.constexpr,
+                         ASM: tl.constexpr):  # fmt: skip
+    """Rows of block ``pid_n``, NG groups from group ``pid_k·NG``, into the dense [N, K] weight."""
     pid_n = tl.program_id(0)
-    g = tl.program_id(1)
+    pid_k = tl.program_id(1)
     offs_n = pid_n * BN + tl.arange(0, BN)
     mask_n = offs_n < N
-    a = _frag_tile(qw_ptr, sz_ptr, pid_n, g, N, K, G, BN, w_ptr.dtype.element_ty, ASM)
-    s = _scale(tl.load(sz_ptr + g * N + offs_n, mask=mask_n, other=0))
-    w = a.to(tl.float32) * s[:, None]
-    offs_k = g * G + tl.arange(0, G)
-    tl.store(w_ptr + offs_n[:, None] * K + offs_k[None, :], w.to(w_ptr.dtype.element_ty), mask=mask_n[:, None])
+    for i in tl.static_range(NG):
+        g = pid_k * NG + i
+        a = _frag_tile(qw_ptr, sz_ptr, pid_n, g, N, K, G, BN, w_ptr.dtype.element_ty, ASM)
+        s = _scale(tl.load(sz_ptr + g * N + offs_n, mask=mask_n, other=0))
+        w = a.to(tl.float32) * s[:, None]
+        offs_k = g * G + tl.arange(0, G)
+        tl.store(w_ptr + offs_n[:, None] * K + offs_k[None, :], w.to(w_ptr.dtype.element_ty), mask=mask_n[:, None])
 
 
 # ------------------------------------------------------------------------------------------- launchers
@@ -405,14 +409,18 @@ def frag_gemv(
     return _execute(plan_frag_gemv(m, n, k, group_size, x2d.dtype, bias is not None, cfg), x2d, w, bias)
 
 
-def frag_dequantize(w: dict[str, torch.Tensor], group_size: int, dtype: torch.dtype, bn: int = 64) -> torch.Tensor:
-    """The full weight [N, K] in ``dtype`` (nn.Linear orientation)."""
+def frag_dequantize(
+    w: dict[str, torch.Tensor], group_size: int, dtype: torch.dtype, bn: int = 64, groups: int = 1, num_warps: int = 4
+) -> torch.Tensor:
+    """The full weight [N, K] in ``dtype`` (nn.Linear orientation); ``groups`` per program along K."""
     n = w["sz_gn"].shape[1]
     k = w["qweight_frag"].shape[1] * 64
+    while (k // group_size) % groups:
+        groups //= 2
     out = torch.empty(n, k, device=w["sz_gn"].device, dtype=dtype)
-    grid = (triton.cdiv(n, bn), k // group_size)
-    _frag_dequant_kernel[grid](w["qweight_frag"], w["sz_gn"], out, n, k, G=group_size, BN=bn, ASM=_asm(),
-                               num_warps=bn // 16)  # fmt: skip
+    grid = (triton.cdiv(n, bn), k // group_size // groups)
+    _frag_dequant_kernel[grid](w["qweight_frag"], w["sz_gn"], out, n, k, G=group_size, BN=bn, NG=groups,
+                               ASM=_asm(), num_warps=num_warps)  # fmt: skip
     return out
 
 
