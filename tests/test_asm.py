@@ -268,3 +268,62 @@ def test_chain_as_gemv_pairs_kernel(fmt: str) -> None:
     tol = 1e-2 if fmt == "f16" else 2e-2  # bounds: γ4 = 2.0e-3 (fp16), 1.6e-2 (bf16) of Σ|terms|
     rel = np.abs(y - ref) / np.abs(terms).sum(axis=0)
     assert np.max(rel) < tol, np.max(rel)
+
+
+# ------------------------------------------------------------------- nk_frag (fastawq.kernels.triton_frag)
+triton_frag = pytest.importorskip("fastawq.kernels.triton_frag")
+FRAG_NIBBLE = (0, 4, 1, 5, 2, 6, 3, 7)  # layouts.FRAG_NIBBLE: value v of a word sits in this nibble
+
+
+def frag_words(rng: np.random.Generator) -> tuple[U, npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Every value of every nibble against every zero point of rows g and g + 8, plus random words."""
+    pos, nib, zl, zh = (g.ravel() for g in np.meshgrid(np.arange(8), np.arange(16), np.arange(16), [0, 7, 15]))
+    w = rng.integers(0, 2**32, pos.size, dtype=np.uint64)
+    sh = (4 * pos).astype(np.uint64)
+    w = w - (w & (np.uint64(0xF) << sh)) + (nib.astype(np.uint64) << sh)
+    return w, zl, zh
+
+
+@pytest.mark.parametrize("fmt", ["f16", "bf16"])
+def test_frag_decode_gives_each_fragment_value(fmt: str) -> None:
+    """The MMA decode: outputs a0…a7 (16-bit) = code in nibble FRAG_NIBBLE[v] minus the zero point of
+    its row (v in 0, 1, 4, 5: row g; 2, 3, 6, 7: row g + 8)."""
+    w, zl, zh = frag_words(np.random.default_rng(6))
+    magic = ASM[fmt][2]
+    asm = triton_frag._frag_asm(fmt == "f16", halves=True)
+    out = run_ptx(asm, 8, w, zero_pair(zl, magic), zero_pair(zh, magic))
+    c = codes(w)
+    for v in range(8):
+        z = zl if v in (0, 1, 4, 5) else zh
+        np.testing.assert_array_equal(out[v], LANE[fmt][1](c[FRAG_NIBBLE[v]] - z), err_msg=f"a{v}")
+    assert asm == (triton_frag._ASM_FRAG_F16 if fmt == "f16" else triton_frag._ASM_FRAG_BF16).value
+
+
+@pytest.mark.parametrize("fmt", ["f16", "bf16"])
+def test_frag_pairs_are_the_decode_two_by_two(fmt: str) -> None:
+    """The GEMV decode: pair i = (a2i, a2i+1) of the MMA decode, low lane first."""
+    w, zl, zh = frag_words(np.random.default_rng(7))
+    magic = ASM[fmt][2]
+    zs = (zero_pair(zl, magic), zero_pair(zh, magic))
+    halves = run_ptx(triton_frag._frag_asm(fmt == "f16", halves=True), 8, w, *zs)
+    asm = (triton_frag._ASM_FPAIRS_F16 if fmt == "f16" else triton_frag._ASM_FPAIRS_BF16).value
+    pairs = run_ptx(asm, 4, w, *zs)
+    for i in range(4):
+        np.testing.assert_array_equal(pairs[i], halves[2 * i] | (halves[2 * i + 1] << 16), err_msg=f"pair {i}")
+
+
+@pytest.mark.parametrize("fmt", ["f16", "bf16"])
+def test_frag_dot2_bits_match_sequential_lane_model(fmt: str) -> None:
+    """pa·xa + pb·xb per lane (one rounding after the product, one after the fma), then fp32 lo + hi."""
+    p, xs, pw, xw = dot_case(fmt, 8)
+    val, bits = LANE[fmt]
+    lanes = []
+    for k in (0, 1):
+        acc = val(bits(p[k] * xs[k]))
+        acc = val(bits(exact_sum(p[2 + k] * xs[2 + k], acc)))
+        lanes.append(acc.astype(np.float32))
+    asm = (triton_frag._ASM_DOT2_F16 if fmt == "f16" else triton_frag._ASM_DOT2_BF16).value
+    (out,) = run_ptx(asm, 1, pw[0], pw[1], xw[0], xw[1])
+    np.testing.assert_array_equal(out, (lanes[0] + lanes[1]).view(np.uint32))
+    ref = (p[:4] * xs[:4]).sum(axis=0)
+    assert np.max(np.abs(f32(out).astype(np.float64) - ref) / np.abs(p[:4] * xs[:4]).sum(axis=0).clip(1e-30)) < 0.02

@@ -49,12 +49,15 @@ from fastawq.kernels.triton_awq import (
 
 
 def _frag_asm(f16: bool, halves: bool) -> str:
-    """Decode of one word: $8/$0…$3… see below. Pair i of the word is nibbles (i, i + 4): one shift and
-    one lop3 put them in two lanes under the magic exponent (1024 + q in fp16, 128 + q in bf16, both
-    exact) and one fma subtracts the pair −(magic + z) of the row the pair belongs to (pairs 0 and 2:
-    row g, $zlo; pairs 1 and 3: row g + 8, $zhi). halves: the outputs are the eight 16-bit values
-    (for the MMA: $0…$7, word $8, $9/$10 the z pairs); else the four pairs (GEMV: $0…$3, word $4,
-    $5/$6)."""
+    """Decode of one ``nk_frag`` word into its eight (q − z) values.
+
+    Pair i of the word is nibbles (i, i + 4): one shift and one ``lop3`` put them into the two 16-bit
+    lanes under the magic exponent (1024 + q in fp16, 128 + q in bf16, both exact) and one ``fma``
+    adds the pair −(magic + z) of the pair's row (pairs 0 and 2: row g; pairs 1 and 3: row g + 8).
+    ``halves``: outputs $0…$7 are the eight 16-bit values (the MMA's operand), input $8 the word and
+    $9 / $10 the two rows' z pairs; else outputs $0…$3 are the four pairs (the GEMV), $4 the word and
+    $5 / $6 the z pairs.
+    """
     magic, one, ty = ("0x64006400", "0x3C003C00", "f16x2") if f16 else ("0x43004300", "0x3F803F80", "bf16x2")
     word, zlo, zhi = ("$8", "$9", "$10") if halves else ("$4", "$5", "$6")
     body = [".reg .b32 t, p, one;", f"mov.b32 one, {one};"]
