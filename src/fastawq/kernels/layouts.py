@@ -34,6 +34,7 @@ Layouts:
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -73,24 +74,37 @@ def pack_scale_zero(scales: torch.Tensor, zeros: torch.Tensor) -> torch.Tensor:
     return (zeros.to(torch.int32) << 16) | bits
 
 
+def _row_slices(t: GemmTensors) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """(n0, n1, uint8 codes [n1 - n0, K]) of the GEMM weight, REPACK_ROWS output rows at a time."""
+    n = t.qweight.shape[1] * 8
+    for n0 in range(0, n, REPACK_ROWS):
+        n1 = min(n, n0 + REPACK_ROWS)
+        yield n0, n1, unpack_gemm(t.qweight[:, n0 // 8 : n1 // 8]).t().contiguous()
+
+
+def _sz_of(t: GemmTensors) -> torch.Tensor:
+    return pack_scale_zero(t.scales, unpack_gemm(t.qzeros))
+
+
+def _gemm_from(codes_nk: torch.Tensor, sz_gn: torch.Tensor) -> GemmTensors:
+    """The GEMM tensors of uint8 codes [N, K] and ``sz_gn`` words (the way back of nk_int4 and nk_frag)."""
+    return GemmTensors(
+        qweight=pack_gemm(codes_nk.t().contiguous()),
+        qzeros=pack_gemm((sz_gn >> 16).to(torch.uint8)),
+        scales=(sz_gn & 0xFFFF).to(torch.int16).view(torch.float16),
+    )
+
+
 def gemm_to_nk(t: GemmTensors) -> dict[str, torch.Tensor]:
     k, n = t.qweight.shape[0], t.qweight.shape[1] * 8
     qweight = torch.empty(n, k // 8, dtype=torch.int32, device=t.qweight.device)
-    for n0 in range(0, n, REPACK_ROWS):
-        n1 = min(n, n0 + REPACK_ROWS)
-        codes = unpack_gemm(t.qweight[:, n0 // 8 : n1 // 8])  # [K, rows]
-        qweight[n0:n1] = pack_seq(codes.t().contiguous())  # packed along K like GEMV / compressed-tensors
-    zeros = unpack_gemm(t.qzeros)  # [K/G, N]
-    return {"qweight_nk": qweight, "sz_gn": pack_scale_zero(t.scales, zeros)}
+    for n0, n1, codes in _row_slices(t):
+        qweight[n0:n1] = pack_seq(codes)  # packed along K like GEMV / compressed-tensors
+    return {"qweight_nk": qweight, "sz_gn": _sz_of(t)}
 
 
 def nk_to_gemm(d: dict[str, torch.Tensor]) -> GemmTensors:
-    codes = unpack_seq(d["qweight_nk"])  # [N, K]
-    return GemmTensors(
-        qweight=pack_gemm(codes.t().contiguous()),
-        qzeros=pack_gemm((d["sz_gn"] >> 16).to(torch.uint8)),
-        scales=(d["sz_gn"] & 0xFFFF).to(torch.int16).view(torch.float16),
-    )
+    return _gemm_from(unpack_seq(d["qweight_nk"]), d["sz_gn"])
 
 
 # ---------------------------------------------------------------------------------------------- nk_frag
@@ -136,21 +150,13 @@ def unpack_frag(words: torch.Tensor) -> torch.Tensor:
 def gemm_to_frag(t: GemmTensors) -> dict[str, torch.Tensor]:
     k, n = t.qweight.shape[0], t.qweight.shape[1] * 8
     words = torch.empty(n // 16, k // 64, 32, 4, dtype=torch.int32, device=t.qweight.device)
-    for n0 in range(0, n, REPACK_ROWS):  # REPACK_ROWS is a multiple of 16
-        n1 = min(n, n0 + REPACK_ROWS)
-        codes = unpack_gemm(t.qweight[:, n0 // 8 : n1 // 8]).t().contiguous()  # [rows, K]
+    for n0, n1, codes in _row_slices(t):  # REPACK_ROWS is a multiple of 16
         words[n0 // 16 : n1 // 16] = pack_frag(codes)
-    zeros = unpack_gemm(t.qzeros)
-    return {"qweight_frag": words, "sz_gn": pack_scale_zero(t.scales, zeros)}
+    return {"qweight_frag": words, "sz_gn": _sz_of(t)}
 
 
 def frag_to_gemm(d: dict[str, torch.Tensor]) -> GemmTensors:
-    codes = unpack_frag(d["qweight_frag"])  # [N, K]
-    return GemmTensors(
-        qweight=pack_gemm(codes.t().contiguous()),
-        qzeros=pack_gemm((d["sz_gn"] >> 16).to(torch.uint8)),
-        scales=(d["sz_gn"] & 0xFFFF).to(torch.int16).view(torch.float16),
-    )
+    return _gemm_from(unpack_frag(d["qweight_frag"]), d["sz_gn"])
 
 
 # ----------------------------------------------------------------------------------------- cpu_int4pack
@@ -173,10 +179,8 @@ def gemm_to_cpu(t: GemmTensors, dtype: torch.dtype = CPU_COMPUTE_DTYPE) -> dict[
     k, n = t.qweight.shape[0], t.qweight.shape[1] * 8
     packed = torch.empty(n, k // 2, dtype=torch.uint8)
     # the kernel's packing is independent per block of 64 output rows, so it can go a slice at a time
-    for n0 in range(0, n, REPACK_ROWS):
-        n1 = min(n, n0 + REPACK_ROWS)
-        codes = unpack_gemm(t.qweight[:, n0 // 8 : n1 // 8]).t().contiguous().to(torch.int32)  # [rows, K]
-        packed[n0:n1] = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
+    for n0, n1, codes in _row_slices(t):
+        packed[n0:n1] = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32), 1)
     zeros = unpack_gemm(t.qzeros)  # [K/G, N] uint8
     return {
         "weight_int4pack": packed,
