@@ -178,7 +178,7 @@ def bench_case(m: int, k: int, n: int, g: int, dtype: torch.dtype, bw: float) ->
     row["cublas_us"] = kernel_time_us(lambda: torch.nn.functional.linear(x, dense))
     row["fastawq_us"] = kernel_time_us(lambda: run(x, w, g, None))  # the first call tunes (warm-up)
     row["choice"] = triton_awq.choice(x, w, g, None)
-    row["tuning"] = triton_awq.TUNE_LOG.get(triton_awq._key(x, n, k, g, None), [])
+    row["tuning"] = triton_awq.TUNE_LOG.get(triton_awq.NK_TUNER.key(x, n, k, g, None), [])
     row["bound_us"] = int4_bytes(m, k, n, g) / bw * 1e6
     row["speedup"] = row["cublas_us"] / row["fastawq_us"]
     row["pct_of_bound"] = 100 * row["bound_us"] / row["fastawq_us"]

@@ -30,12 +30,14 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import triton
 import triton.language as tl
+
+from fastawq.kernels import layouts
 
 GROUP_SIZES = (16, 32, 64, 128, 256)
 
@@ -931,7 +933,6 @@ def dequant_matmul(
 # or with FASTAWQ_TUNE=0, the untuned defaults run instead.
 
 Candidate = tuple[str, "TileConfig | None"]
-_TUNED: dict[tuple[object, ...], Candidate] = {}
 #: per tuned key: [(kernel, config, microseconds)] as measured, for benchmarks and debugging
 TUNE_LOG: dict[tuple[object, ...], list[tuple[str, str, float]]] = {}
 
@@ -1011,8 +1012,7 @@ def _run(
 
 def _tune(
     x2d: torch.Tensor, w: dict[str, torch.Tensor], g: int, bias: torch.Tensor | None, key: tuple[object, ...],
-    cands: list[Candidate] | None = None, run: Callable[..., torch.Tensor] | None = None,
-    fallback: Candidate | None = None,
+    cands: list[Candidate], run: Callable[..., torch.Tensor], fallback: Candidate,
 ) -> Candidate:  # fmt: skip
     """Time every candidate (cold L2, median of 7) and return the fastest.
 
@@ -1021,11 +1021,6 @@ def _tune(
     candidate's best median, which damps a passing slowdown of the card (two passes of five calls
     once kept a 36 % slower config on an H100: BENCHMARKS.md).
     """
-    m, k = x2d.shape
-    n = w["sz_gn"].shape[1]
-    if cands is None:
-        cands = candidates(m, n, k, g, x2d.dtype)
-    run = run or _run
     ready: list[Candidate] = []
     for c in cands:
         try:
@@ -1034,7 +1029,7 @@ def _tune(
         except Exception:  # a config the card cannot hold (shared memory, registers): not a candidate
             continue
     if not ready:
-        return fallback or _default(m, n, k, g)
+        return fallback
     flush = torch.empty(64 << 20, dtype=torch.uint8, device=x2d.device)
     start = [torch.cuda.Event(enable_timing=True) for _ in range(7)]
     end = [torch.cuda.Event(enable_timing=True) for _ in range(7)]
@@ -1054,46 +1049,75 @@ def _tune(
     return ready[min(range(len(ready)), key=times.__getitem__)]
 
 
-def _key(x2d: torch.Tensor, n: int, k: int, g: int, bias: torch.Tensor | None) -> tuple[object, ...]:
-    return (x2d.device.index, x2d.dtype, _bucket(x2d.shape[0]), n, k, g, bias is not None)
+_MISSING: Any = object()
+
+
+@dataclass(eq=False)
+class Tuner:
+    """The tuned choice for one runtime layout: what to time, how to run and plan a candidate.
+
+    ``__call__`` is the layout's ``auto`` kernel. A shape seen before goes straight to its plan; the
+    plan key holds the input width and the scale/zero tensor's shape, so a hit was validated when it
+    was made. The first call of a (device, dtype, M bucket, shape, G, bias?) tunes, except under the
+    interpreter, with FASTAWQ_TUNE=0, off CUDA or while a CUDA graph is captured: then the untuned
+    default runs and nothing is remembered (a later call may tune).
+    """
+
+    layout: str
+    check: Callable[[torch.Tensor, dict[str, torch.Tensor], int], tuple[int, int, int]]
+    candidates: Callable[[int, int, int, int, torch.dtype], list[Candidate]]
+    default: Callable[[int, int, int, int], Candidate]
+    run: Callable[[Candidate, torch.Tensor, dict[str, torch.Tensor], int, torch.Tensor | None], torch.Tensor]
+    plan_of: Callable[[Candidate, int, int, int, int, torch.dtype, bool], Plan | None]
+    dequant_matmul: Callable[[torch.Tensor, dict[str, torch.Tensor], int, torch.Tensor | None], torch.Tensor]
+    #: the tuned candidate per :meth:`key`
+    tuned: dict[tuple[object, ...], Candidate] = field(default_factory=dict)
+    #: the tuned plan per (device, dtype, M, K, sz shape, G, bias?); None: dequantize + cuBLAS
+    plans: dict[tuple[object, ...], Plan | None] = field(default_factory=dict)
+
+    def key(self, x2d: torch.Tensor, n: int, k: int, g: int, bias: torch.Tensor | None) -> tuple[object, ...]:
+        return (self.layout, x2d.device.index, x2d.dtype, _bucket(x2d.shape[0]), n, k, g, bias is not None)
+
+    def choice(self, x2d: torch.Tensor, w: dict[str, torch.Tensor], g: int, bias: torch.Tensor | None) -> str:
+        """What a call runs for this shape (after it has run once)."""
+        m, n, k = self.check(x2d, w, g)
+        c = self.tuned.get(self.key(x2d, n, k, g, bias)) or self.default(m, n, k, g)
+        return f"{c[0]} {c[1].describe() if c[1] else ''}".strip()
+
+    def __call__(
+        self, x2d: torch.Tensor, w: dict[str, torch.Tensor], g: int, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        fast = (x2d.get_device(), x2d.dtype, x2d.shape[0], x2d.shape[1], w["sz_gn"].shape, g, bias is not None)
+        p = self.plans.get(fast, _MISSING)
+        if p is _MISSING:
+            m, n, k = self.check(x2d, w, g)
+            key = self.key(x2d, n, k, g, bias)
+            c = self.tuned.get(key)
+            if c is None:
+                no_tune = (
+                    interpreting()
+                    or os.environ.get("FASTAWQ_TUNE", "1") == "0"
+                    or x2d.device.type != "cuda"
+                    or torch.cuda.is_current_stream_capturing()
+                )
+                if no_tune:
+                    return self.run(self.default(m, n, k, g), x2d, w, g, bias)
+                cands = self.candidates(m, n, k, g, x2d.dtype)
+                c = self.tuned[key] = _tune(x2d, w, g, bias, key, cands, self.run, self.default(m, n, k, g))
+            p = self.plans[fast] = self.plan_of(c, m, n, k, g, x2d.dtype, bias is not None)
+        if p is None:
+            return self.dequant_matmul(x2d, w, g, bias)
+        return _execute(p, x2d, w, bias)
+
+
+NK_TUNER = Tuner(layouts.NK_INT4, _check, candidates, _default, _run, _plan_of, dequant_matmul)
+
+
+def auto(x2d: torch.Tensor, w: dict[str, torch.Tensor], g: int, bias: torch.Tensor | None) -> torch.Tensor:
+    """The tuned choice among GEMV, MMA, fused GEMM and dequantize + cuBLAS for this call's shape."""
+    return NK_TUNER(x2d, w, g, bias)
 
 
 def choice(x2d: torch.Tensor, w: dict[str, torch.Tensor], g: int, bias: torch.Tensor | None) -> str:
     """What :func:`auto` runs for this call (after it has run once)."""
-    m, n, k = _check(x2d, w, g)
-    c = _TUNED.get(_key(x2d, n, k, g, bias)) or _default(m, n, k, g)
-    return f"{c[0]} {c[1].describe() if c[1] else ''}".strip()
-
-
-#: the tuned plan per (device, dtype, M, K, weight shape, G, bias?); None: dequantize + cuBLAS
-_AUTO: dict[tuple[object, ...], Plan | None] = {}
-_MISSING: Any = object()
-
-
-def auto(x2d: torch.Tensor, w: dict[str, torch.Tensor], g: int, bias: torch.Tensor | None) -> torch.Tensor:
-    """The tuned choice among GEMV, MMA, fused GEMM and dequantize + cuBLAS for this call's shape.
-
-    A shape seen before goes straight to its plan; its key holds the input width and the weight's
-    shape, so a hit was validated when it was made.
-    """
-    qw = w["qweight_nk"]
-    fast = (x2d.get_device(), x2d.dtype, x2d.shape[0], x2d.shape[1], qw.shape, g, bias is not None)
-    p = _AUTO.get(fast, _MISSING)
-    if p is _MISSING:
-        m, n, k = _check(x2d, w, g)
-        key = _key(x2d, n, k, g, bias)
-        c = _TUNED.get(key)
-        if c is None:
-            no_tune = (
-                interpreting()
-                or os.environ.get("FASTAWQ_TUNE", "1") == "0"
-                or x2d.device.type != "cuda"
-                or torch.cuda.is_current_stream_capturing()
-            )
-            if no_tune:  # not remembered: a later call may tune
-                return _run(_default(m, n, k, g), x2d, w, g, bias)
-            c = _TUNED[key] = _tune(x2d, w, g, bias, key)
-        p = _AUTO[fast] = _plan_of(c, m, n, k, g, x2d.dtype, bias is not None)
-    if p is None:
-        return dequant_matmul(x2d, w, g, bias)
-    return _execute(p, x2d, w, bias)
+    return NK_TUNER.choice(x2d, w, g, bias)

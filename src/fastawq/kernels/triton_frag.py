@@ -22,8 +22,6 @@ compiled code: no layout conversion in the loop). Against ``nk_int4``'s tensor-c
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
@@ -36,6 +34,7 @@ from fastawq.kernels.triton_awq import (
     Candidate,
     Plan,
     TileConfig,
+    Tuner,
     _bucket,
     _code,
     _emu_pair,
@@ -43,7 +42,6 @@ from fastawq.kernels.triton_awq import (
     _half_value,
     _plan,
     _scale,
-    _tune,
     interpreting,
 )
 
@@ -480,52 +478,26 @@ def _run(
     return frag_dequant_matmul(x2d, w, g, bias)
 
 
-_TUNED: dict[tuple[object, ...], Candidate] = {}
-_AUTO: dict[tuple[object, ...], Plan | None] = {}
-_MISSING: object = object()
+def _plan_of(c: Candidate, m: int, n: int, k: int, g: int, dtype: torch.dtype, has_bias: bool) -> Plan | None:
+    """The launch plan of a candidate (None: dequantize + cuBLAS)."""
+    name, cfg = c
+    if cfg is None:
+        return None
+    make = plan_frag_gemv if name == "frag_gemv" else plan_frag_mma
+    return make(m, n, k, g, dtype, has_bias, cfg)
 
 
-def _key(x2d: torch.Tensor, n: int, k: int, g: int, bias: torch.Tensor | None) -> tuple[object, ...]:
-    return ("frag", x2d.device.index, x2d.dtype, _bucket(x2d.shape[0]), n, k, g, bias is not None)
-
-
-def choice(x2d: torch.Tensor, w: dict[str, torch.Tensor], g: int, bias: torch.Tensor | None) -> str:
-    """What :func:`frag_auto` runs for this call (after it has run once)."""
-    m, n, k = _check(x2d, w, g)
-    c = _TUNED.get(_key(x2d, n, k, g, bias)) or _default(m, n, k, g)
-    return f"{c[0]} {c[1].describe() if c[1] else ''}".strip()
+FRAG_TUNER = Tuner(layouts.NK_FRAG, _check, candidates, _default, _run, _plan_of, frag_dequant_matmul)
 
 
 def frag_auto(x2d: torch.Tensor, w: dict[str, torch.Tensor], g: int, bias: torch.Tensor | None) -> torch.Tensor:
     """The tuned choice among GEMV, MMA and dequantize + cuBLAS on ``nk_frag`` (like ``triton_awq.auto``)."""
-    fast = (x2d.get_device(), x2d.dtype, x2d.shape[0], x2d.shape[1], w["sz_gn"].shape, g, bias is not None)
-    p = _AUTO.get(fast, _MISSING)
-    if p is _MISSING:
-        m, n, k = _check(x2d, w, g)
-        key = _key(x2d, n, k, g, bias)
-        c = _TUNED.get(key)
-        if c is None:
-            no_tune = (
-                interpreting()
-                or os.environ.get("FASTAWQ_TUNE", "1") == "0"
-                or x2d.device.type != "cuda"
-                or torch.cuda.is_current_stream_capturing()
-            )
-            if no_tune:
-                return _run(_default(m, n, k, g), x2d, w, g, bias)
-            c = _TUNED[key] = _tune(x2d, w, g, bias, key, candidates(m, n, k, g, x2d.dtype), _run, _default(m, n, k, g))
-        name, cfg = c
-        if cfg is None:
-            p = None
-        elif name == "frag_gemv":
-            p = plan_frag_gemv(m, n, k, g, x2d.dtype, bias is not None, cfg)
-        else:
-            p = plan_frag_mma(m, n, k, g, x2d.dtype, bias is not None, cfg)
-        _AUTO[fast] = p
-    if p is None:
-        return frag_dequant_matmul(x2d, w, g, bias)
-    assert isinstance(p, Plan)
-    return _execute(p, x2d, w, bias)
+    return FRAG_TUNER(x2d, w, g, bias)
+
+
+def choice(x2d: torch.Tensor, w: dict[str, torch.Tensor], g: int, bias: torch.Tensor | None) -> str:
+    """What :func:`frag_auto` runs for this call (after it has run once)."""
+    return FRAG_TUNER.choice(x2d, w, g, bias)
 
 
 __all__ = ["TUNE_LOG", "candidates", "choice", "frag_auto", "frag_dequant_matmul", "frag_dequantize", "frag_gemv",
