@@ -360,31 +360,29 @@ def _pairs_asm(f16: bool) -> str:
 
 _ASM_PAIRS_F16: tl.constexpr = tl.constexpr(_pairs_asm(f16=True))
 _ASM_PAIRS_BF16: tl.constexpr = tl.constexpr(_pairs_asm(f16=False))
-_ASM_DOT_F16: tl.constexpr = tl.constexpr("""{
-.reg .b32 a;
-.reg .b16 lo, hi;
-.reg .f32 fl, fh;
-mul.rn.f16x2 a, $1, $5;
-fma.rn.f16x2 a, $2, $6, a;
-fma.rn.f16x2 a, $3, $7, a;
-fma.rn.f16x2 a, $4, $8, a;
-mov.b32 {lo, hi}, a;
-cvt.f32.f16 fl, lo;
-cvt.f32.f16 fh, hi;
-add.f32 fl, fl, fh;
-mov.b32 $0, fl;
-}""")
-_ASM_DOT_BF16: tl.constexpr = tl.constexpr("""{
-.reg .b32 a, z, lo, hi;
-mov.b32 z, 0x80008000;
-fma.rn.bf16x2 a, $1, $5, z;
-fma.rn.bf16x2 a, $2, $6, a;
-fma.rn.bf16x2 a, $3, $7, a;
-fma.rn.bf16x2 a, $4, $8, a;
-shl.b32 lo, a, 16;
-and.b32 hi, a, 0xffff0000;
-add.f32 $0, lo, hi;
-}""")
+
+
+def _dot_asm(f16: bool, pairs: int) -> str:
+    """fp32 Σ of ``pairs`` pair products: $1…$pairs the weight pairs, the next ``pairs`` inputs the x
+    pairs; each lane accumulates in the activation dtype (first product rounded, then fmas), then the
+    two lanes are added in fp32. bf16 starts from an fma with −0 (no bf16x2 multiply is used)."""
+    w = [f"${1 + i}" for i in range(pairs)]
+    x = [f"${1 + pairs + i}" for i in range(pairs)]
+    if f16:
+        body = [".reg .b32 a;", ".reg .b16 lo, hi;", ".reg .f32 fl, fh;", f"mul.rn.f16x2 a, {w[0]}, {x[0]};"]
+        body += [f"fma.rn.f16x2 a, {w[i]}, {x[i]}, a;" for i in range(1, pairs)]
+        body += ["mov.b32 {lo, hi}, a;", "cvt.f32.f16 fl, lo;", "cvt.f32.f16 fh, hi;", "add.f32 fl, fl, fh;",
+                 "mov.b32 $0, fl;"]  # fmt: skip
+    else:
+        body = [".reg .b32 a, z, lo, hi;", "mov.b32 z, 0x80008000;", f"fma.rn.bf16x2 a, {w[0]}, {x[0]}, z;"]
+        body += [f"fma.rn.bf16x2 a, {w[i]}, {x[i]}, a;" for i in range(1, pairs)]
+        body += ["shl.b32 lo, a, 16;", "and.b32 hi, a, 0xffff0000;", "add.f32 $0, lo, hi;"]
+    return "{\n" + "\n".join(body) + "\n}"
+
+
+_ASM_DOT_F16: tl.constexpr = tl.constexpr(_dot_asm(f16=True, pairs=4))
+_ASM_DOT_BF16: tl.constexpr = tl.constexpr(_dot_asm(f16=False, pairs=4))
+
 _ASM_X64_F16: tl.constexpr = tl.constexpr("""{
 .reg .b32 c;
 mov.b32 c, 0x24002400;
@@ -447,18 +445,18 @@ def _x_pairs(x_ptr, row_off, words, mask, DT: tl.constexpr, ASM: tl.constexpr):
     x1 = tl.load(base + 1, mask=mask, other=0)
     x2 = tl.load(base + 2, mask=mask, other=0)
     x3 = tl.load(base + 3, mask=mask, other=0)
+    return _x_scaled(x0, DT, ASM), _x_scaled(x1, DT, ASM), _x_scaled(x2, DT, ASM), _x_scaled(x3, DT, ASM)
+
+
+@triton.jit
+def _x_scaled(x, DT: tl.constexpr, ASM: tl.constexpr):
+    """fp16 x pairs (int32) scaled by 1/64, so a word's partial sums stay far from fp16's range; bf16 as is."""
     if tl.float16 == DT:
         if ASM:
-            x0 = tl.inline_asm_elementwise(_ASM_X64_F16, "=r,r", [x0], dtype=tl.int32, is_pure=True, pack=1)
-            x1 = tl.inline_asm_elementwise(_ASM_X64_F16, "=r,r", [x1], dtype=tl.int32, is_pure=True, pack=1)
-            x2 = tl.inline_asm_elementwise(_ASM_X64_F16, "=r,r", [x2], dtype=tl.int32, is_pure=True, pack=1)
-            x3 = tl.inline_asm_elementwise(_ASM_X64_F16, "=r,r", [x3], dtype=tl.int32, is_pure=True, pack=1)
+            return tl.inline_asm_elementwise(_ASM_X64_F16, "=r,r", [x], dtype=tl.int32, is_pure=True, pack=1)
         else:
-            x0 = _emu_pair(_half_value(x0, DT) / 64, _half_value(x0 >> 16, DT) / 64, DT)
-            x1 = _emu_pair(_half_value(x1, DT) / 64, _half_value(x1 >> 16, DT) / 64, DT)
-            x2 = _emu_pair(_half_value(x2, DT) / 64, _half_value(x2 >> 16, DT) / 64, DT)
-            x3 = _emu_pair(_half_value(x3, DT) / 64, _half_value(x3 >> 16, DT) / 64, DT)
-    return x0, x1, x2, x3
+            return _emu_pair(_half_value(x, DT) / 64, _half_value(x >> 16, DT) / 64, DT)
+    return x
 
 
 @triton.jit

@@ -28,7 +28,6 @@ import triton.language as tl
 
 from fastawq.kernels import layouts
 from fastawq.kernels.triton_awq import (
-    _ASM_X64_F16,
     _PLANS,
     TUNE_LOG,
     Candidate,
@@ -37,11 +36,13 @@ from fastawq.kernels.triton_awq import (
     Tuner,
     _bucket,
     _code,
+    _dot_asm,
     _emu_pair,
     _execute,
     _half_value,
     _plan,
     _scale,
+    _x_scaled,
     interpreting,
 )
 
@@ -79,27 +80,8 @@ _ASM_FRAG_BF16: tl.constexpr = tl.constexpr(_frag_asm(f16=False, halves=True))
 _ASM_FPAIRS_F16: tl.constexpr = tl.constexpr(_frag_asm(f16=True, halves=False))
 _ASM_FPAIRS_BF16: tl.constexpr = tl.constexpr(_frag_asm(f16=False, halves=False))
 # Σ of two pairs' products (rows g or g + 8 of a word: pairs 0·xa + 2·xb, or 1·xa + 3·xb) in fp32
-_ASM_DOT2_F16: tl.constexpr = tl.constexpr("""{
-.reg .b32 a;
-.reg .b16 lo, hi;
-.reg .f32 fl, fh;
-mul.rn.f16x2 a, $1, $3;
-fma.rn.f16x2 a, $2, $4, a;
-mov.b32 {lo, hi}, a;
-cvt.f32.f16 fl, lo;
-cvt.f32.f16 fh, hi;
-add.f32 fl, fl, fh;
-mov.b32 $0, fl;
-}""")
-_ASM_DOT2_BF16: tl.constexpr = tl.constexpr("""{
-.reg .b32 a, z, lo, hi;
-mov.b32 z, 0x80008000;
-fma.rn.bf16x2 a, $1, $3, z;
-fma.rn.bf16x2 a, $2, $4, a;
-shl.b32 lo, a, 16;
-and.b32 hi, a, 0xffff0000;
-add.f32 $0, lo, hi;
-}""")
+_ASM_DOT2_F16: tl.constexpr = tl.constexpr(_dot_asm(f16=True, pairs=2))
+_ASM_DOT2_BF16: tl.constexpr = tl.constexpr(_dot_asm(f16=False, pairs=2))
 
 
 @triton.jit
@@ -240,17 +222,6 @@ def _dot2(pa, pb, xa, xb, DT: tl.constexpr, ASM: tl.constexpr):
         d = _half_value(pa, DT) * _half_value(xa, DT) + _half_value(pa >> 16, DT) * _half_value(xa >> 16, DT)
         d += _half_value(pb, DT) * _half_value(xb, DT) + _half_value(pb >> 16, DT) * _half_value(xb >> 16, DT)
         return d
-
-
-@triton.jit
-def _x_scaled(x, DT: tl.constexpr, ASM: tl.constexpr):
-    """fp16 x pairs scaled by 1/64 (a word's partial sums stay far from fp16's range); bf16 as is."""
-    if tl.float16 == DT:
-        if ASM:
-            return tl.inline_asm_elementwise(_ASM_X64_F16, "=r,r", [x], dtype=tl.int32, is_pure=True, pack=1)
-        else:
-            return _emu_pair(_half_value(x, DT) / 64, _half_value(x >> 16, DT) / 64, DT)
-    return x
 
 
 @triton.jit
