@@ -138,6 +138,36 @@ def _unpack_join(qw):
 
 
 @triton.jit
+def _store_mn(acc, b_ptr, y_ptr, rows, offs_n, mask_m, mask_n, stride_ym, pid_k, HAS_BIAS: tl.constexpr,
+              ATOMIC: tl.constexpr):  # fmt: skip
+    """Epilogue of acc [BM, BN] (x rows × output columns): + bias (K slice 0 only), store or atomic add."""
+    if HAS_BIAS:
+        b = tl.load(b_ptr + offs_n, mask=mask_n & ((offs_n * 0 + pid_k) == 0), other=0.0).to(tl.float32)
+        acc += b[None, :]
+    y_ptrs = y_ptr + rows[:, None] * stride_ym + offs_n[None, :]
+    y_mask = mask_m[:, None] & mask_n[None, :]
+    if not ATOMIC:
+        tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=y_mask)
+    else:
+        tl.atomic_add(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=y_mask, sem="relaxed")
+
+
+@triton.jit
+def _store_nm(acc, b_ptr, y_ptr, offs_n, offs_m, mask_n, mask_m, stride_ym, pid_k, HAS_BIAS: tl.constexpr,
+              ATOMIC: tl.constexpr):  # fmt: skip
+    """The same for acc [BN, BM] (the swapped-operand MMA kernels' W·xᵀ)."""
+    if HAS_BIAS:
+        bias = tl.load(b_ptr + offs_n, mask=mask_n & ((offs_n * 0 + pid_k) == 0), other=0.0).to(tl.float32)
+        acc += bias[:, None]
+    y_ptrs = y_ptr + offs_m[None, :] * stride_ym + offs_n[:, None]
+    y_mask = mask_n[:, None] & mask_m[None, :]
+    if not ATOMIC:
+        tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=y_mask)
+    else:
+        tl.atomic_add(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=y_mask, sem="relaxed")
+
+
+@triton.jit
 def _gemv_kernel(
     x_ptr, qw_ptr, sz_ptr, b_ptr, y_ptr,
     M, N, K, stride_xm, stride_ym,
@@ -193,15 +223,7 @@ def _gemv_kernel(
                 xj = tl.load(x_ptr + m0 * stride_xm + (g0 * GW + words) * 8 + j).to(tl.float32)  # [NG, GW]
                 part3 += (_nibble(qw, j) - zf[:, :, None]) * xj[None, :, :]
             acc += tl.sum(tl.sum(part3, axis=2) * s, axis=1)[None, :]
-    if HAS_BIAS:
-        b = tl.load(b_ptr + offs_n, mask=mask_n & ((offs_n * 0 + pid_k) == 0), other=0.0).to(tl.float32)
-        acc += b[None, :]
-    y_ptrs = y_ptr + rows[:, None] * stride_ym + offs_n[None, :]
-    y_mask = (rows < M)[:, None] & mask_n[None, :]
-    if SPLIT == 1:
-        tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=y_mask)
-    else:
-        tl.atomic_add(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=y_mask, sem="relaxed")
+    _store_mn(acc, b_ptr, y_ptr, rows, offs_n, rows < M, mask_n, stride_ym, pid_k, HAS_BIAS, SPLIT > 1)
 
 
 @triton.jit
@@ -538,16 +560,8 @@ def _gemv_pairs_kernel(
                 acc = tl.where((tl.arange(0, BM) == i)[:, None], acc + contrib[None, :], acc)
     if BM == 1:
         acc += tl.sum(tl.sum(acc3, axis=2), axis=1)[None, :]
-    if HAS_BIAS:
-        b = tl.load(b_ptr + offs_n, mask=mask_n & ((offs_n * 0 + pid_k) == 0), other=0.0).to(tl.float32)
-        acc += b[None, :]
     rows = m0 + tl.arange(0, BM)
-    y_ptrs = y_ptr + rows[:, None] * stride_ym + offs_n[None, :]
-    y_mask = (rows < M)[:, None] & mask_n[None, :]
-    if SPLIT == 1:
-        tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=y_mask)
-    else:
-        tl.atomic_add(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=y_mask, sem="relaxed")
+    _store_mn(acc, b_ptr, y_ptr, rows, offs_n, rows < M, mask_n, stride_ym, pid_k, HAS_BIAS, SPLIT > 1)
 
 
 @triton.jit
@@ -632,15 +646,7 @@ def _mma_kernel(
                 else:
                     d = tl.dot(q - z.to(q.dtype)[:, None], tl.trans(x))
                 acc += s[:, None] * d
-    if HAS_BIAS:
-        bias = tl.load(b_ptr + offs_n, mask=mask_n & ((offs_n * 0 + pid_k) == 0), other=0.0).to(tl.float32)
-        acc += bias[:, None]
-    y_ptrs = y_ptr + offs_m[None, :] * stride_ym + offs_n[:, None]
-    y_mask = mask_n[:, None] & mask_m[None, :]
-    if not ATOMIC:
-        tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=y_mask)
-    else:
-        tl.atomic_add(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=y_mask, sem="relaxed")
+    _store_nm(acc, b_ptr, y_ptr, offs_n, offs_m, mask_n, mask_m, stride_ym, pid_k, HAS_BIAS, ATOMIC)
 
 
 @triton.jit

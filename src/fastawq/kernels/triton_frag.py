@@ -42,6 +42,7 @@ from fastawq.kernels.triton_awq import (
     _half_value,
     _plan,
     _scale,
+    _store_nm,
     _x_scaled,
     interpreting,
 )
@@ -177,15 +178,7 @@ def _frag_mma_kernel(
         else:
             d = tl.dot(a, tl.trans(x))
         acc += s[:, None] * d
-    if HAS_BIAS:
-        bias = tl.load(b_ptr + offs_n, mask=mask_n & ((offs_n * 0 + pid_k) == 0), other=0.0).to(tl.float32)
-        acc += bias[:, None]
-    y_ptrs = y_ptr + offs_m[None, :] * stride_ym + offs_n[:, None]
-    y_mask = mask_n[:, None] & mask_m[None, :]
-    if not ATOMIC:
-        tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=y_mask)
-    else:
-        tl.atomic_add(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=y_mask, sem="relaxed")
+    _store_nm(acc, b_ptr, y_ptr, offs_n, offs_m, mask_n, mask_m, stride_ym, pid_k, HAS_BIAS, ATOMIC)
 
 
 @triton.jit
