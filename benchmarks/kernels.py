@@ -323,23 +323,30 @@ def sweep(
     return out
 
 
+def time_tiles(tiles: list[dict[str, int]], fn: Callable[[dict[str, int]], Any]) -> list[dict[str, Any]]:
+    """Kernel time of ``fn(tile)`` for every tile that runs (failures printed), fastest first."""
+    res: list[dict[str, Any]] = []
+    for c in tiles:
+        try:
+            t = kernel_time_us(lambda c=c: fn(c))  # type: ignore[misc]
+        except Exception as exc:  # out of resources etc.
+            print("failed", c, type(exc).__name__, flush=True)
+            continue
+        res.append({**c, "us": t})
+    return sorted(res, key=lambda r: r["us"])
+
+
 def dequant_sweep(bw: float, shapes: list[tuple[int, int]], path: str, info: Any) -> None:
     """Time the dequantize kernel (the first half of the prefill path) over its tile shapes."""
     out = []
     for k, n in shapes:
         w = random_nk(k, n, 128, torch.Generator().manual_seed(k + n))
         bound = (k * n * 2 + k * n // 2) / bw * 1e6  # write fp16 + read int4
-        res = []
-        for bn, bk, nw in itertools.product((16, 32, 64, 128), (128, 256, 512), (4, 8)):
-            try:
-                t = kernel_time_us(
-                    lambda w=w, bn=bn, bk=bk, nw=nw: triton_awq.dequantize(w, 128, torch.float16, bn, bk, nw)  # type: ignore[misc]
-                )
-            except Exception as exc:
-                print("failed", bn, bk, nw, type(exc).__name__, flush=True)
-                continue
-            res.append({"bn": bn, "bk": bk, "num_warps": nw, "us": t})
-        res.sort(key=lambda r: r["us"])
+        tiles = [
+            {"bn": bn, "bk": bk, "num_warps": nw}
+            for bn, bk, nw in itertools.product((16, 32, 64, 128), (128, 256, 512), (4, 8))
+        ]
+        res = time_tiles(tiles, lambda c, w=w: triton_awq.dequantize(w, 128, torch.float16, **c))  # type: ignore[misc]
         default = next(r for r in res if (r["bn"], r["bk"], r["num_warps"]) == (32, 512, 4))
         print(f"dequant K={k} N={n} bound {bound:6.1f}us default {default['us']:6.1f}us best {res[0]}", flush=True)
         out.append({"k": k, "n": n, "bound_us": bound, "results": res})
@@ -355,21 +362,12 @@ def frag_dequant_sweep(bw: float, shapes: list[tuple[int, int]], path: str, info
         wf = frag_of(w)
         bound = (k * n * 2 + k * n // 2) / bw * 1e6  # write fp16 + read int4
         nk = kernel_time_us(lambda w=w: triton_awq.dequantize(w, 128, torch.float16))  # type: ignore[misc]
-        res = []
-        for bn, groups, nw in itertools.product((32, 64, 128), (1, 2, 4), (2, 4, 8)):
-            if bn // 16 > nw * 2:
-                continue
-            try:
-                t = kernel_time_us(
-                    lambda wf=wf, bn=bn, groups=groups, nw=nw: triton_frag.frag_dequantize(  # type: ignore[misc]
-                        wf, 128, torch.float16, bn, groups, nw
-                    )
-                )
-            except Exception as exc:
-                print("failed", bn, groups, nw, type(exc).__name__, flush=True)
-                continue
-            res.append({"bn": bn, "groups": groups, "num_warps": nw, "us": t})
-        res.sort(key=lambda r: r["us"])
+        tiles = [
+            {"bn": bn, "groups": groups, "num_warps": nw}
+            for bn, groups, nw in itertools.product((32, 64, 128), (1, 2, 4), (2, 4, 8))
+            if bn // 16 <= nw * 2
+        ]
+        res = time_tiles(tiles, lambda c, wf=wf: triton_frag.frag_dequantize(wf, 128, torch.float16, **c))  # type: ignore[misc]
         default = next(r for r in res if (r["bn"], r["groups"], r["num_warps"]) == (64, 1, 4))
         print(f"frag dequant K={k} N={n} bound {bound:6.1f}us nk_int4 {nk:6.1f}us frag default {default['us']:6.1f}us"
               f" best {res[0]}", flush=True)  # fmt: skip
