@@ -227,7 +227,7 @@ def sweep_candidates(kinds: str, m: int, g: int) -> list[tuple[str, TileConfig]]
         for bm, bn, bk, split in itertools.product(bms, (64, 128), bks, (1, 4, 8) if m <= 128 else (1, 2)):
             for nw in (4, 8) if bn * bm >= 128 * 64 else (4,):
                 cands.append(("mma", TileConfig(bm, bn, bk, nw, 3, split=split)))
-    elif kinds == "pipeline":  # the tensor-core kernel's loads: Triton's pipeline vs register prefetch
+    elif kinds == "pipeline":  # the tensor-core kernel's load schemes
         tiles = {
             16: [(16, 128, g, 8, 4), (16, 64, 2 * g, 8, 4), (16, 64, g, 4, 4)],
             32: [(32, 128, g, 8, 4), (32, 64, g, 4, 4), (32, 128, 2 * g, 4, 4)],
@@ -235,11 +235,12 @@ def sweep_candidates(kinds: str, m: int, g: int) -> list[tuple[str, TileConfig]]
             128: [(128, 64, g, 4, 4), (64, 128, g, 4, 4), (128, 128, g, 4, 8)],
             512: [(128, 128, g, 1, 8), (128, 64, g, 1, 4), (128, 128, g, 2, 8), (256, 128, g, 1, 8)],
         }[max(16, min(512, triton.next_power_of_2(m)))]
-        # (loads left to Triton: scale/zero prefetch sz0/sz1, stages; or by hand: sz2 + codes prefetch pf)
-        loads = [(2, 0, False, 3), (0, 0, True, 3), (0, 0, True, 4), (1, 0, True, 3), (0, 0, False, 3),
-                 (2, 1, True, 3), (2, 2, True, 3)]  # fmt: skip
-        for (bm, bn, bk, split, nw), (sz, pf, words, st), deq in itertools.product(tiles, loads, (False, True)):
-            cfg = TileConfig(bm, bn, bk, nw, st, split=split, deq=deq, prefetch=pf, words=words, sz_ahead=sz)
+        # (scale/zero loads: in the loop or one group ahead, leaving every load to Triton's pipeline; or
+        # two ahead by hand, which keeps the loop synchronous) × code loads (words or bytes) × stages. The
+        # run in BENCHMARKS.md also timed a register prefetch of the codes, dropped since (never ahead).
+        loads = [(2, False, 3), (0, True, 3), (0, True, 4), (1, True, 3), (0, False, 3)]
+        for (bm, bn, bk, split, nw), (sz, words, st), deq in itertools.product(tiles, loads, (False, True)):
+            cfg = TileConfig(bm, bn, bk, nw, st, split=split, deq=deq, words=words, sz_ahead=sz)
             cands.append(("mma", cfg))
     elif m <= 4:
         for bn, bk, nw, ns in itertools.product((8, 16, 32), (256, 512, 1024), (2, 4), (1, 2, 3)):

@@ -136,10 +136,10 @@ TRITON_CASES = [
     ("mma", TileConfig(32, 16, 128, 4, 2, split=3), 9, 384, 32, 32),  # 4 groups per step, 3 slices
     ("mma", TileConfig(16, 32, 128, 4, 2, split=2, deq=True), 5, 512, 48, 64),  # fp16 dequantized in registers
     ("mma", TileConfig(64, 32, 64, 4, 2, split=1, deq=True), 70, 384, 32, 32),
-    ("mma", TileConfig(16, 32, 64, 4, 2, split=2, prefetch=1), 5, 512, 48, 64),  # codes and x a group ahead
-    ("mma", TileConfig(16, 16, 128, 4, 2, split=1, prefetch=2, words=True), 3, 256, 32, 32),  # 2 ahead
-    ("mma", TileConfig(64, 32, 128, 4, 2, split=3, prefetch=2, deq=True), 33, 384, 48, 128),  # 1 group/slice
-    ("mma", TileConfig(64, 32, 64, 4, 2, split=1, prefetch=1), 70, 384, 32, 32),  # x not prefetched (BM 64)
+    ("mma", TileConfig(16, 32, 64, 4, 2, split=2, sz_ahead=1), 5, 512, 48, 64),  # scales one group ahead
+    ("mma", TileConfig(16, 16, 128, 4, 2, split=1, words=True), 3, 256, 32, 32),  # int32-word code loads
+    ("mma", TileConfig(64, 32, 128, 4, 2, split=3, deq=True, sz_ahead=0), 33, 384, 48, 128),  # 1 group/slice
+    ("mma", TileConfig(64, 32, 64, 4, 2, split=1, sz_ahead=1), 70, 384, 32, 32),
     ("mma", TileConfig(16, 32, 64, 4, 3, split=2, sz_ahead=0, words=True), 5, 512, 48, 64),  # Triton's pipeline
     ("mma", TileConfig(32, 16, 128, 4, 3, split=3, sz_ahead=1, deq=True), 9, 384, 32, 32),
     ("dequant_matmul", None, 7, 256, 64, 64),

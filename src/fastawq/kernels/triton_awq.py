@@ -59,7 +59,7 @@ class TileConfig:
     deq: bool = False
     #: GEMV: packed-pair arithmetic (two fp16/bf16 lanes per instruction, fp32 sums per word)
     pairs: bool = False
-    #: MMA: groups of packed codes loaded ahead of their use, in registers (0…2)
+    #: nk_frag GEMV: load the next step's words before computing this one (0: no, 1: yes)
     prefetch: int = 0
     #: MMA: load the codes as int32 words and split them into bytes in registers (else byte loads)
     words: bool = False
@@ -569,8 +569,7 @@ def _mma_kernel(
     x_ptr, qw_ptr, sz_ptr, b_ptr, y_ptr,
     M, N, K, stride_xm, stride_ym, groups_per_split,
     G: tl.constexpr, HAS_BIAS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, NG: tl.constexpr,
-    ATOMIC: tl.constexpr, ASM: tl.constexpr, UPCAST: tl.constexpr, DEQ: tl.constexpr, PF: tl.constexpr,
-    SZ: tl.constexpr,
+    ATOMIC: tl.constexpr, ASM: tl.constexpr, UPCAST: tl.constexpr, DEQ: tl.constexpr, SZ: tl.constexpr,
 ):  # fmt: skip
     """Tensor cores with the operands swapped: acc[BN, BM] = W·xᵀ, NG groups of K per step.
 
@@ -579,8 +578,7 @@ def _mma_kernel(
     q − z (exact in fp16/bf16) and applies its scale to the fp32 result:
     y[n] += s[n, g] · Σ_k (q[n, k] − z[n, g])·x[k]. DEQ (fp16): the tile is dequantized in registers
     and the MMA accumulates across groups. Several programs along K add into a zeroed output with
-    atomics (ATOMIC). PF (0…2): the packed codes are loaded that many groups ahead of their use, into
-    registers (Triton's pipeliner leaves these loads alone, so without it every group waits for DRAM).
+    atomics (ATOMIC).
     """
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
@@ -600,12 +598,6 @@ def _mma_kernel(
     if SZ >= 2:
         sz2 = tl.load(sz_ptr + tl.minimum(g_lo + 1, g_last) * N + offs_n, mask=mask_n, other=0)
     x_ptrs = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :]
-    if PF >= 1:
-        b1 = _load_codes(qw_ptr, offs_n, mask_n, g_lo * G, K, BN, G, ASM)
-        if BM <= 32:  # a few registers: x is fetched a group ahead too
-            x1 = tl.load(x_ptrs + g_lo * G, mask=mask_m[:, None], other=0.0)
-    if PF >= 2:
-        b2 = _load_codes(qw_ptr, offs_n, mask_n, tl.minimum(g_lo + 1, g_last) * G, K, BN, G, ASM)
     for g0 in range(g_lo, g_last + 1, NG):
         for i in tl.static_range(NG):  # NG groups per step: longer runs of each weight row per step
             g = g0 + i
@@ -621,21 +613,8 @@ def _mma_kernel(
             s = _scale(sz)
             z = _zero(sz)
             k0 = g * G
-            if PF >= 1 and BM <= 32:
-                x = x1
-                x1 = tl.load(x_ptrs + tl.minimum(g + 1, g_last) * G, mask=mask_m[:, None], other=0.0)
-            else:
-                x = tl.load(x_ptrs + k0, mask=mask_m[:, None], other=0.0)
-            if PF == 0:
-                b = _load_codes(qw_ptr, offs_n, mask_n, k0, K, BN, G, ASM)
-            elif PF == 1:
-                b = b1
-                b1 = _load_codes(qw_ptr, offs_n, mask_n, tl.minimum(g + 1, g_last) * G, K, BN, G, ASM)
-            else:
-                b = b1
-                b1 = b2
-                b2 = _load_codes(qw_ptr, offs_n, mask_n, tl.minimum(g + 2, g_last) * G, K, BN, G, ASM)
-            q = _decode_codes(b, BN, G, x.dtype, ASM)
+            x = tl.load(x_ptrs + k0, mask=mask_m[:, None], other=0.0)
+            q = _decode_codes(_load_codes(qw_ptr, offs_n, mask_n, k0, K, BN, G, ASM), BN, G, x.dtype, ASM)
             if DEQ:  # fp16: (q - z) is exact and one rounding of ·s gives the reference's fp16 weight
                 w = (q - z.to(tl.float16)[:, None]) * s.to(tl.float16)[:, None]
                 acc = tl.dot(w, tl.trans(x), acc)
@@ -876,7 +855,7 @@ def plan_mma(m: int, n: int, k: int, g: int, dtype: torch.dtype, has_bias: bool,
         key, _mma_kernel, (triton.cdiv(n, cfg.bn), triton.cdiv(m, cfg.bm), split), (kg // split,),
         cfg.num_warps, cfg.num_stages, split > 1, False, G=g, HAS_BIAS=has_bias, BM=cfg.bm, BN=cfg.bn, NG=ng,
         ATOMIC=split > 1, ASM=asm, UPCAST=dtype == torch.bfloat16 and interpreting(),
-        DEQ=cfg.deq and dtype == torch.float16, PF=cfg.prefetch, SZ=cfg.sz_ahead,
+        DEQ=cfg.deq and dtype == torch.float16, SZ=cfg.sz_ahead,
     )  # fmt: skip
 
 
