@@ -42,6 +42,15 @@ EXTRA_MS = [1, 16, 128, 512]
 
 
 _FLUSH: list[torch.Tensor] = []
+
+
+def _flush_buffer() -> torch.Tensor:
+    """The 256 MiB buffer whose reading (or writing) evicts the 50 MiB L2 before a timed call."""
+    if not _FLUSH:
+        _FLUSH.append(torch.empty(256 << 20, dtype=torch.uint8, device="cuda"))
+    return _FLUSH[0]
+
+
 #: "read": the L2 is flushed by reading 256 MiB (it ends up holding clean lines of another buffer, as
 #: after the previous layer's kernel in a real forward pass); "write": by overwriting 256 MiB, which
 #: leaves ~50 MiB of dirty lines that the timed kernel then pays to write back (triton's do_bench way).
@@ -58,17 +67,16 @@ def kernel_time_us(fn: Callable[[], Any], reps: int = 30) -> float:
     ``torch.cuda._sleep`` so the GPU is still busy while the CPU enqueues the call; the events then
     bracket only the kernel(s) of ``fn``.
     """
-    if not _FLUSH:
-        _FLUSH.append(torch.empty(256 << 20, dtype=torch.uint8, device="cuda"))
+    flush = _flush_buffer()
     for _ in range(3):
         fn()
     start = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     end = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     for i in range(reps):
         if FLUSH_MODE[0] == "read":
-            _FLUSH[0].view(torch.int32).max()
+            flush.view(torch.int32).max()
         else:
-            _FLUSH[0].zero_()
+            flush.zero_()
         torch.cuda._sleep(400_000)
         start[i].record()
         fn()
@@ -85,15 +93,14 @@ def gpu_time_us(fn: Callable[[], Any], reps: int = 20) -> float:
     excludes the ~4 µs that the two CUDA events and the launch add around even an empty kernel
     (BENCHMARKS.md), so it is the number to hold against the memory bound. NaN if profiling fails.
     """
-    if not _FLUSH:
-        _FLUSH.append(torch.empty(256 << 20, dtype=torch.uint8, device="cuda"))
+    flush = _flush_buffer()
     for _ in range(3):
         fn()
     torch.cuda.synchronize()
     try:
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
             for _ in range(reps):
-                _FLUSH[0].view(torch.int32).max()
+                flush.view(torch.int32).max()
                 torch.cuda._sleep(100_000)
                 fn()
             torch.cuda.synchronize()
@@ -207,6 +214,10 @@ def bench_case(m: int, k: int, n: int, g: int, dtype: torch.dtype, bw: float) ->
     return row
 
 
+#: the nk_int4 kernels a sweep candidate names
+SWEEP_KERNELS = {"gemv": triton_awq.gemv, "gemm": triton_awq.gemm, "mma": triton_awq.mma}
+
+
 def sweep_candidates(kinds: str, m: int, g: int) -> list[tuple[str, TileConfig]]:
     """The tile configs a sweep times at M rows (group size g)."""
     cands: list[tuple[str, TileConfig]] = []
@@ -270,7 +281,7 @@ def compile_slice(args: argparse.Namespace, shapes: list[tuple[int, ...]], ms: l
                 j += 1
                 if j % n_jobs != i:
                     continue
-                fn = {"gemv": triton_awq.gemv, "gemm": triton_awq.gemm, "mma": triton_awq.mma}[kind]
+                fn = SWEEP_KERNELS[kind]
                 try:
                     fn(x, w, 128, None, cfg)
                 except Exception:  # the timing pass reports it
@@ -294,7 +305,7 @@ def sweep(
             cublas = kernel_time_us(lambda x=x, d=dense: torch.nn.functional.linear(x, d), reps=10)  # type: ignore[misc]
             results = []
             for kind, cfg in cands:
-                fn = {"gemv": triton_awq.gemv, "gemm": triton_awq.gemm, "mma": triton_awq.mma}[kind]
+                fn = SWEEP_KERNELS[kind]
                 try:
                     t = kernel_time_us(lambda fn=fn, cfg=cfg, x=x, w=w: fn(x, w, g, None, cfg), reps=10)  # type: ignore[misc]
                 except Exception as exc:  # out of resources etc.
