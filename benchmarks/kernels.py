@@ -214,13 +214,41 @@ def bench_case(m: int, k: int, n: int, g: int, dtype: torch.dtype, bw: float) ->
     return row
 
 
-#: the nk_int4 kernels a sweep candidate names
-SWEEP_KERNELS = {"gemv": triton_awq.gemv, "gemm": triton_awq.gemm, "mma": triton_awq.mma}
+#: the kernels a sweep candidate names (``frag_*``: on the nk_frag layout)
+SWEEP_KERNELS = {
+    "gemv": triton_awq.gemv, "gemm": triton_awq.gemm, "mma": triton_awq.mma, "frag_mma": triton_frag.frag_mma
+}  # fmt: skip
+
+
+def sweep_weights(w: dict[str, torch.Tensor]) -> Callable[[str], dict[str, torch.Tensor]]:
+    """The weight in the layout a sweep candidate's kernel reads (nk_frag repacked once, on first use)."""
+    frag: list[dict[str, torch.Tensor]] = []
+
+    def of(kind: str) -> dict[str, torch.Tensor]:
+        if not kind.startswith("frag"):
+            return w
+        if not frag:
+            frag.append(frag_of(w))
+        return frag[0]
+
+    return of
 
 
 def sweep_candidates(kinds: str, m: int, g: int) -> list[tuple[str, TileConfig]]:
     """The tile configs a sweep times at M rows (group size g)."""
     cands: list[tuple[str, TileConfig]] = []
+    if kinds == "fragmma":  # the nk_frag tensor-core kernel's tiles, warps, stages and K splits
+        if m <= 32:
+            bms, splits, stages = [max(16, triton.next_power_of_2(m))], (1, 2, 4, 8), (2, 3, 4)
+        elif m <= 128:
+            bms, splits, stages = [64, 128], (1, 2, 4), (2, 3, 4)
+        else:
+            bms, splits, stages = [128, 256], (1, 2), (2, 3)
+        for bm, bn, split, st, nw in itertools.product(bms, (64, 128), splits, stages, (4, 8)):
+            if (bm == 256 and ((st > 2 and bn == 128) or nw == 4)) or (bn == 64 and nw == 8 and bm < 64):
+                continue  # shared memory / registers; 8 warps on 64 rows split x's rows between them
+            cands.append(("frag_mma", TileConfig(bm, bn, g, nw, st, split=split)))
+        return cands
     if kinds == "pairs":  # the packed-pair GEMV against the fp32 one
         bm = min(m, 8)
         for bn, bk, nw, st in itertools.product((8, 16, 32), (256, 512, 1024), (4, 8), (2, 3, 4)):
@@ -274,7 +302,7 @@ def compile_slice(args: argparse.Namespace, shapes: list[tuple[int, ...]], ms: l
     dtype = getattr(torch, args.dtype)
     j = 0
     for k, n in shapes:
-        w = random_nk(k, n, 128, torch.Generator().manual_seed(k + n))
+        w = sweep_weights(random_nk(k, n, 128, torch.Generator().manual_seed(k + n)))
         for m in ms:
             x = torch.randn(m, k, dtype=dtype, device="cuda")
             for kind, cfg in sweep_candidates(args.sweep, m, 128):
@@ -283,7 +311,7 @@ def compile_slice(args: argparse.Namespace, shapes: list[tuple[int, ...]], ms: l
                     continue
                 fn = SWEEP_KERNELS[kind]
                 try:
-                    fn(x, w, 128, None, cfg)
+                    fn(x, w(kind), 128, None, cfg)
                 except Exception:  # the timing pass reports it
                     pass
     torch.cuda.synchronize()
@@ -298,16 +326,22 @@ def sweep(
     for k, n in shapes:
         gen = torch.Generator().manual_seed(k + n)
         w = random_nk(k, n, g, gen)
+        w_of = sweep_weights(w)
         dense = (torch.randn(n, k, generator=gen) * 0.02).to(dtype).cuda()
         for m in ms:
             x = torch.randn(m, k, generator=gen).to(dtype).cuda()
+            ref = x.float() @ triton_awq.dequantize(w, g, torch.float32).t()
             cands = sweep_candidates(kinds, m, g)
             cublas = kernel_time_us(lambda x=x, d=dense: torch.nn.functional.linear(x, d), reps=10)  # type: ignore[misc]
             results = []
             for kind, cfg in cands:
                 fn = SWEEP_KERNELS[kind]
                 try:
-                    t = kernel_time_us(lambda fn=fn, cfg=cfg, x=x, w=w: fn(x, w, g, None, cfg), reps=10)  # type: ignore[misc]
+                    wk = w_of(kind)
+                    err = float((fn(x, wk, g, None, cfg).float() - ref).norm() / ref.norm())
+                    if not err < 0.02:  # a wrong kernel must not win a sweep
+                        raise ValueError(f"relative error {err:.3g}")
+                    t = kernel_time_us(lambda fn=fn, cfg=cfg, x=x, wk=wk: fn(x, wk, g, None, cfg), reps=10)  # type: ignore[misc]
                 except Exception as exc:  # out of resources etc.
                     results.append({"kind": kind, "cfg": cfg.__dict__, "error": type(exc).__name__})
                     if len([r for r in results if "error" in r]) == 1:
@@ -329,7 +363,7 @@ def sweep(
                 sub = [r for r in ok if r["cfg"].get("pairs", False) == (variant == "pairs")]
                 if sub and kinds == "pairs":
                     print(f"    best {variant}: {sub[0]['us']:7.1f}us {sub[0]['cfg']}", flush=True)
-            out.append({"k": k, "n": n, "m": m, "bound_us": bound, "dequant_us": dq, "top": ok[:8], "cublas": cublas})
+            out.append({"k": k, "n": n, "m": m, "bound_us": bound, "dequant_us": dq, "top": ok, "cublas": cublas})
         with open(path, "w") as f:  # after every shape: a run cut short keeps what it measured
             json.dump({"info": info, "sweep": out}, f, indent=1)
     return out
@@ -394,10 +428,10 @@ def main() -> None:
     ap.add_argument(
         "--sweep",
         default="",
-        choices=["", "classic", "mma", "pairs", "dequant", "stages", "pipeline", "fragdequant"],
+        choices=["", "classic", "mma", "pairs", "dequant", "stages", "pipeline", "fragdequant", "fragmma"],
         help="search tile configs instead of the table: GEMV/GEMM (classic), the tensor-core kernel, or the"
         " packed-pair GEMV; the dequantize kernel's tiles; the MMA's pipeline depth (stages) or load scheme"
-        " (pipeline)",
+        " (pipeline); the nk_frag tensor-core kernel (fragmma)",
     )
     ap.add_argument("--shapes", default="", help="subset, e.g. 4096x4096,14336x4096")
     ap.add_argument("--ms", default="", help="row counts for the main table, e.g. 1,16,128")
