@@ -296,11 +296,40 @@ def sweep_candidates(kinds: str, m: int, g: int) -> list[tuple[str, TileConfig]]
     return cands
 
 
+def table_cases(
+    args: argparse.Namespace, shapes: list[tuple[int, ...]], ms: list[int]
+) -> list[tuple[int, int, int, int, torch.dtype]]:
+    """The table's rows, (M, K, N, group size, dtype), in the order they are measured."""
+    plan = [(torch.float16, 128, m) for m in ms] if args.part in ("all", "main") else []
+    if not args.quick and args.part in ("all", "extra"):
+        plan += [(torch.bfloat16, 128, m) for m in EXTRA_MS]
+        plan += [(torch.float16, g, m) for g in (64, 32) for m in EXTRA_MS]
+    return [(m, k, n, g, dtype) for (dtype, g, m), (k, n) in itertools.product(plan, shapes)]
+
+
 def compile_slice(args: argparse.Namespace, shapes: list[tuple[int, ...]], ms: list[int]) -> None:
     """A --jobs worker: run (and so compile) every n-th sweep candidate once on each shape."""
     i, n_jobs = (int(v) for v in args.compile_slice.split("/"))
     dtype = getattr(torch, args.dtype)
     j = 0
+    if not args.sweep:  # the table: every tuning candidate of every case, both layouts
+        for m, k, n, g, dt in table_cases(args, shapes, ms):
+            j += 1
+            if j % n_jobs != i:
+                continue
+            w = random_nk(k, n, g, torch.Generator().manual_seed(k + n))
+            x = torch.randn(m, k, dtype=dt, device="cuda")
+            cands: list[tuple[Any, Any, Any]] = [(triton_awq._run, c, w) for c in triton_awq.candidates(m, n, k, g, dt)]
+            if FRAG[0] and layouts.frag_supported(k, n, g) is None:
+                wf = frag_of(w)
+                cands += [(triton_frag._run, c, wf) for c in triton_frag.candidates(m, n, k, g, dt)]
+            for run, c, wk in cands:
+                try:
+                    run(c, x, wk, g, None)
+                except Exception:  # the timing pass reports it
+                    pass
+        torch.cuda.synchronize()
+        return
     for k, n in shapes:
         w = sweep_weights(random_nk(k, n, 128, torch.Generator().manual_seed(k + n)))
         for m in ms:
@@ -422,16 +451,64 @@ def frag_dequant_sweep(bw: float, shapes: list[tuple[int, int]], path: str, info
         json.dump({"info": info, "frag_dequant": out}, f, indent=1)
 
 
+def split_k_sweep(bw: float, shapes: list[tuple[int, int]], path: str, info: Any, ms: list[int]) -> None:
+    """Split-K with the fp32 workspace (one kernel) against adding into a zeroed output (memset + kernel),
+    for the tuner's split candidates of both layouts."""
+    out = []
+    g = 128
+    for k, n in shapes:
+        gen = torch.Generator().manual_seed(k + n)
+        w = random_nk(k, n, g, gen)
+        wf = frag_of(w) if layouts.frag_supported(k, n, g) is None else None
+        for m in ms:
+            x = torch.randn(m, k, generator=gen).half().cuda()
+            ref = x.float() @ triton_awq.dequantize(w, g, torch.float32).t()
+            cands = [("nk_int4", c) for c in triton_awq.candidates(m, n, k, g)]
+            cands += [("nk_frag", c) for c in triton_frag.candidates(m, n, k, g)] if wf is not None else []
+            for layout, (name, cfg) in cands:
+                if cfg is None or cfg.split < 2:
+                    continue
+                wk = wf if layout == "nk_frag" else w
+                run = triton_frag._run if layout == "nk_frag" else triton_awq._run
+
+                def call(run=run, name=name, cfg=cfg, wk=wk, x=x) -> torch.Tensor:  # type: ignore[no-untyped-def]
+                    return run((name, cfg), x, wk, g, None)
+
+                row: dict[str, Any] = {"k": k, "n": n, "m": m, "layout": layout, "kernel": f"{name} {cfg.describe()}"}
+                saved = triton_awq.WORKSPACE_MAX_BYTES
+                for mode, limit in (("workspace", saved), ("zeroed", 0)):
+                    triton_awq.WORKSPACE_MAX_BYTES = limit
+                    try:
+                        err = float((call().float() - ref).norm() / ref.norm())
+                        row[f"{mode}_rel_err"] = err
+                        row[f"{mode}_us"] = kernel_time_us(call)
+                        if GPU_TIME[0]:
+                            row[f"gpu_{mode}_us"] = gpu_time_us(call)
+                    finally:
+                        triton_awq.WORKSPACE_MAX_BYTES = saved
+                print(
+                    f"split K={k:5d} N={n:5d} M={m:4d} {layout} {row['kernel']:42s} workspace "
+                    f"{row['workspace_us']:6.1f}us zeroed {row['zeroed_us']:6.1f}us"
+                    + (f"  GPU {row['gpu_workspace_us']:6.1f} / {row['gpu_zeroed_us']:6.1f}us" if GPU_TIME[0] else "")
+                    + f"  err {row['workspace_rel_err']:.1e} / {row['zeroed_rel_err']:.1e}",
+                    flush=True,
+                )
+                out.append(row)
+        with open(path, "w") as f:
+            json.dump({"info": info, "split_k": out}, f, indent=1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", default="kernels.json")
     ap.add_argument(
         "--sweep",
         default="",
-        choices=["", "classic", "mma", "pairs", "dequant", "stages", "pipeline", "fragdequant", "fragmma"],
+        choices=["", "classic", "mma", "pairs", "dequant", "stages", "pipeline", "fragdequant", "fragmma", "splitk"],
         help="search tile configs instead of the table: GEMV/GEMM (classic), the tensor-core kernel, or the"
         " packed-pair GEMV; the dequantize kernel's tiles; the MMA's pipeline depth (stages) or load scheme"
-        " (pipeline); the nk_frag tensor-core kernel (fragmma)",
+        " (pipeline); the nk_frag tensor-core kernel (fragmma); split-K through the workspace or a zeroed"
+        " output (splitk)",
     )
     ap.add_argument("--shapes", default="", help="subset, e.g. 4096x4096,14336x4096")
     ap.add_argument("--ms", default="", help="row counts for the main table, e.g. 1,16,128")
@@ -444,7 +521,7 @@ def main() -> None:
     )
     ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"], help="for --sweep")
     ap.add_argument("--flush", default="read", choices=["read", "write"], help="how the L2 is flushed")
-    ap.add_argument("--jobs", type=int, default=1, help="for --sweep: compile in this many processes first")
+    ap.add_argument("--jobs", type=int, default=1, help="compile in this many processes first")
     ap.add_argument("--frag", action="store_true", help="also time the opt-in nk_frag layout (triton_frag)")
     ap.add_argument("--gpu-time", action="store_true", help="also report CUPTI kernel durations (torch.profiler)")
     ap.add_argument("--compile-slice", default="", help=argparse.SUPPRESS)  # "i/n": a --jobs worker
@@ -452,10 +529,11 @@ def main() -> None:
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")] if args.shapes else SHAPES
     ms = [int(v) for v in args.ms.split(",")] if args.ms else MS
     sweep_ms = ms if args.ms else [1, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
+    FRAG[0] = args.frag
     if args.compile_slice:
-        compile_slice(args, shapes, sweep_ms)
+        compile_slice(args, shapes, sweep_ms if args.sweep else ms)
         return
-    if args.sweep and args.jobs > 1:  # fill Triton's disk cache in parallel; the timing below then loads
+    if args.jobs > 1:  # fill Triton's disk cache in parallel; the timing below then loads
         t0 = time.perf_counter()
         procs = [
             subprocess.Popen([sys.executable, *sys.argv, "--compile-slice", f"{i}/{args.jobs}"])
@@ -490,6 +568,9 @@ def main() -> None:
     if args.sweep == "fragdequant":
         frag_dequant_sweep(bw, shapes, args.json, info)
         return
+    if args.sweep == "splitk":
+        split_k_sweep(bw, shapes, args.json, info, ms if args.ms else [1, 4, 16, 32, 64, 128])
+        return
     if args.sweep:
         sweep(bw, shapes, getattr(torch, args.dtype), args.json, info, args.sweep, sweep_ms)  # type: ignore[arg-type]
         return
@@ -503,11 +584,7 @@ def main() -> None:
         + (f" {'frag':>7s}" if args.gpu_time and args.frag else "")
     )
     print(header)
-    plan = [(torch.float16, 128, m) for m in ms] if args.part in ("all", "main") else []
-    if not args.quick and args.part in ("all", "extra"):
-        plan += [(torch.bfloat16, 128, m) for m in EXTRA_MS]
-        plan += [(torch.float16, g, m) for g in (64, 32) for m in EXTRA_MS]
-    for (dtype, g, m), (k, n) in itertools.product(plan, shapes):
+    for m, k, n, g, dtype in table_cases(args, shapes, ms):
         r = bench_case(m, k, n, g, dtype, bw)
         rows.append(r)
         print(

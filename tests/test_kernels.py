@@ -159,13 +159,74 @@ def test_triton_kernels_match_float64(
     gen = torch.Generator().manual_seed(m + k)
     x = torch.randn(m, k, generator=gen).to(dtype)
     bias = torch.randn(n, generator=gen).half()
-    if getattr(config, "split", 1) > 1 and dtype == torch.bfloat16 and not HAS_CUDA:
-        pytest.skip("Triton's interpreter has no bf16 atomics; the GPU run covers this case")
     args = (x.to(DEV), nk, g, bias.to(DEV)) + ((config,) if config is not None else ())
     got = getattr(triton_awq, kernel)(*args)
     assert got.dtype == dtype and got.shape == (m, n)
     ref = x.double() @ w + bias.double()
     assert sqnr_db(got, ref) > SQNR_FLOOR[dtype]
+
+
+SPLIT_CASES = [  # split-K plans of each kernel family: (kernel, config, M, K, N, group size)
+    ("gemv", TileConfig(1, 16, 256, 4, 1, join=True, split=4), 1, 1024, 48, 64),
+    ("gemv", TileConfig(2, 8, 256, 4, 1, pairs=True, split=2), 3, 512, 24, 128),
+    ("mma", TileConfig(16, 32, 64, 4, 2, split=3), 5, 384, 80, 64),
+]
+
+
+def _workspace_is_zero() -> bool:
+    return all(bool((ws == 0).all()) and bool((cnt == 0).all()) for ws, cnt in triton_awq._WORKSPACES.values())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize(("kernel", "config", "m", "k", "n", "g"), SPLIT_CASES)
+def test_split_k_sums_in_fp32_and_leaves_its_workspace_zeroed(
+    kernel: str, config: object, m: int, k: int, n: int, g: int, dtype: torch.dtype
+) -> None:
+    """Split-K without a zeroed output: the K slices add into the fp32 workspace and the last one writes
+    y; the next call (another input) must not see anything of the previous one."""
+    t, w = random_gemm(k, n, g, seed=k + n, device=DEV)
+    nk = layouts.gemm_to_nk(t)
+    gen = torch.Generator().manual_seed(m)
+    fn = getattr(triton_awq, kernel)
+    for _ in range(2):
+        x = torch.randn(m, k, generator=gen).to(dtype)
+        got = fn(x.to(DEV), nk, g, None, config)
+        assert triton_awq._WORKSPACES and _workspace_is_zero()
+        assert sqnr_db(got, x.double() @ w) > SQNR_FLOOR[dtype]
+
+
+def test_split_k_without_a_workspace_adds_into_a_zeroed_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outputs too large for the workspace (and calls inside a CUDA graph capture) take the fallback."""
+    _, config, m, k, n, g = SPLIT_CASES[2]
+    t, w = random_gemm(k, n, g, seed=3, device=DEV)
+    nk = layouts.gemm_to_nk(t)
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(3)).half()
+    monkeypatch.setattr(triton_awq, "WORKSPACE_MAX_BYTES", 0)
+    monkeypatch.setattr(triton_awq, "_WORKSPACES", {})
+    got = triton_awq.mma(x.to(DEV), nk, g, None, config)
+    assert not triton_awq._WORKSPACES
+    assert sqnr_db(got, x.double() @ w) > SQNR_FLOOR[torch.float16]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+def test_split_k_on_two_streams_uses_two_workspaces() -> None:
+    t, w = random_gemm(4096, 1024, 128, seed=11, device=DEV)
+    nk = layouts.gemm_to_nk(t)
+    cfg = TileConfig(16, 64, 128, 4, 3, split=8)
+    gen = torch.Generator().manual_seed(11)
+    xs = [torch.randn(16, 4096, generator=gen).half() for _ in range(2)]
+    streams = [torch.cuda.Stream() for _ in range(2)]
+    outs = []
+    for _ in range(20):  # both streams busy at once, many times
+        for x, st in zip(xs, streams, strict=True):
+            with torch.cuda.stream(st):
+                outs.append(triton_awq.mma(x.cuda(non_blocking=False), nk, 128, None, cfg))
+    torch.cuda.synchronize()
+    keys = {key for key in triton_awq._WORKSPACES if key[1] in {st.cuda_stream for st in streams}}
+    assert len(keys) == 2 and _workspace_is_zero()
+    for i, y in enumerate(outs):
+        assert sqnr_db(y, xs[i % 2].double() @ w) > SQNR_FLOOR[torch.float16]
 
 
 @pytest.mark.gpu

@@ -138,41 +138,58 @@ def _unpack_join(qw):
 
 
 @triton.jit
-def _store_mn(acc, b_ptr, y_ptr, rows, offs_n, mask_m, mask_n, stride_ym, pid_k, HAS_BIAS: tl.constexpr,
-              ATOMIC: tl.constexpr):  # fmt: skip
-    """Epilogue of acc [BM, BN] (x rows × output columns): + bias (K slice 0 only), store or atomic add."""
+def _finish(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, ATOMIC: tl.constexpr, WS: tl.constexpr):
+    """Write one program's fp32 tile: a plain store, or (ATOMIC: the programs along grid axis 2 each
+    hold one slice of K) an atomic add into a zeroed y, or (ATOMIC and WS) split-K without that zeroing:
+    each slice adds into the fp32 workspace, which starts zeroed, and bumps the tile's counter; the
+    last slice to arrive writes the sum to y and leaves workspace and counter zeroed for the next call.
+    """
+    if not ATOMIC:
+        tl.store(y_ptrs, acc.to(y_ptrs.dtype.element_ty), mask=mask)
+    elif not WS:
+        tl.atomic_add(y_ptrs, acc.to(y_ptrs.dtype.element_ty), mask=mask, sem="relaxed")
+    else:
+        tl.atomic_add(ws_ptrs, acc, mask=mask, sem="relaxed")
+        tl.debug_barrier()  # every thread's adds happen before the counter's release (one thread's atomic)
+        tile = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
+        if tl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel") == tl.num_programs(2) - 1:
+            # read and re-zero in one atomic (as int32 bits: the interpreter has no float exchange)
+            bits = tl.atomic_xchg(ws_ptrs.to(tl.pointer_type(tl.int32)), tl.zeros_like(acc).to(tl.int32), mask=mask,
+                                  sem="relaxed")  # fmt: skip
+            tl.store(y_ptrs, bits.to(tl.float32, bitcast=True).to(y_ptrs.dtype.element_ty), mask=mask)
+            tl.store(cnt_ptr + tile, 0)
+
+
+@triton.jit
+def _store_mn(acc, b_ptr, y_ptr, ws_ptr, cnt_ptr, rows, offs_n, mask_m, mask_n, N, stride_ym, pid_k,
+              HAS_BIAS: tl.constexpr, ATOMIC: tl.constexpr, WS: tl.constexpr):  # fmt: skip
+    """Epilogue of acc [BM, BN] (x rows × output columns): + bias (K slice 0 only), then :func:`_finish`."""
     if HAS_BIAS:
         b = tl.load(b_ptr + offs_n, mask=mask_n & ((offs_n * 0 + pid_k) == 0), other=0.0).to(tl.float32)
         acc += b[None, :]
     y_ptrs = y_ptr + rows[:, None] * stride_ym + offs_n[None, :]
-    y_mask = mask_m[:, None] & mask_n[None, :]
-    if not ATOMIC:
-        tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=y_mask)
-    else:
-        tl.atomic_add(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=y_mask, sem="relaxed")
+    ws_ptrs = ws_ptr + rows[:, None] * N + offs_n[None, :]
+    _finish(acc, y_ptrs, ws_ptrs, mask_m[:, None] & mask_n[None, :], cnt_ptr, ATOMIC, WS)
 
 
 @triton.jit
-def _store_nm(acc, b_ptr, y_ptr, offs_n, offs_m, mask_n, mask_m, stride_ym, pid_k, HAS_BIAS: tl.constexpr,
-              ATOMIC: tl.constexpr):  # fmt: skip
+def _store_nm(acc, b_ptr, y_ptr, ws_ptr, cnt_ptr, offs_n, offs_m, mask_n, mask_m, N, stride_ym, pid_k,
+              HAS_BIAS: tl.constexpr, ATOMIC: tl.constexpr, WS: tl.constexpr):  # fmt: skip
     """The same for acc [BN, BM] (the swapped-operand MMA kernels' W·xᵀ)."""
     if HAS_BIAS:
         bias = tl.load(b_ptr + offs_n, mask=mask_n & ((offs_n * 0 + pid_k) == 0), other=0.0).to(tl.float32)
         acc += bias[:, None]
     y_ptrs = y_ptr + offs_m[None, :] * stride_ym + offs_n[:, None]
-    y_mask = mask_n[:, None] & mask_m[None, :]
-    if not ATOMIC:
-        tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=y_mask)
-    else:
-        tl.atomic_add(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=y_mask, sem="relaxed")
+    ws_ptrs = ws_ptr + offs_m[None, :] * N + offs_n[:, None]
+    _finish(acc, y_ptrs, ws_ptrs, mask_n[:, None] & mask_m[None, :], cnt_ptr, ATOMIC, WS)
 
 
 @triton.jit
 def _gemv_kernel(
-    x_ptr, qw_ptr, sz_ptr, b_ptr, y_ptr,
+    x_ptr, qw_ptr, sz_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr,
     M, N, K, stride_xm, stride_ym,
     G: tl.constexpr, HAS_BIAS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, NG: tl.constexpr,
-    JOIN: tl.constexpr, SPLIT: tl.constexpr,
+    JOIN: tl.constexpr, SPLIT: tl.constexpr, WS: tl.constexpr,
 ):  # fmt: skip
     """One program: BN output columns × 1/SPLIT of K for BM rows of x, NG groups per step.
 
@@ -223,12 +240,14 @@ def _gemv_kernel(
                 xj = tl.load(x_ptr + m0 * stride_xm + (g0 * GW + words) * 8 + j).to(tl.float32)  # [NG, GW]
                 part3 += (_nibble(qw, j) - zf[:, :, None]) * xj[None, :, :]
             acc += tl.sum(tl.sum(part3, axis=2) * s, axis=1)[None, :]
-    _store_mn(acc, b_ptr, y_ptr, rows, offs_n, rows < M, mask_n, stride_ym, pid_k, HAS_BIAS, SPLIT > 1)
+    _store_mn(
+        acc, b_ptr, y_ptr, ws_ptr, cnt_ptr, rows, offs_n, rows < M, mask_n, N, stride_ym, pid_k, HAS_BIAS, SPLIT > 1, WS
+    )
 
 
 @triton.jit
 def _gemm_kernel(
-    x_ptr, qw_ptr, sz_ptr, b_ptr, y_ptr,
+    x_ptr, qw_ptr, sz_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr,
     M, N, K, stride_xm, stride_ym,
     G: tl.constexpr, HAS_BIAS: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr, JOIN: tl.constexpr,
@@ -501,10 +520,10 @@ def _pair_dot(p0, p1, p2, p3, x0, x1, x2, x3, DT: tl.constexpr, ASM: tl.constexp
 
 @triton.jit
 def _gemv_pairs_kernel(
-    x_ptr, qw_ptr, sz_ptr, b_ptr, y_ptr,
+    x_ptr, qw_ptr, sz_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr,
     M, N, K, stride_xm, stride_ym,
     G: tl.constexpr, HAS_BIAS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, NG: tl.constexpr,
-    SPLIT: tl.constexpr, ASM: tl.constexpr, PIPE: tl.constexpr,
+    SPLIT: tl.constexpr, ASM: tl.constexpr, PIPE: tl.constexpr, WS: tl.constexpr,
 ):  # fmt: skip
     """The GEMV of :func:`_gemv_kernel` with packed-pair arithmetic (see the sequences above).
 
@@ -561,15 +580,18 @@ def _gemv_pairs_kernel(
     if BM == 1:
         acc += tl.sum(tl.sum(acc3, axis=2), axis=1)[None, :]
     rows = m0 + tl.arange(0, BM)
-    _store_mn(acc, b_ptr, y_ptr, rows, offs_n, rows < M, mask_n, stride_ym, pid_k, HAS_BIAS, SPLIT > 1)
+    _store_mn(
+        acc, b_ptr, y_ptr, ws_ptr, cnt_ptr, rows, offs_n, rows < M, mask_n, N, stride_ym, pid_k, HAS_BIAS, SPLIT > 1, WS
+    )
 
 
 @triton.jit
 def _mma_kernel(
-    x_ptr, qw_ptr, sz_ptr, b_ptr, y_ptr,
+    x_ptr, qw_ptr, sz_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr,
     M, N, K, stride_xm, stride_ym, groups_per_split,
     G: tl.constexpr, HAS_BIAS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, NG: tl.constexpr,
     ATOMIC: tl.constexpr, ASM: tl.constexpr, UPCAST: tl.constexpr, DEQ: tl.constexpr, SZ: tl.constexpr,
+    WS: tl.constexpr,
 ):  # fmt: skip
     """Tensor cores with the operands swapped: acc[BN, BM] = W·xᵀ, NG groups of K per step.
 
@@ -625,7 +647,9 @@ def _mma_kernel(
                 else:
                     d = tl.dot(q - z.to(q.dtype)[:, None], tl.trans(x))
                 acc += s[:, None] * d
-    _store_nm(acc, b_ptr, y_ptr, offs_n, offs_m, mask_n, mask_m, stride_ym, pid_k, HAS_BIAS, ATOMIC)
+    _store_nm(
+        acc, b_ptr, y_ptr, ws_ptr, cnt_ptr, offs_n, offs_m, mask_n, mask_m, N, stride_ym, pid_k, HAS_BIAS, ATOMIC, WS
+    )
 
 
 @triton.jit
@@ -672,7 +696,7 @@ FAST_LAUNCH = os.environ.get("FASTAWQ_FAST_LAUNCH", "1") != "0"
 class Plan:
     kernel: triton.JITFunction
     grid: tuple[int, int, int]
-    #: integer arguments after (x, qweight, sz, bias, y, M, N, K, stride_xm, stride_ym)
+    #: integer arguments after (x, qweight, sz, bias, y, workspace, counters, M, N, K, stride_xm, stride_ym)
     extra: tuple[int, ...]
     consts: tuple[tuple[str, object], ...]
     num_warps: int
@@ -683,6 +707,10 @@ class Plan:
     int32_x: bool
     #: the layout tensor holding the codes (``qweight_nk`` or ``qweight_frag``)
     weight: str = "qweight_nk"
+    #: split-K through the fp32 workspace and tile counters (see :func:`_finish`); ``fallback`` is the
+    #: same kernel adding into a zeroed output, for calls that get no workspace
+    ws: bool = False
+    fallback: Plan | None = None
 
 
 _PLANS: dict[tuple[object, ...], Plan] = {}
@@ -693,11 +721,55 @@ _COMPILED: dict[tuple[object, ...], tuple[object, tuple[object, ...]]] = {}
 def _plan(key: tuple[object, ...], kernel: triton.JITFunction, grid: tuple[int, ...], extra: tuple[int, ...],
           num_warps: int, num_stages: int, zero_y: bool, int32_x: bool, weight: str = "qweight_nk",
           **consts: object) -> Plan:  # fmt: skip
-    """Make and intern the plan of ``key`` (the plan_* builders look it up first)."""
+    """Make and intern the plan of ``key`` (the plan_* builders look it up first).
+
+    A split-K plan (``zero_y``) of a kernel with the ``WS`` switch runs through the workspace, with
+    the zeroed-output variant as its fallback.
+    """
     grid3 = (grid + (1, 1))[:3]
-    plan = Plan(kernel, grid3, extra, tuple(consts.items()), num_warps, num_stages, zero_y, int32_x, weight)  # type: ignore[arg-type]
+    args = (kernel, grid3, extra)
+    if "WS" not in kernel.arg_names:
+        plan = Plan(*args, tuple(consts.items()), num_warps, num_stages, zero_y, int32_x, weight)  # type: ignore[arg-type]
+    elif not zero_y:
+        plan = Plan(*args, tuple({**consts, "WS": False}.items()), num_warps, num_stages, False, int32_x, weight)  # type: ignore[arg-type]
+    else:
+        zeroed = Plan(*args, tuple({**consts, "WS": False}.items()), num_warps, num_stages, True, int32_x, weight)  # type: ignore[arg-type]
+        plan = Plan(*args, tuple({**consts, "WS": True}.items()), num_warps, num_stages, False, int32_x, weight,  # type: ignore[arg-type]
+                    ws=True, fallback=zeroed)  # fmt: skip
     _PLANS[key] = plan
     return plan
+
+
+#: split-K workspaces per (device, stream): fp32 partial sums [M·N] and int32 tile counters, both kept
+#: zeroed between calls by the kernels themselves. Per stream, so kernels on two streams never share one.
+_WORKSPACES: dict[tuple[int | None, int], tuple[torch.Tensor, torch.Tensor]] = {}
+#: the largest fp32 workspace a layer may use; bigger split-K outputs add into a zeroed y instead
+WORKSPACE_MAX_BYTES = 64 << 20
+#: split-K goes through the workspace up to this many rows of x. On an H100 it saved 1–2 µs a call
+#: at M ≤ 16 (the zeroing kernel and its launch) and cost 10–40 % at M ≥ 64, where the fp32 partial
+#: sums outweigh them (``benchmarks/kernels.py --sweep splitk``).
+WORKSPACE_MAX_ROWS = 16
+
+
+def _workspace(device: torch.device, numel: int, tiles: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The calling stream's workspace with room for ``numel`` partial sums and ``tiles`` counters, or
+    None: too large, or a CUDA graph is being captured (a buffer made then would be zeroed only when the
+    graph replays, so captured calls use the zeroed-output variant)."""
+    if numel * 4 > WORKSPACE_MAX_BYTES:
+        return None
+    stream = 0
+    if device.type == "cuda":
+        if torch.cuda.is_current_stream_capturing():
+            return None
+        stream = torch.cuda.current_stream(device).cuda_stream
+    key = (device.index, stream)
+    buf = _WORKSPACES.get(key)
+    if buf is None or buf[0].numel() < numel or buf[1].numel() < tiles:
+        have = (buf[0].numel(), buf[1].numel()) if buf is not None else (0, 0)
+        ws = torch.zeros(max(triton.next_power_of_2(numel), have[0]), device=device, dtype=torch.float32)
+        cnt = torch.zeros(max(triton.next_power_of_2(tiles), have[1], 64), device=device, dtype=torch.int32)
+        buf = _WORKSPACES[key] = (ws, cnt)
+    return buf
 
 
 def _triton_launch(p: Plan, args: tuple[object, ...]) -> object:
@@ -716,13 +788,22 @@ def _execute(p: Plan, x2d: torch.Tensor, w: dict[str, torch.Tensor], bias: torch
     m, k = x2d.shape
     qw, sz = w[p.weight], w["sz_gn"]
     n = sz.shape[1]
+    buf = None
+    if p.ws:
+        if m <= WORKSPACE_MAX_ROWS or interpreting():  # the interpreter has no bf16 atomics for the fallback
+            buf = _workspace(x2d.device, m * n, p.grid[0] * p.grid[1])
+        if buf is None:
+            assert p.fallback is not None
+            p = p.fallback
     y = (torch.zeros if p.zero_y else torch.empty)(m, n, device=x2d.device, dtype=x2d.dtype)
     b = bias if bias is not None else y
-    args = (x2d, qw, sz, b, y, m, n, k, x2d.stride(0), n) + p.extra
+    ws, cnt = buf if buf is not None else (y, y)  # (y, y): the kernel does not touch them
+    args = (x2d, qw, sz, b, y, ws, cnt, m, n, k, x2d.stride(0), n) + p.extra
     if not FAST_LAUNCH or interpreting():
         _triton_launch(p, args)
         return y
-    ptrs = (x2d.data_ptr() % 16, qw.data_ptr() % 16, sz.data_ptr() % 16, b.data_ptr() % 16, y.data_ptr() % 16)
+    ptrs = (x2d.data_ptr() % 16, qw.data_ptr() % 16, sz.data_ptr() % 16, b.data_ptr() % 16, y.data_ptr() % 16,
+            ws.dtype, cnt.dtype)  # fmt: skip
     key = (p, x2d.device.index, x2d.dtype, b.dtype, _int_spec(x2d.stride(0)), ptrs)
     hit = _COMPILED.get(key)
     if hit is None:
@@ -846,8 +927,6 @@ def plan_mma(m: int, n: int, k: int, g: int, dtype: torch.dtype, has_bias: bool,
     kg = k // g
     ng = _groups_per_step(cfg.bk, k, g)
     split = max(1, min(cfg.split, kg // ng))
-    if interpreting() and dtype == torch.bfloat16:
-        split = 1  # Triton's interpreter has no bf16 atomics
     while kg % (split * ng):
         split -= 1
     asm = 0 if not cfg.join or interpreting() else 2 if cfg.words else 1

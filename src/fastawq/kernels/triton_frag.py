@@ -39,6 +39,7 @@ from fastawq.kernels.triton_awq import (
     _dot_asm,
     _emu_pair,
     _execute,
+    _finish,
     _half_value,
     _plan,
     _scale,
@@ -153,12 +154,12 @@ def _frag_tile(qw_ptr, sz_ptr, pid_n, g, N, K, G: tl.constexpr, BN: tl.constexpr
 
 @triton.jit
 def _frag_mma_kernel(
-    x_ptr, qw_ptr, sz_ptr, b_ptr, y_ptr,
+    x_ptr, qw_ptr, sz_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr,
     M, N, K, stride_xm, stride_ym, groups_per_split,
     G: tl.constexpr, HAS_BIAS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
-    ATOMIC: tl.constexpr, ASM: tl.constexpr, UPCAST: tl.constexpr,
+    ATOMIC: tl.constexpr, ASM: tl.constexpr, UPCAST: tl.constexpr, WS: tl.constexpr,
 ):  # fmt: skip
-    """acc[BN, BM] = W·xᵀ over one slice of K (split-K programs add with atomics)."""
+    """acc[BN, BM] = W·xᵀ over one slice of K (split-K: see ``triton_awq._finish``)."""
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     pid_k = tl.program_id(2)
@@ -178,7 +179,9 @@ def _frag_mma_kernel(
         else:
             d = tl.dot(a, tl.trans(x))
         acc += s[:, None] * d
-    _store_nm(acc, b_ptr, y_ptr, offs_n, offs_m, mask_n, mask_m, stride_ym, pid_k, HAS_BIAS, ATOMIC)
+    _store_nm(
+        acc, b_ptr, y_ptr, ws_ptr, cnt_ptr, offs_n, offs_m, mask_n, mask_m, N, stride_ym, pid_k, HAS_BIAS, ATOMIC, WS
+    )
 
 
 @triton.jit
@@ -219,10 +222,10 @@ def _dot2(pa, pb, xa, xb, DT: tl.constexpr, ASM: tl.constexpr):
 
 @triton.jit
 def _frag_gemv_kernel(
-    x_ptr, qw_ptr, sz_ptr, b_ptr, y_ptr,
+    x_ptr, qw_ptr, sz_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr,
     M, N, K, stride_xm, stride_ym, steps_per_split,
     G: tl.constexpr, HAS_BIAS: tl.constexpr, KW: tl.constexpr, ATOMIC: tl.constexpr, ASM: tl.constexpr,
-    PF: tl.constexpr,
+    PF: tl.constexpr, WS: tl.constexpr,
 ):  # fmt: skip
     """y[row, 16 rows of block pid_n] over one slice of K; warp kw takes group KW·step + kw.
 
@@ -276,11 +279,7 @@ def _frag_gemv_kernel(
     offs_n = nb * 16 + tl.arange(0, 16)
     if HAS_BIAS:
         r += tl.load(b_ptr + offs_n, mask=(offs_n * 0 + pid_k) == 0, other=0.0).to(tl.float32)
-    y_ptrs = y_ptr + row * stride_ym + offs_n
-    if not ATOMIC:
-        tl.store(y_ptrs, r.to(y_ptr.dtype.element_ty))
-    else:
-        tl.atomic_add(y_ptrs, r.to(y_ptr.dtype.element_ty), sem="relaxed")
+    _finish(r, y_ptr + row * stride_ym + offs_n, ws_ptr + row * N + offs_n, offs_n < N, cnt_ptr, ATOMIC, WS)
 
 
 @triton.jit
@@ -325,8 +324,6 @@ def plan_frag_mma(m: int, n: int, k: int, g: int, dtype: torch.dtype, has_bias: 
         return p
     kg = k // g
     split = max(1, min(cfg.split, kg))
-    if interpreting() and dtype == torch.bfloat16:
-        split = 1  # Triton's interpreter has no bf16 atomics
     while kg % split:
         split -= 1
     return _plan(
@@ -346,8 +343,6 @@ def plan_frag_gemv(m: int, n: int, k: int, g: int, dtype: torch.dtype, has_bias:
         kw //= 2
     steps = k // g // kw
     split = max(1, min(cfg.split, steps))
-    if interpreting() and dtype == torch.bfloat16:
-        split = 1
     while steps % split:
         split -= 1
     return _plan(
