@@ -475,9 +475,9 @@ def split_k_sweep(bw: float, shapes: list[tuple[int, int]], path: str, info: Any
                     return run((name, cfg), x, wk, g, None)
 
                 row: dict[str, Any] = {"k": k, "n": n, "m": m, "layout": layout, "kernel": f"{name} {cfg.describe()}"}
-                saved = triton_awq.WORKSPACE_MAX_BYTES
-                for mode, limit in (("workspace", saved), ("zeroed", 0)):
-                    triton_awq.WORKSPACE_MAX_BYTES = limit
+                saved = triton_awq.WORKSPACE_MAX_BYTES, triton_awq.WORKSPACE_MAX_ROWS
+                for mode, limits in (("workspace", (saved[0], m)), ("zeroed", (0, 0))):  # whatever M is
+                    triton_awq.WORKSPACE_MAX_BYTES, triton_awq.WORKSPACE_MAX_ROWS = limits
                     try:
                         err = float((call().float() - ref).norm() / ref.norm())
                         row[f"{mode}_rel_err"] = err
@@ -485,7 +485,7 @@ def split_k_sweep(bw: float, shapes: list[tuple[int, int]], path: str, info: Any
                         if GPU_TIME[0]:
                             row[f"gpu_{mode}_us"] = gpu_time_us(call)
                     finally:
-                        triton_awq.WORKSPACE_MAX_BYTES = saved
+                        triton_awq.WORKSPACE_MAX_BYTES, triton_awq.WORKSPACE_MAX_ROWS = saved
                 print(
                     f"split K={k:5d} N={n:5d} M={m:4d} {layout} {row['kernel']:42s} workspace "
                     f"{row['workspace_us']:6.1f}us zeroed {row['zeroed_us']:6.1f}us"
