@@ -249,6 +249,10 @@ def sweep_candidates(kinds: str, m: int, g: int) -> list[tuple[str, TileConfig]]
                 continue  # shared memory / registers; 8 warps on 64 rows split x's rows between them
             cands.append(("frag_mma", TileConfig(bm, bn, g, nw, st, split=split)))
         return cands
+    if kinds == "pairsplit":  # the packed-pair GEMV with K split over programs (split-K via the workspace)
+        for bn, bk, split, nw, st in itertools.product((8, 16, 32), (256, 512, 1024), (1, 2, 4, 8), (4, 8), (3, 4)):
+            cands.append(("gemv", TileConfig(min(m, 8), bn, bk, nw, st, pairs=True, split=split)))
+        return cands
     if kinds == "pairs":  # the packed-pair GEMV against the fp32 one
         bm = min(m, 8)
         for bn, bk, nw, st in itertools.product((8, 16, 32), (256, 512, 1024), (4, 8), (2, 3, 4)):
@@ -504,7 +508,8 @@ def main() -> None:
     ap.add_argument(
         "--sweep",
         default="",
-        choices=["", "classic", "mma", "pairs", "dequant", "stages", "pipeline", "fragdequant", "fragmma", "splitk"],
+        choices=["", "classic", "mma", "pairs", "pairsplit", "dequant", "stages", "pipeline", "fragdequant", "fragmma"]
+        + ["splitk"],
         help="search tile configs instead of the table: GEMV/GEMM (classic), the tensor-core kernel, or the"
         " packed-pair GEMV; the dequantize kernel's tiles; the MMA's pipeline depth (stages) or load scheme"
         " (pipeline); the nk_frag tensor-core kernel (fragmma); split-K through the workspace or a zeroed"
