@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from fastawq.kernels import triton_awq
+from fastawq.kernels import dispatch, triton_awq
 
 
 def per_call_us(fn: Callable[[], Any], calls: int = 1000, rounds: int = 7) -> float:
@@ -48,6 +48,7 @@ def main() -> None:
     x = torch.randn(1, k, device="cuda", dtype=torch.float16)
     mod = module_for(w, k, n, g)
     lin = torch.nn.Linear(k, n, bias=False, device="cuda", dtype=torch.float16)
+    wt = mod.layout_tensors()
     with torch.no_grad():
         mod(x)  # tunes
         choice = triton_awq.choice(x, w, g, None)
@@ -58,6 +59,12 @@ def main() -> None:
             "torch.zeros(1, N)": lambda: torch.zeros(1, n, device="cuda", dtype=torch.float16),
             "AWQLinear module": lambda: mod(x),
             "triton_awq.auto": lambda: triton_awq.auto(x, w, g, None),
+            # the module's layers one by one
+            "AWQLinear.forward (no __call__)": lambda: mod.forward(x),
+            "dispatch.select": lambda: dispatch.select(x, k, n, g, None),
+            "AWQLinear.layout_tensors()": mod.layout_tensors,
+            "KERNELS['triton'].run": lambda: dispatch.KERNELS["triton"].run(x, wt, g, None),
+            "triton_awq.auto, module's tensors": lambda: triton_awq.auto(x, wt, g, None),
         }
         for m_name, cfg in (
             ("gemv pairs", triton_awq.TileConfig(1, 16, 1024, 4, 2, pairs=True)),
@@ -69,6 +76,7 @@ def main() -> None:
             rows[f"launcher {m_name}"] = lambda fn=fn, cfg=cfg: fn(x, w, g, None, cfg)  # type: ignore[misc]
         for name, fn in rows.items():
             print(f"{name:36s} {per_call_us(fn):7.1f} us/call", flush=True)
+        print(f"{'AWQLinear module (again)':36s} {per_call_us(lambda: mod(x)):7.1f} us/call", flush=True)
         triton_awq.FAST_LAUNCH = False
         print(f"{'AWQLinear module, Triton launcher':36s} {per_call_us(lambda: mod(x)):7.1f} us/call", flush=True)
         triton_awq.FAST_LAUNCH = True
