@@ -7,7 +7,9 @@ them on the first call of each shape and M bucket and keeps the fastest):
     Decode and small batches (M ≤ 256). Tensor cores with the operands swapped (W·xᵀ), so the weight
     tile is the MMA's register operand and x (padded to ≥ 16 rows) the shared-memory one; codes are
     decoded with ``lop3`` magic-number tricks (two codes per instruction) and the zero point and scale
-    of each group are applied to the fp32 result; split-K programs add with atomics. The decoded tile
+    of each group are applied to the fp32 result. Split-K programs (several along K per output tile)
+    add fp32 partial sums into a per-stream workspace and the last to arrive writes y, up to 16 rows
+    of x; above that they add into a zeroed output with atomics (:func:`_finish`). The decoded tile
     reaches the MMA through shared memory; :mod:`.triton_frag` (opt-in layout) avoids that.
 ``triton_gemv``
     M ≤ 4 rows. One program owns ``BN`` output columns and streams their packed rows along K. The
