@@ -146,7 +146,9 @@ def test_triton_frag_is_listed() -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
-@pytest.mark.parametrize(("m", "g"), [(1, 128), (1, 64), (16, 64), (16, 128), (16, 256), (64, 128), (200, 128)])
+@pytest.mark.parametrize(
+    ("m", "g"), [(1, 128), (1, 64), (16, 64), (16, 128), (16, 256), (64, 128), (100, 128), (200, 128)]
+)
 def test_every_frag_candidate_is_correct_on_gpu(m: int, g: int, dtype: torch.dtype) -> None:
     k, n = 1024, 512
     t, w = random_gemm(k, n, g, seed=m + g, device=DEV)

@@ -413,6 +413,8 @@ def candidates(m: int, n: int, k: int, group_size: int, dtype: torch.dtype = tor
         for split in splits:
             for stages in (3, 4) if m <= 64 else (3,):
                 out.append(("frag_mma", TileConfig(bm, 64, g, 4, stages, split=split)))
+        if 64 < m <= 128:  # two 64-row tiles of x: fewer registers a thread (won 4096×6144 in --sweep fragmma)
+            out += [("frag_mma", TileConfig(64, 64, g, 4, 3, split=split)) for split in (1, 2)]
     if m >= 32:
         out.append(("frag_dequant", None))
     return out
