@@ -13,7 +13,7 @@ from fastawq.errors import FastAWQError
 from fastawq.format.awq_gemm import unpack_gemm
 from fastawq.kernels import dispatch, layouts
 
-from test_kernels import DEV, HAS_CUDA, SQNR_FLOOR, _module, random_gemm, sqnr_db
+from test_kernels import DEV, HAS_CUDA, SQNR_FLOOR, _module, assert_kernel_matches_float64, random_gemm, sqnr_db
 
 # ------------------------------------------------------------------------------------------ layout
 
@@ -85,15 +85,7 @@ FRAG_CASES = [
 def test_frag_kernels_match_float64(
     kernel: str, config: object, m: int, k: int, n: int, g: int, dtype: torch.dtype
 ) -> None:
-    t, w = random_gemm(k, n, g, seed=m * 1000 + k + n, device=DEV)
-    d = layouts.gemm_to_frag(t)
-    gen = torch.Generator().manual_seed(m + k)
-    x = torch.randn(m, k, generator=gen).to(dtype)
-    bias = torch.randn(n, generator=gen).half()
-    args = (x.to(DEV), d, g, bias.to(DEV)) + ((config,) if config is not None else ())
-    got = getattr(triton_frag, kernel)(*args)
-    assert got.dtype == dtype and got.shape == (m, n)
-    assert sqnr_db(got, x.double() @ w + bias.double()) > SQNR_FLOOR[dtype]
+    assert_kernel_matches_float64(getattr(triton_frag, kernel), layouts.gemm_to_frag, config, m, k, n, g, dtype)
 
 
 def test_frag_dequantize_is_the_reference_weight() -> None:

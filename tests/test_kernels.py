@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import pytest
 import torch
@@ -154,16 +155,22 @@ TRITON_CASES = [
 def test_triton_kernels_match_float64(
     kernel: str, config: object, m: int, k: int, n: int, g: int, dtype: torch.dtype
 ) -> None:
+    assert_kernel_matches_float64(getattr(triton_awq, kernel), layouts.gemm_to_nk, config, m, k, n, g, dtype)
+
+
+def assert_kernel_matches_float64(
+    fn: Any, to_layout: Any, config: object, m: int, k: int, n: int, g: int, dtype: torch.dtype
+) -> None:
+    """``fn`` (a kernel entry point, with ``config`` if given) on fresh random data with a bias, in the
+    layout ``to_layout`` makes of the GEMM tensors, against the float64 product."""
     t, w = random_gemm(k, n, g, seed=m * 1000 + k + n, device=DEV)
-    nk = layouts.gemm_to_nk(t)
     gen = torch.Generator().manual_seed(m + k)
     x = torch.randn(m, k, generator=gen).to(dtype)
     bias = torch.randn(n, generator=gen).half()
-    args = (x.to(DEV), nk, g, bias.to(DEV)) + ((config,) if config is not None else ())
-    got = getattr(triton_awq, kernel)(*args)
+    args = (x.to(DEV), to_layout(t), g, bias.to(DEV)) + ((config,) if config is not None else ())
+    got = fn(*args)
     assert got.dtype == dtype and got.shape == (m, n)
-    ref = x.double() @ w + bias.double()
-    assert sqnr_db(got, ref) > SQNR_FLOOR[dtype]
+    assert sqnr_db(got, x.double() @ w + bias.double()) > SQNR_FLOOR[dtype]
 
 
 SPLIT_CASES = [  # split-K plans of each kernel family: (kernel, config, M, K, N, group size)

@@ -729,15 +729,13 @@ def _plan(key: tuple[object, ...], kernel: triton.JITFunction, grid: tuple[int, 
     the zeroed-output variant as its fallback.
     """
     grid3 = (grid + (1, 1))[:3]
-    args = (kernel, grid3, extra)
-    if "WS" not in kernel.arg_names:
-        plan = Plan(*args, tuple(consts.items()), num_warps, num_stages, zero_y, int32_x, weight)  # type: ignore[arg-type]
-    elif not zero_y:
-        plan = Plan(*args, tuple({**consts, "WS": False}.items()), num_warps, num_stages, False, int32_x, weight)  # type: ignore[arg-type]
-    else:
-        zeroed = Plan(*args, tuple({**consts, "WS": False}.items()), num_warps, num_stages, True, int32_x, weight)  # type: ignore[arg-type]
-        plan = Plan(*args, tuple({**consts, "WS": True}.items()), num_warps, num_stages, False, int32_x, weight,  # type: ignore[arg-type]
-                    ws=True, fallback=zeroed)  # fmt: skip
+    has_ws = "WS" in kernel.arg_names
+
+    def make(zero: bool, ws: bool = False, fallback: Plan | None = None) -> Plan:
+        c = {**consts, "WS": ws} if has_ws else consts
+        return Plan(kernel, grid3, extra, tuple(c.items()), num_warps, num_stages, zero, int32_x, weight, ws, fallback)  # type: ignore[arg-type]
+
+    plan = make(False, ws=True, fallback=make(True)) if zero_y and has_ws else make(zero_y)
     _PLANS[key] = plan
     return plan
 
@@ -940,31 +938,39 @@ def plan_mma(m: int, n: int, k: int, g: int, dtype: torch.dtype, has_bias: bool,
     )  # fmt: skip
 
 
+def _planned(
+    planner: Callable[[int, int, int, int, torch.dtype, bool, TileConfig], Plan],
+    default: Callable[[int, int, int, int], TileConfig],
+    check: Callable[[torch.Tensor, dict[str, torch.Tensor], int], tuple[int, int, int]],
+    x2d: torch.Tensor, w: dict[str, torch.Tensor], group_size: int, bias: torch.Tensor | None,
+    config: TileConfig | None,
+) -> torch.Tensor:  # fmt: skip
+    """A kernel's entry point: check the call, take ``config`` (or the default tiles for its shape) and
+    run the plan ``planner`` makes of it."""
+    m, n, k = check(x2d, w, group_size)
+    cfg = config or default(m, n, k, group_size)
+    return _execute(planner(m, n, k, group_size, x2d.dtype, bias is not None, cfg), x2d, w, bias)
+
+
 def gemv(
     x2d: torch.Tensor, w: dict[str, torch.Tensor], group_size: int, bias: torch.Tensor | None,
     config: TileConfig | None = None,
 ) -> torch.Tensor:  # fmt: skip
-    m, n, k = _check(x2d, w, group_size)
-    cfg = config or gemv_config(m, n, k, group_size)
-    return _execute(plan_gemv(m, n, k, group_size, x2d.dtype, bias is not None, cfg), x2d, w, bias)
+    return _planned(plan_gemv, gemv_config, _check, x2d, w, group_size, bias, config)
 
 
 def gemm(
     x2d: torch.Tensor, w: dict[str, torch.Tensor], group_size: int, bias: torch.Tensor | None,
     config: TileConfig | None = None,
 ) -> torch.Tensor:  # fmt: skip
-    m, n, k = _check(x2d, w, group_size)
-    cfg = config or gemm_config(m, n, k, group_size)
-    return _execute(plan_gemm(m, n, k, group_size, x2d.dtype, bias is not None, cfg), x2d, w, bias)
+    return _planned(plan_gemm, gemm_config, _check, x2d, w, group_size, bias, config)
 
 
 def mma(
     x2d: torch.Tensor, w: dict[str, torch.Tensor], group_size: int, bias: torch.Tensor | None,
     config: TileConfig | None = None,
 ) -> torch.Tensor:  # fmt: skip
-    m, n, k = _check(x2d, w, group_size)
-    cfg = config or mma_config(m, n, k, group_size)
-    return _execute(plan_mma(m, n, k, group_size, x2d.dtype, bias is not None, cfg), x2d, w, bias)
+    return _planned(plan_mma, mma_config, _check, x2d, w, group_size, bias, config)
 
 
 def dequantize(

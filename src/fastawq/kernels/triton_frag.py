@@ -38,10 +38,10 @@ from fastawq.kernels.triton_awq import (
     _code,
     _dot_asm,
     _emu_pair,
-    _execute,
     _finish,
     _half_value,
     _plan,
+    _planned,
     _scale,
     _store_nm,
     _x_scaled,
@@ -355,18 +355,14 @@ def frag_mma(
     x2d: torch.Tensor, w: dict[str, torch.Tensor], group_size: int, bias: torch.Tensor | None,
     config: TileConfig | None = None,
 ) -> torch.Tensor:  # fmt: skip
-    m, n, k = _check(x2d, w, group_size)
-    cfg = config or _mma_default(m, n, k, group_size)
-    return _execute(plan_frag_mma(m, n, k, group_size, x2d.dtype, bias is not None, cfg), x2d, w, bias)
+    return _planned(plan_frag_mma, _mma_default, _check, x2d, w, group_size, bias, config)
 
 
 def frag_gemv(
     x2d: torch.Tensor, w: dict[str, torch.Tensor], group_size: int, bias: torch.Tensor | None,
     config: TileConfig | None = None,
 ) -> torch.Tensor:  # fmt: skip
-    m, n, k = _check(x2d, w, group_size)
-    cfg = config or TileConfig(1, 16, group_size, 4, 1, split=1, prefetch=1)
-    return _execute(plan_frag_gemv(m, n, k, group_size, x2d.dtype, bias is not None, cfg), x2d, w, bias)
+    return _planned(plan_frag_gemv, _gemv_default, _check, x2d, w, group_size, bias, config)
 
 
 def frag_dequantize(
@@ -396,6 +392,10 @@ def frag_dequant_matmul(
 # ---------------------------------------------------------------------------------------------- tuning
 
 
+def _gemv_default(m: int, n: int, k: int, g: int) -> TileConfig:
+    return TileConfig(1, 16, g, 4, 1, split=1, prefetch=1)
+
+
 def _mma_default(m: int, n: int, k: int, g: int) -> TileConfig:
     return TileConfig(min(128, max(16, _bucket(m))), 64, g, 4, 3, split=4 if m <= 64 else 2)
 
@@ -422,7 +422,7 @@ def candidates(m: int, n: int, k: int, group_size: int, dtype: torch.dtype = tor
 
 def _default(m: int, n: int, k: int, g: int) -> Candidate:
     if m == 1:
-        return ("frag_gemv", TileConfig(1, 16, g, 4, 1, split=1, prefetch=1))
+        return ("frag_gemv", _gemv_default(m, n, k, g))
     if m <= 256:
         return ("frag_mma", _mma_default(m, n, k, g))
     return ("frag_dequant", None)
