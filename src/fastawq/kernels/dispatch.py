@@ -9,7 +9,10 @@ CUDA          fp16 / bf16        ``triton``: tensor-core split-K kernel, GEMV, f
                                  dequantize + cuBLAS, whichever was fastest for this shape and M
                                  bucket on this card (timed on the first call, see :mod:`.triton_awq`)
 CUDA          fp16 / bf16        ``triton_frag`` (opt in, ``kernel="triton_frag"``): the same choice on
-                                 the ``nk_frag`` layout, faster at 2 ≤ M ≤ 256, slower at M = 1
+                                 the ``nk_frag`` layout, among its Triton kernels and the CUDA C++
+                                 tensor-core kernel compiled at run time with NVRTC (:mod:`.cuda_frag`);
+                                 faster at 2 ≤ M ≤ 256
+CUDA          fp16 / bf16        ``cuda_frag`` (forced only): that CUDA kernel alone, untuned tiles
 CUDA          fp32               ``reference`` (notice once: load the model in fp16/bf16)
 CPU           any float          ``cpu_int4`` (PyTorch's int4 kernel, bf16 compute) where the shape
                                  allows (N % 16 == 0, group size 32/64/128/256), else ``reference``
@@ -114,6 +117,18 @@ def _why_not_frag(device: torch.device, dtype: torch.dtype, k: int, n: int, grou
     return _why_not_triton(device, dtype, k, n, group_size) or layouts.frag_supported(k, n, group_size)
 
 
+def _why_not_cuda_frag(device: torch.device, dtype: torch.dtype, k: int, n: int, group_size: int) -> str | None:
+    from fastawq.kernels import cuda_frag
+
+    return cuda_frag.why_not(device, dtype, k, n, group_size)
+
+
+def _run_cuda_frag(x2d: torch.Tensor, w: Tensors, group_size: int, bias: torch.Tensor | None) -> torch.Tensor:
+    from fastawq.kernels import cuda_frag
+
+    return cuda_frag.frag_mma_cuda(x2d, w, group_size, bias)
+
+
 def _why_not_cpu(device: torch.device, dtype: torch.dtype, k: int, n: int, group_size: int) -> str | None:
     if device.type != "cpu":
         return f"the CPU int4 kernel runs on the CPU, the input is on {device}"
@@ -138,6 +153,7 @@ KERNELS: dict[str, Kernel] = {
         Kernel("triton_mma", layouts.NK_INT4, _triton_fn("mma"), _why_not_triton),
         Kernel("triton_dequant", layouts.NK_INT4, _triton_fn("dequant_matmul"), _why_not_triton),
         Kernel("triton_frag", layouts.NK_FRAG, _triton_fn("frag_auto", "triton_frag"), _why_not_frag),
+        Kernel("cuda_frag", layouts.NK_FRAG, _run_cuda_frag, _why_not_cuda_frag),
         Kernel("cpu_int4", layouts.CPU_INT4PACK, _run_cpu_int4, _why_not_cpu),
     )
 }

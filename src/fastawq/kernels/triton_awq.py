@@ -33,7 +33,7 @@ import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeAlias
 
 import torch
 import triton
@@ -1002,7 +1002,17 @@ def dequant_matmul(
 # and keeps the fastest for the process. While a CUDA graph is being captured, under the interpreter,
 # or with FASTAWQ_TUNE=0, the untuned defaults run instead.
 
-Candidate = tuple[str, "TileConfig | None"]
+
+class Described(Protocol):
+    """A tile configuration (Triton's :class:`TileConfig`, the CUDA kernel's ``CudaConfig``)."""
+
+    def describe(self) -> str: ...
+
+
+Candidate = tuple[str, "Described | None"]
+#: what a tuned candidate runs: a Triton launch plan, any other compiled launch (called with x, the layout
+#: tensors and the bias), or None for dequantize + cuBLAS
+Launch: TypeAlias = Plan | Callable[[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None], torch.Tensor] | None
 #: per tuned key: [(kernel, config, microseconds)] as measured, for benchmarks and debugging
 TUNE_LOG: dict[tuple[object, ...], list[tuple[str, str, float]]] = {}
 
@@ -1058,26 +1068,24 @@ def _default(m: int, n: int, k: int, group_size: int) -> Candidate:
     return ("dequant", None)
 
 
-def _plan_of(c: Candidate, m: int, n: int, k: int, g: int, dtype: torch.dtype, has_bias: bool) -> Plan | None:
+def _plan_of(c: Candidate, x2d: torch.Tensor, m: int, n: int, k: int, g: int, has_bias: bool) -> Plan | None:
     """The launch plan of a candidate (None: dequantize + cuBLAS)."""
     name, cfg = c
     if cfg is None:
         return None
+    assert isinstance(cfg, TileConfig)
     make = {"gemv": plan_gemv, "gemm": plan_gemm, "mma": plan_mma}[name]
-    return make(m, n, k, g, dtype, has_bias, cfg)
+    return make(m, n, k, g, x2d.dtype, has_bias, cfg)
 
 
 def _run(
     c: Candidate, x2d: torch.Tensor, w: dict[str, torch.Tensor], g: int, bias: torch.Tensor | None
 ) -> torch.Tensor:
     name, cfg = c
-    if name == "gemv":
-        return gemv(x2d, w, g, bias, cfg)
-    if name == "gemm":
-        return gemm(x2d, w, g, bias, cfg)
-    if name == "mma":
-        return mma(x2d, w, g, bias, cfg)
-    return dequant_matmul(x2d, w, g, bias)
+    if cfg is None:
+        return dequant_matmul(x2d, w, g, bias)
+    assert isinstance(cfg, TileConfig)
+    return {"gemv": gemv, "gemm": gemm, "mma": mma}[name](x2d, w, g, bias, cfg)
 
 
 def _tune(
@@ -1138,12 +1146,12 @@ class Tuner:
     candidates: Callable[[int, int, int, int, torch.dtype], list[Candidate]]
     default: Callable[[int, int, int, int], Candidate]
     run: Callable[[Candidate, torch.Tensor, dict[str, torch.Tensor], int, torch.Tensor | None], torch.Tensor]
-    plan_of: Callable[[Candidate, int, int, int, int, torch.dtype, bool], Plan | None]
+    plan_of: Callable[[Candidate, torch.Tensor, int, int, int, int, bool], Launch]
     dequant_matmul: Callable[[torch.Tensor, dict[str, torch.Tensor], int, torch.Tensor | None], torch.Tensor]
     #: the tuned candidate per :meth:`key`
     tuned: dict[tuple[object, ...], Candidate] = field(default_factory=dict)
-    #: the tuned plan per (device, dtype, M, K, sz shape, G, bias?); None: dequantize + cuBLAS
-    plans: dict[tuple[object, ...], Plan | None] = field(default_factory=dict)
+    #: the tuned launch per (device, dtype, M, K, sz shape, G, bias?); None: dequantize + cuBLAS
+    plans: dict[tuple[object, ...], Launch] = field(default_factory=dict)
 
     def key(self, x2d: torch.Tensor, n: int, k: int, g: int, bias: torch.Tensor | None) -> tuple[object, ...]:
         return (self.layout, x2d.device.index, x2d.dtype, _bucket(x2d.shape[0]), n, k, g, bias is not None)
@@ -1174,10 +1182,13 @@ class Tuner:
                     return self.run(self.default(m, n, k, g), x2d, w, g, bias)
                 cands = self.candidates(m, n, k, g, x2d.dtype)
                 c = self.tuned[key] = _tune(x2d, w, g, bias, key, cands, self.run, self.default(m, n, k, g))
-            p = self.plans[fast] = self.plan_of(c, m, n, k, g, x2d.dtype, bias is not None)
+            p = self.plans[fast] = self.plan_of(c, x2d, m, n, k, g, bias is not None)
         if p is None:
             return self.dequant_matmul(x2d, w, g, bias)
-        return _execute(p, x2d, w, bias)
+        if isinstance(p, Plan):
+            return _execute(p, x2d, w, bias)
+        y: torch.Tensor = p(x2d, w, bias)
+        return y
 
 
 NK_TUNER = Tuner(layouts.NK_INT4, _check, candidates, _default, _run, _plan_of, dequant_matmul)

@@ -22,15 +22,18 @@ compiled code: no layout conversion in the loop). Against ``nk_int4``'s tensor-c
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
 
-from fastawq.kernels import layouts
+from fastawq.kernels import cuda_frag, layouts
 from fastawq.kernels.triton_awq import (
     _PLANS,
     TUNE_LOG,
     Candidate,
+    Launch,
     Plan,
     TileConfig,
     Tuner,
@@ -417,7 +420,16 @@ def candidates(m: int, n: int, k: int, group_size: int, dtype: torch.dtype = tor
             out += [("frag_mma", TileConfig(64, 64, g, 4, 3, split=split)) for split in (1, 2)]
     if m >= 32:
         out.append(("frag_dequant", None))
+    if _cuda_ok(dtype):
+        out += [("cuda_mma", cfg) for cfg in cuda_frag.candidates(m, g)]
     return out
+
+
+def _cuda_ok(dtype: torch.dtype) -> bool:
+    """Whether the run-time-compiled CUDA kernel can join the tuning here (off: FASTAWQ_CUDA_KERNELS=0)."""
+    if os.environ.get("FASTAWQ_CUDA_KERNELS", "1") == "0" or interpreting() or not torch.cuda.is_available():
+        return False
+    return cuda_frag.why_not(torch.device("cuda", torch.cuda.current_device()), dtype, 64, 16, 64) is None
 
 
 def _default(m: int, n: int, k: int, g: int) -> Candidate:
@@ -432,20 +444,24 @@ def _run(
     c: Candidate, x2d: torch.Tensor, w: dict[str, torch.Tensor], g: int, bias: torch.Tensor | None
 ) -> torch.Tensor:
     name, cfg = c
-    if name == "frag_gemv":
-        return frag_gemv(x2d, w, g, bias, cfg)
-    if name == "frag_mma":
-        return frag_mma(x2d, w, g, bias, cfg)
-    return frag_dequant_matmul(x2d, w, g, bias)
+    if cfg is None:
+        return frag_dequant_matmul(x2d, w, g, bias)
+    if isinstance(cfg, cuda_frag.CudaConfig):
+        return cuda_frag.frag_mma_cuda(x2d, w, g, bias, cfg)
+    assert isinstance(cfg, TileConfig)
+    return (frag_gemv if name == "frag_gemv" else frag_mma)(x2d, w, g, bias, cfg)
 
 
-def _plan_of(c: Candidate, m: int, n: int, k: int, g: int, dtype: torch.dtype, has_bias: bool) -> Plan | None:
-    """The launch plan of a candidate (None: dequantize + cuBLAS)."""
+def _plan_of(c: Candidate, x2d: torch.Tensor, m: int, n: int, k: int, g: int, has_bias: bool) -> Launch:
+    """The launch of a candidate: a Triton plan, the CUDA kernel's compiled launch, None: dequantize + cuBLAS."""
     name, cfg = c
     if cfg is None:
         return None
+    if isinstance(cfg, cuda_frag.CudaConfig):
+        return cuda_frag.plan(x2d.device, x2d.dtype, m, n, k, g, cfg)
+    assert isinstance(cfg, TileConfig)
     make = plan_frag_gemv if name == "frag_gemv" else plan_frag_mma
-    return make(m, n, k, g, dtype, has_bias, cfg)
+    return make(m, n, k, g, x2d.dtype, has_bias, cfg)
 
 
 FRAG_TUNER = Tuner(layouts.NK_FRAG, _check, candidates, _default, _run, _plan_of, frag_dequant_matmul)

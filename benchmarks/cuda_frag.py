@@ -1,0 +1,185 @@
+"""The run-time-compiled CUDA kernel on ``nk_frag`` (kernels/cuda_frag.py): tile sweep against cuBLAS.
+
+    PYTHONPATH=src python benchmarks/cuda_frag.py --ms 1,8,16,32,64 --json cuda-frag.json [--triton]
+
+Per shape K×N and row count M: fp16 cuBLAS, every CUDA tile config (checked against the fp32 product of
+the dequantized weight first: a wrong config cannot win), with --triton also the tuned Triton kernels of
+both layouts (``triton_frag.frag_auto``, ``triton_awq.auto``); the best CUDA config is timed again with
+CUPTI (--gpu-time in kernels.py). Timing, flush and bound are those of benchmarks/kernels.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import platform
+import sys
+from typing import Any
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from fastawq.kernels import cuda_frag, triton_awq, triton_frag
+from fastawq.kernels.cuda_frag import CudaConfig
+from kernels import SHAPES, copy_bandwidth, frag_of, gpu_time_us, int4_bytes, kernel_time_us, random_nk
+
+
+def configs(m: int, quick: bool) -> list[CudaConfig]:
+    mt = min(4, max(1, -(-m // 8)))
+    shapes = ((4, 1), (8, 1), (2, 2), (4, 2), (1, 4), (2, 4)) if not quick else ((4, 1), (2, 2), (2, 4))
+    out = []
+    for rb, kw in shapes:
+        for depth in (2, 4):
+            for stages in (3,) if mt == 1 else (3, 4):
+                for split in (1, 2, 4, 8):
+                    out.append(CudaConfig(mt=mt, rb=rb, kw=kw, depth=depth, split=split, stages=stages))
+    return out
+
+
+_PROBE = r"""
+typedef unsigned int u32;
+extern "C" __global__ void probe(const u32* __restrict__ p, long long n16, u32* out) {
+  // every warp streams 512-byte runs (32 lanes x 16 B, as a warp reads nk_frag), U runs in flight
+  const long long lane = threadIdx.x & 31;
+  const long long warp = (blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5;
+  const long long warps = (gridDim.x * (long long)blockDim.x) >> 5;
+  u32 acc = 0;
+  for (long long r = warp * U; r < n16 / 32; r += warps * U) {
+    u32 v[U][4];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const long long i = (r + u) * 32 + lane;
+      if (i < n16)
+        asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
+            : "=r"(v[u][0]), "=r"(v[u][1]), "=r"(v[u][2]), "=r"(v[u][3]) : "l"(p + i * 4));
+      else v[u][0] = v[u][1] = v[u][2] = v[u][3] = 0;
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) acc ^= v[u][0] ^ v[u][1] ^ v[u][2] ^ v[u][3];
+  }
+  if (acc == 0x9E3779B9u) out[0] = acc;
+}
+"""
+
+
+def stream_probe(bw: float) -> list[dict[str, Any]]:
+    """How fast a CUDA kernel streams the packed weight alone (no decode): the ceiling at M = 1."""
+    from fastawq.kernels import cuda_rt
+
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    out_rows = []
+    for k, n in SHAPES:
+        qw = torch.randint(-(2**31), 2**31 - 1, (n * k // 8,), dtype=torch.int32, device="cuda")
+        out = torch.zeros(1, dtype=torch.int32, device="cuda")
+        bound = qw.numel() * 4 / bw * 1e6
+        res = []
+        for u in (1, 2, 4, 8):
+            fn = cuda_rt.load(f"#define U {u}\n" + _PROBE, "probe", torch.device("cuda"))
+            for threads in (128, 256, 512):
+                for per_sm in (1, 2, 4, 8, 0):
+                    blocks = sms * per_sm if per_sm else -(-qw.numel() // 4 // 32 // u // (threads // 32))
+                    args = [ctypes.c_void_p(qw.data_ptr()), ctypes.c_longlong(qw.numel() // 4),
+                            ctypes.c_void_p(out.data_ptr())]  # fmt: skip
+                    stream = torch.cuda.current_stream().cuda_stream
+
+                    def go(fn=fn, blocks=blocks, threads=threads, args=args, stream=stream) -> None:  # type: ignore[no-untyped-def]
+                        fn.launch((blocks, 1, 1), threads, args, stream)
+
+                    t = kernel_time_us(go, reps=10)
+                    res.append({"u": u, "threads": threads, "blocks": blocks, "us": t})
+        res.sort(key=lambda r: r["us"])
+        best = res[0]
+        print(f"probe K={k} N={n}: bound {bound:.1f} us, best {best['us']:.1f} us ({100 * bound / best['us']:.0f}%)"
+              f" {best}", flush=True)  # fmt: skip
+        out_rows.append({"k": k, "n": n, "bound_us": bound, "top": res[:10]})
+    return out_rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", default="cuda-frag.json")
+    ap.add_argument("--ms", default="1,8,16,32,64")
+    ap.add_argument("--shapes", default="")
+    ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"])
+    ap.add_argument("--group-size", type=int, default=128)
+    ap.add_argument("--triton", action="store_true", help="also time the tuned Triton kernels")
+    ap.add_argument("--quick", action="store_true", help="fewer tile configs")
+    ap.add_argument("--probe", action="store_true", help="only the CUDA streaming probe (the M = 1 ceiling)")
+    args = ap.parse_args()
+    dtype = getattr(torch, args.dtype)
+    g = args.group_size
+    ms = [int(v) for v in args.ms.split(",")]
+    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")] if args.shapes else SHAPES
+    bw = copy_bandwidth()
+    info = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "python": platform.python_version(),
+            "copy_bandwidth_TBps": bw / 1e12, "dtype": args.dtype, "group_size": g}  # fmt: skip
+    print(info, flush=True)
+    if args.probe:
+        with open(args.json, "w") as f:
+            json.dump({"info": info, "probe": stream_probe(bw)}, f, indent=1)
+        return
+    rows: list[dict[str, Any]] = []
+    for k, n in shapes:
+        gen = torch.Generator().manual_seed(k + n)
+        w = random_nk(k, n, g, gen)
+        wf = frag_of(w)
+        deq = triton_awq.dequantize(w, g, torch.float32)
+        dense = (torch.randn(n, k, generator=gen) * 0.02).to(dtype).cuda()
+        for m in ms:
+            x = torch.randn(m, k, generator=gen).to(dtype).cuda()
+            ref = x.float() @ deq.t()
+            row: dict[str, Any] = {"k": k, "n": n, "m": m, "bound_us": int4_bytes(m, k, n, g) / bw * 1e6}
+            row["cublas_us"] = kernel_time_us(lambda x=x, dense=dense: torch.nn.functional.linear(x, dense))  # type: ignore[misc]
+            results = []
+            for cfg in configs(m, args.quick):
+                try:
+                    got = cuda_frag.frag_mma_cuda(x, wf, g, None, cfg)
+                    err = float((got.float() - ref).norm() / ref.norm())
+                    if not err < 0.02:
+                        raise ValueError(f"relative error {err:.3g}")
+                    t = kernel_time_us(
+                        lambda x=x, cfg=cfg, wf=wf: cuda_frag.frag_mma_cuda(x, wf, g, None, cfg), reps=10
+                    )  # type: ignore[misc]
+                    results.append({"cfg": cfg.describe(), "us": t, "rel_err": err})
+                except Exception as exc:
+                    results.append({"cfg": cfg.describe(), "error": f"{type(exc).__name__}: {str(exc)[-300:]}"})
+                    if sum("error" in r for r in results) == 1:
+                        print("first failure:", cfg, str(exc)[-2000:], flush=True)
+            ok = sorted((r for r in results if "us" in r), key=lambda r: r["us"])
+            row["cuda_all"] = results
+            if ok:
+                best = ok[0]
+                cfg = next(c for c in configs(m, args.quick) if c.describe() == best["cfg"])
+                row["cuda_cfg"] = best["cfg"]
+                row["cuda_us"] = kernel_time_us(
+                    lambda x=x, cfg=cfg, wf=wf: cuda_frag.frag_mma_cuda(x, wf, g, None, cfg)
+                )  # type: ignore[misc]
+                row["gpu_cuda_us"] = gpu_time_us(
+                    lambda x=x, cfg=cfg, wf=wf: cuda_frag.frag_mma_cuda(x, wf, g, None, cfg)
+                )  # type: ignore[misc]
+                row["gpu_cublas_us"] = gpu_time_us(lambda x=x, dense=dense: torch.nn.functional.linear(x, dense))  # type: ignore[misc]
+                row["rel_err"] = best["rel_err"]
+            if args.triton:
+                row["triton_frag_us"] = kernel_time_us(lambda x=x, wf=wf: triton_frag.frag_auto(x, wf, g, None))  # type: ignore[misc]
+                row["triton_frag_choice"] = triton_frag.choice(x, wf, g, None)
+                row["triton_nk_us"] = kernel_time_us(lambda x=x, w=w: triton_awq.auto(x, w, g, None))  # type: ignore[misc]
+                row["triton_nk_choice"] = triton_awq.choice(x, w, g, None)
+            rows.append(row)
+            msg = (f"K={k:5d} N={n:5d} M={m:3d} bound {row['bound_us']:6.1f} cuBLAS {row['cublas_us']:6.1f} "
+                   f"cuda {row.get('cuda_us', float('nan')):6.1f} ({row.get('cuda_cfg', '-')}) "
+                   f"x{row['cublas_us'] / row.get('cuda_us', float('nan')):.2f} "
+                   f"{100 * row['bound_us'] / row.get('cuda_us', float('nan')):.0f}% of bound; "
+                   f"gpu {row.get('gpu_cuda_us', float('nan')):6.1f} "
+                   f"vs {row.get('gpu_cublas_us', float('nan')):6.1f}")  # fmt: skip
+            if args.triton:
+                msg += f" | triton_frag {row['triton_frag_us']:6.1f} nk {row['triton_nk_us']:6.1f}"
+            print(msg, flush=True)
+            with open(args.json, "w") as f:
+                json.dump({"info": info, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

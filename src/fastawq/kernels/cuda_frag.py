@@ -1,0 +1,517 @@
+"""A CUDA C++ tensor-core kernel on the ``nk_frag`` layout, compiled at run time with NVRTC.
+
+Why not Triton here: for small M the work is a memory stream of the packed weight, and what decides the
+speed is how many bytes each warp keeps in flight and how few instructions sit between a load and its
+use. Triton chooses both itself (BENCHMARKS.md: its fragment kernel reaches 40–50 % of the int4 bound
+at M = 8–32). Here each warp owns 16 output rows and keeps ``DEPTH`` groups of its weight in registers
+ahead of the group it multiplies (16-byte ``ld.global.nc`` loads that skip L1), decodes a word into its
+``mma.m16n8k16`` A fragments with one ``lop3`` and one ``fma`` per pair, and multiplies by x read
+straight from global memory as B fragments (x is small and stays in L1/L2). A group's product is
+accumulated in fp32 and scaled once. K is split over ``SPLIT`` programs that add fp32 partial sums into
+the per-stream workspace of :mod:`.triton_awq`; the last of them writes y and re-zeroes its part.
+
+Rows of x: each warp covers ``8·MT`` of them per program (``MT`` n8 tiles); more rows take more
+programs along the grid's z axis (each reads the weight again: meant for M ≤ 64).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from fastawq.kernels import cuda_rt, layouts
+
+NAME = "fastawq_frag_mma"
+
+_SOURCE = r"""
+typedef unsigned int u32;
+typedef unsigned short u16;
+typedef unsigned long long u64;
+
+#define CH (G / 64)
+
+__device__ __forceinline__ void ldw(const u32* p, u32 (&r)[4]) {
+  asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
+      : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "l"(p));
+}
+
+__device__ __forceinline__ u32 ldx(const u16* p) {
+  u32 v;
+  asm("ld.global.nc.b32 %0, [%1];" : "=r"(v) : "l"(p));
+  return v;
+}
+
+#if BF16
+#define MAGIC 0x43004300u
+#define MAGIC1 0x4300u
+#define ONE2 0x3F803F80u
+#define FMA2 "fma.rn.bf16x2"
+#define MMA "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"
+__device__ __forceinline__ float tofloat(u16 h) { return __uint_as_float(((u32)h) << 16); }
+__device__ __forceinline__ u16 fromfloat(float f) {
+  u16 h;
+  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f));
+  return h;
+}
+#else
+#define MAGIC 0x64006400u
+#define MAGIC1 0x6400u
+#define ONE2 0x3C003C00u
+#define FMA2 "fma.rn.f16x2"
+#define MMA "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32"
+__device__ __forceinline__ float tofloat(u16 h) {
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+  return f;
+}
+__device__ __forceinline__ u16 fromfloat(float f) {
+  u16 h;
+  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+  return h;
+}
+#endif
+
+__device__ __forceinline__ float half_to_float(u32 bits) {  // the fp16 scale, whatever the activations
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"((u16)bits));
+  return f;
+}
+
+// pair of -(magic + z) halves: the fma below subtracts the zero point exactly
+__device__ __forceinline__ u32 zpair(u32 z) { return ((MAGIC1 + z) | 0x8000u) * 0x10001u; }
+
+// nibbles (i, i + 4) of the shifted word -> the pair (q - z) in the two 16-bit lanes
+__device__ __forceinline__ u32 dec(u32 shifted, u32 zp) {
+  u32 p = (shifted & 0x000F000Fu) | MAGIC;
+  u32 r;
+  asm(FMA2 " %0, %1, %2, %3;" : "=r"(r) : "r"(p), "r"(ONE2), "r"(zp));
+  return r;
+}
+
+// nibbles (1, 5) of the word in place -> the pair 16·(q − z) (fp16 only; zp holds −(magic + 16·z))
+__device__ __forceinline__ u32 dec16(u32 w, u32 zp) {
+  u32 p = (w & 0x00F000F0u) | MAGIC;
+  u32 r;
+  asm(FMA2 " %0, %1, %2, %3;" : "=r"(r) : "r"(p), "r"(ONE2), "r"(zp));
+  return r;
+}
+
+__device__ __forceinline__ void mma(float (&c)[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+  asm(MMA " {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ u32 smem_addr(const void* p) {
+  u32 a;
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+  return a;
+}
+
+// x tiles in shared memory: XS stages of [8·MT rows][KW·G inputs] (one group per K warp), 16-byte chunk c
+// of row r stored at chunk c ^ (r % 8), so the eight rows an ldmatrix reads at once sit in different banks
+#define NW (RB * KW)
+#define XROW (KW * G * 2)
+#define XSTAGE (8 * MT * XROW)
+#define XCHUNKS (8 * MT * KW * G / 8)
+#define XPER ((XCHUNKS + NW * 32 - 1) / (NW * 32))
+
+__device__ __forceinline__ void ldsm4(u32 (&r)[4], u32 addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+
+extern "C" __global__ void __launch_bounds__(NW * 32) fastawq_frag_mma(
+    const u16* __restrict__ x, const u32* __restrict__ qw, const u32* __restrict__ sz,
+    const u16* __restrict__ bias, u16* __restrict__ y, float* __restrict__ ws, int* __restrict__ cnt,
+    int M, int N, int K, int ldx_, int gps, int has_bias) {
+  extern __shared__ __align__(128) unsigned char xsm[];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int rb = warp % RB, kw = warp / RB;  // this warp's row block in the program, and its K lane
+  const int b = blockIdx.x * RB + rb;  // the host makes N / 16 a multiple of RB: every warp has rows
+  const int ng = K / G;
+  const int g0 = blockIdx.y * gps;
+  const int g1 = min(ng, g0 + gps);
+  const int iters = (g1 - g0 + KW - 1) / KW;  // step i: groups g0 + KW·i + (0…KW−1), one per K warp
+  const int m0 = blockIdx.z * (8 * MT);
+  const int kc = K >> 6;
+  const int row_lo = b * 16 + g, row_hi = row_lo + 8;
+  const u32* wp = qw + ((u64)b * kc * 32 + lane) * 4;
+  const u32 xs0 = smem_addr(xsm);
+
+  // the x chunks this thread copies into every stage (same rows and columns, K offset changes)
+  int xsrc[XPER];
+  u32 xdst[XPER];
+  int xcol[XPER];
+  bool xrow_ok[XPER];
+#pragma unroll
+  for (int j = 0; j < XPER; ++j) {
+    const int i = threadIdx.x + j * NW * 32;
+    const int r = i / (KW * G / 8), c = i % (KW * G / 8);
+    xrow_ok[j] = i < XCHUNKS && m0 + r < M;
+    xsrc[j] = (xrow_ok[j] ? (m0 + r) * ldx_ : 0) + c * 8;
+    xcol[j] = c * 8;
+    xdst[j] = r * XROW + ((c ^ (r & 7)) << 4);
+  }
+  // this lane's ldmatrix address for fragment pair p (fragments f = s·MT + mt, two per x4 load):
+  // matrix q = lane / 8 is fragment 2p + q / 2, inputs 8·(q % 2)…; row lane % 8 of it
+  const int q = lane >> 3;
+  u32 lds[CH * 4 * MT / 2];
+#pragma unroll
+  for (int p = 0; p < CH * 4 * MT / 2; ++p) {
+    const int f = 2 * p + (q >> 1);
+    const int step = f / MT, mt = f % MT;
+    const int row = 8 * mt + (lane & 7), chunk = 2 * step + (q & 1);
+    lds[p] = row * XROW + kw * G * 2 + ((chunk ^ (lane & 7)) << 4);
+  }
+  float acc[MT][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) acc[mt][i] = 0.f;
+
+  u32 wr[DEPTH][CH][4];
+  u32 sr[DEPTH][2];
+#pragma unroll
+  for (int d = 0; d < DEPTH; ++d) {
+    const int grp = g0 + kw + KW * d;
+    if (grp < g1) {
+#pragma unroll
+      for (int ch = 0; ch < CH; ++ch) ldw(wp + (u64)(grp * CH + ch) * 128, wr[d][ch]);
+      sr[d][0] = __ldg(sz + (u64)grp * N + row_lo);
+      sr[d][1] = __ldg(sz + (u64)grp * N + row_hi);
+    }
+  }
+#pragma unroll
+  for (int st = 0; st < XS - 1; ++st) {
+    if (st < iters) {
+      const int k0 = (g0 + KW * st) * G;
+#pragma unroll
+      for (int j = 0; j < XPER; ++j) {
+        const bool ok = xrow_ok[j] && k0 + xcol[j] < K;
+        if (XCHUNKS % (NW * 32) == 0 || threadIdx.x + j * NW * 32 < XCHUNKS)
+          asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;"
+                       :: "r"(xs0 + st * XSTAGE + xdst[j]), "l"(x + (ok ? xsrc[j] + k0 : 0)), "r"(ok ? 16 : 0));
+      }
+    }
+    asm volatile("cp.async.commit_group;");
+  }
+  for (int base = 0; base < iters; base += DEPTH) {
+#pragma unroll
+    for (int d = 0; d < DEPTH; ++d) {
+      const int it = base + d;
+      if (it < iters) {
+        asm volatile("cp.async.wait_group %0;" :: "n"(XS - 2));
+        __syncthreads();  // this step's x has landed for every thread; the stage refilled below is free
+        const int nx = it + XS - 1;
+        if (nx < iters) {
+          const int k0 = (g0 + KW * nx) * G;
+          const u32 dst = xs0 + (nx % XS) * XSTAGE;
+#pragma unroll
+          for (int j = 0; j < XPER; ++j) {
+            const bool ok = xrow_ok[j] && k0 + xcol[j] < K;
+            if (XCHUNKS % (NW * 32) == 0 || threadIdx.x + j * NW * 32 < XCHUNKS)
+              asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;"
+                           :: "r"(dst + xdst[j]), "l"(x + (ok ? xsrc[j] + k0 : 0)), "r"(ok ? 16 : 0));
+          }
+        }
+        asm volatile("cp.async.commit_group;");
+        const int grp = g0 + kw + KW * it;
+        if (grp < g1) {
+          const u32 stage = xs0 + (it % XS) * XSTAGE;
+          u32 xf[CH * 4 * MT][2];
+#pragma unroll
+          for (int p = 0; p < CH * 4 * MT / 2; ++p) {
+            u32 r[4];
+            ldsm4(r, stage + lds[p]);
+            xf[2 * p][0] = r[0];
+            xf[2 * p][1] = r[1];
+            xf[2 * p + 1][0] = r[2];
+            xf[2 * p + 1][1] = r[3];
+          }
+          const u32 zlo = zpair((sr[d][0] >> 16) & 0xFF);
+#if BF16
+          const u32 zhi = zpair((sr[d][1] >> 16) & 0xFF);
+          const float shi = half_to_float(sr[d][1] & 0xFFFF);
+#else
+          const u32 zhi = zpair(((sr[d][1] >> 16) & 0xFF) << 4);
+          const float shi = half_to_float(sr[d][1] & 0xFFFF) * 0.0625f;
+#endif
+          const float slo = half_to_float(sr[d][0] & 0xFFFF);
+          float part[MT][4];
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) part[mt][i] = 0.f;
+#pragma unroll
+          for (int ch = 0; ch < CH; ++ch) {
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+              const u32 w = wr[d][ch][j];
+#if BF16
+              const u32 a0 = dec(w, zlo), a1 = dec(w >> 4, zhi), a2 = dec(w >> 8, zlo), a3 = dec(w >> 12, zhi);
+#else
+              // fp16 has room for 16·q under the magic exponent: row g + 8's pairs (nibbles 1, 5 and 3, 7)
+              // are taken in place as 16·(q − z), one shift per word, and scaled by s / 16 afterwards
+              const u32 w8 = w >> 8;
+              const u32 a0 = dec(w, zlo), a1 = dec16(w, zhi), a2 = dec(w8, zlo), a3 = dec16(w8, zhi);
+#endif
+              const int step = ch * 4 + j;
+#pragma unroll
+              for (int mt = 0; mt < MT; ++mt)
+                mma(part[mt], a0, a1, a2, a3, xf[step * MT + mt][0], xf[step * MT + mt][1]);
+            }
+          }
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            acc[mt][0] += slo * part[mt][0];
+            acc[mt][1] += slo * part[mt][1];
+            acc[mt][2] += shi * part[mt][2];
+            acc[mt][3] += shi * part[mt][3];
+          }
+          const int nxt = grp + KW * DEPTH;
+          if (nxt < g1) {
+#pragma unroll
+            for (int ch = 0; ch < CH; ++ch) ldw(wp + (u64)(nxt * CH + ch) * 128, wr[d][ch]);
+            sr[d][0] = __ldg(sz + (u64)nxt * N + row_lo);
+            sr[d][1] = __ldg(sz + (u64)nxt * N + row_hi);
+          }
+        }
+      }
+    }
+  }
+  asm volatile("cp.async.wait_group 0;");
+  if (KW > 1) {  // the K warps of a row block add their sums into K warp 0 through shared memory
+    __syncthreads();
+    float* red = reinterpret_cast<float*>(xsm);  // the x stages are free now
+    if (kw > 0) {
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) red[(((kw - 1) * RB + rb) * MT * 4 + mt * 4 + i) * 32 + lane] = acc[mt][i];
+    }
+    __syncthreads();
+    if (kw == 0) {
+#pragma unroll
+      for (int o = 0; o < KW - 1; ++o)
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) acc[mt][i] += red[((o * RB + rb) * MT * 4 + mt * 4 + i) * 32 + lane];
+    }
+  }
+  const bool active = kw == 0;
+
+  const float blo = (active && has_bias) ? tofloat(bias[row_lo]) : 0.f;
+  const float bhi = (active && has_bias) ? tofloat(bias[row_hi]) : 0.f;
+  if (gridDim.y == 1) {
+    if (!active) return;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const int m = m0 + mt * 8 + 2 * t + i;
+        if (m < M) {
+          y[(u64)m * N + row_lo] = fromfloat(acc[mt][i] + blo);
+          y[(u64)m * N + row_hi] = fromfloat(acc[mt][2 + i] + bhi);
+        }
+      }
+    return;
+  }
+  // split K: add the partial sums into the workspace; the last program of this tile writes y
+  if (active) {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const int m = m0 + mt * 8 + 2 * t + i;
+        if (m < M) {
+          atomicAdd(ws + (u64)m * N + row_lo, acc[mt][i]);
+          atomicAdd(ws + (u64)m * N + row_hi, acc[mt][2 + i]);
+        }
+      }
+  }
+  __threadfence();
+  __syncthreads();
+  __shared__ int last;
+  if (threadIdx.x == 0) {
+    const int tile = blockIdx.z * gridDim.x + blockIdx.x;
+    const int prev = atomicAdd(cnt + tile, 1);
+    last = prev == (int)gridDim.y - 1;
+    if (last) cnt[tile] = 0;
+  }
+  __syncthreads();
+  if (!last || !active) return;
+  __threadfence();
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int m = m0 + mt * 8 + 2 * t + i;
+      if (m < M) {
+        const float lo = atomicExch(ws + (u64)m * N + row_lo, 0.f);
+        const float hi = atomicExch(ws + (u64)m * N + row_hi, 0.f);
+        y[(u64)m * N + row_lo] = fromfloat(lo + blo);
+        y[(u64)m * N + row_hi] = fromfloat(hi + bhi);
+      }
+    }
+}
+"""
+
+GROUP_SIZES = layouts.FRAG_GROUP_SIZES
+
+
+@dataclass(frozen=True)
+class CudaConfig:
+    """Tiles of the CUDA fragment kernel. A program has ``rb`` × ``kw`` warps: ``rb`` blocks of 16 output
+    rows, each shared by ``kw`` warps that take turns over its groups of K and add up at the end; each
+    warp keeps ``depth`` of its groups of weight in flight, x goes through ``stages`` shared-memory
+    stages, ``mt`` n8 tiles (8 rows of x each) per program, and K is split over ``split`` programs."""
+
+    mt: int = 1
+    rb: int = 4
+    kw: int = 1
+    depth: int = 2
+    split: int = 1
+    stages: int = 3
+
+    def describe(self) -> str:
+        return f"mt{self.mt} rb{self.rb} kw{self.kw} d{self.depth} xs{self.stages} split{self.split}"
+
+    @property
+    def warps(self) -> int:
+        return self.rb * self.kw
+
+    def smem_bytes(self, group_size: int) -> int:
+        stages = self.stages * 8 * self.mt * self.kw * group_size * 2
+        reduce = (self.kw - 1) * self.rb * self.mt * 4 * 32 * 4
+        return max(stages, reduce)
+
+
+def source(dtype: torch.dtype, group_size: int, cfg: CudaConfig) -> str:
+    bf16 = 1 if dtype == torch.bfloat16 else 0
+    defs = {"BF16": bf16, "G": group_size, "MT": cfg.mt, "RB": cfg.rb, "KW": cfg.kw, "DEPTH": cfg.depth,
+            "XS": cfg.stages}  # fmt: skip
+    return "".join(f"#define {k} {v}\n" for k, v in defs.items()) + _SOURCE
+
+
+def why_not(device: torch.device, dtype: torch.dtype, k: int, n: int, group_size: int) -> str | None:
+    """Why the CUDA fragment kernel cannot run this call (None: it can)."""
+    reason = cuda_rt.why_unavailable(device)
+    if reason is not None:
+        return reason
+    if dtype not in (torch.float16, torch.bfloat16):
+        return f"the CUDA kernel takes fp16 or bf16 activations, got {dtype}"
+    if torch.cuda.get_device_capability(device) < (8, 0):
+        return "the CUDA kernel needs compute capability 8.0 or newer (mma.m16n8k16 with bf16)"
+    return layouts.frag_supported(k, n, group_size)
+
+
+#: the largest dynamic shared memory a config may ask for (an H100 allows 227 KiB a block)
+SMEM_MAX = 160 * 1024
+
+
+def default_config(m: int, n: int, k: int, group_size: int) -> CudaConfig:
+    mt = 1 if m <= 8 else 2 if m <= 16 else 4
+    cfg = CudaConfig(mt=mt, rb=2, kw=4, depth=2 if mt == 1 else 4, split=1, stages=3 if mt == 1 else 4)
+    while cfg.smem_bytes(group_size) > SMEM_MAX:  # group size 256: fewer K warps
+        cfg = dataclasses.replace(cfg, kw=cfg.kw // 2, rb=cfg.rb * 2)
+    return cfg
+
+
+def candidates(m: int, group_size: int = 128) -> list[CudaConfig]:
+    """What the frag tuner times (the fastest configs of the H100 sweep in BENCHMARKS.md), up to 64 rows."""
+    if m > 64:
+        return []
+    mt = 1 if m <= 8 else 2 if m <= 16 else 4
+    shapes = {  # (rb, kw, depth, stages, split)
+        1: [(2, 4, 2, 3, 1), (4, 1, 2, 3, 2), (2, 2, 2, 3, 8), (4, 2, 2, 3, 4), (1, 4, 2, 3, 1), (2, 4, 2, 3, 4)],
+        2: [(2, 4, 4, 4, 1), (2, 4, 2, 3, 1), (8, 1, 4, 4, 1), (4, 1, 2, 4, 4), (2, 4, 2, 3, 4)],
+        4: [(2, 4, 4, 4, 1), (8, 1, 4, 4, 1), (4, 2, 4, 4, 2), (4, 1, 4, 4, 4), (2, 4, 2, 3, 1), (4, 2, 4, 4, 1)],
+    }[mt]
+    out = [CudaConfig(mt, rb, kw, d, split, xs) for rb, kw, d, xs, split in shapes]
+    return [c for c in out if c.smem_bytes(group_size) <= SMEM_MAX]
+
+
+@dataclass(frozen=True, eq=False)
+class CudaPlan:
+    """A compiled launch of the CUDA fragment kernel for one shape: call it like a kernel entry point."""
+
+    fn: cuda_rt.Function
+    cfg: CudaConfig
+    m: int
+    n: int
+    k: int
+    group_size: int
+    smem: int
+
+    def grid(self, split: int) -> tuple[tuple[int, int, int], int]:
+        ng = self.k // self.group_size
+        gps = -(-ng // max(1, min(split, ng)))
+        return ((self.n // 16) // self.cfg.rb, -(-ng // gps), -(-self.m // (8 * self.cfg.mt))), gps
+
+    def __call__(self, x2d: torch.Tensor, w: dict[str, torch.Tensor], bias: torch.Tensor | None) -> torch.Tensor:
+        from fastawq.kernels.triton_awq import _workspace  # the shared per-stream split-K workspace
+
+        if x2d.stride(1) != 1 or x2d.stride(0) % 8 or x2d.data_ptr() % 16:  # 16-byte cp.async of x
+            x2d = x2d.clone(memory_format=torch.contiguous_format)
+        m, n = self.m, self.n
+        y = torch.empty(m, n, device=x2d.device, dtype=x2d.dtype)
+        grid, gps = self.grid(self.cfg.split)
+        ws, cnt = y, y  # not touched without split-K
+        if grid[1] > 1:
+            buf = _workspace(x2d.device, m * n, grid[0] * grid[2])
+            if buf is None:  # too large, or inside a CUDA graph capture: the same kernel without split-K
+                grid, gps = self.grid(1)
+            else:
+                ws, cnt = buf
+        b = bias.to(x2d.dtype) if bias is not None else y
+        qw, sz = w["qweight_frag"], w["sz_gn"]
+        args: list[object] = [ctypes.c_void_p(t.data_ptr()) for t in (x2d, qw, sz, b, y, ws, cnt)]
+        args += [ctypes.c_int(v) for v in (m, n, self.k, x2d.stride(0), gps, int(bias is not None))]
+        self.fn.launch(grid, self.cfg.warps * 32, args, torch.cuda.current_stream(x2d.device).cuda_stream, self.smem)
+        return y
+
+
+_PLANS: dict[tuple[object, ...], CudaPlan] = {}
+
+
+def plan(
+    device: torch.device, dtype: torch.dtype, m: int, n: int, k: int, group_size: int, cfg: CudaConfig
+) -> CudaPlan:
+    """The compiled launch of ``cfg`` for an [M, K] × [K, N] call (compiled with NVRTC on first use)."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    key = (index, dtype, m, n, k, group_size, cfg)
+    p = _PLANS.get(key)
+    if p is not None:
+        return p
+    if group_size not in GROUP_SIZES or k % group_size or k % 64 or n % 16:
+        raise ValueError(f"the CUDA fragment kernel cannot take K={k}, N={n}, group size {group_size}")
+    while (n // 16) % cfg.rb:  # every warp of a program must have rows (they meet at barriers)
+        cfg = dataclasses.replace(cfg, rb=cfg.rb // 2)
+    smem = cfg.smem_bytes(group_size)
+    if smem > SMEM_MAX:
+        raise ValueError(f"config {cfg.describe()} needs {smem} bytes of shared memory (at most {SMEM_MAX})")
+    fn = cuda_rt.load(source(dtype, group_size, cfg), NAME, torch.device("cuda", index), smem)
+    p = _PLANS[key] = CudaPlan(fn, cfg, m, n, k, group_size, smem)
+    return p
+
+
+def frag_mma_cuda(
+    x2d: torch.Tensor, w: dict[str, torch.Tensor], group_size: int, bias: torch.Tensor | None,
+    config: CudaConfig | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """``x2d @ dequant(W).T (+ bias)`` on the ``nk_frag`` tensors ``w`` (``qweight_frag``, ``sz_gn``)."""
+    qw, sz = w["qweight_frag"], w["sz_gn"]
+    m, k = x2d.shape
+    n = sz.shape[1]
+    if qw.shape[1] * 64 != k:
+        raise ValueError(f"input has {k} features, the layer expects {qw.shape[1] * 64}")
+    if x2d.dtype not in (torch.float16, torch.bfloat16):
+        raise ValueError(f"the CUDA fragment kernel takes fp16 or bf16 activations, got {x2d.dtype}")
+    cfg = config or default_config(m, n, k, group_size)
+    return plan(x2d.device, x2d.dtype, m, n, k, group_size, cfg)(x2d, w, bias)

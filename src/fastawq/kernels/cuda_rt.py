@@ -1,0 +1,167 @@
+"""Compiling and launching CUDA C++ kernels at run time: NVRTC and the driver API through ctypes.
+
+No CUDA toolkit and no build step: NVRTC ships with PyTorch's CUDA wheels (``libnvrtc``) and the driver
+(``libcuda``) with the GPU driver. A source is compiled once per (source, device) to a cubin for the
+device's own architecture and kept for the process. Nothing here runs at import; callers check
+:func:`why_unavailable` first, so a machine without NVRTC falls back to the Triton kernels.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import glob
+import os
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+_c = ctypes
+
+
+@functools.cache
+def _nvrtc() -> ctypes.CDLL | None:
+    """libnvrtc: the one PyTorch loaded, else one from the ``nvidia`` wheels or the system."""
+    try:
+        from torch.cuda import _utils
+
+        lib = _utils._get_nvrtc_library()  # type: ignore[attr-defined]
+        if lib is not None:
+            return lib  # type: ignore[no-any-return]
+    except Exception:  # a torch without that helper: look ourselves
+        pass
+    names: list[str] = []
+    for base in sys.path:
+        names += sorted(glob.glob(os.path.join(base, "nvidia", "*", "lib", "libnvrtc.so*")), reverse=True)
+    found = ctypes.util.find_library("nvrtc")
+    if found:
+        names.append(found)
+    for name in names:
+        if "builtins" in name:
+            continue
+        try:
+            return ctypes.CDLL(name)
+        except OSError:
+            continue
+    return None
+
+
+@functools.cache
+def _driver() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return None
+
+
+def why_unavailable(device: torch.device) -> str | None:
+    """Why CUDA C++ kernels cannot run on ``device`` (None: they can)."""
+    if device.type != "cuda" or torch.version.cuda is None:
+        return f"run-time CUDA kernels need a CUDA device, the input is on {device}"
+    if _driver() is None:
+        return "the CUDA driver library (libcuda.so.1) was not found"
+    if _nvrtc() is None:
+        return "NVRTC (libnvrtc, shipped with PyTorch's CUDA wheels) was not found"
+    return None
+
+
+class CudaError(RuntimeError):
+    pass
+
+
+def _check_drv(res: int, what: str) -> None:
+    if res != 0:
+        msg = _c.c_char_p()
+        drv = _driver()
+        if drv is not None:
+            drv.cuGetErrorString(res, _c.byref(msg))
+        raise CudaError(f"{what} failed: CUDA error {res} ({(msg.value or b'?').decode()})")
+
+
+def compile_cubin(source: str, name: str, arch: str) -> bytes:
+    """Compile ``source`` with NVRTC for ``sm_<arch>``; the log is in the error on failure."""
+    lib = _nvrtc()
+    if lib is None:
+        raise CudaError("NVRTC is not available")
+    prog = _c.c_void_p()
+    res = lib.nvrtcCreateProgram(_c.byref(prog), source.encode(), f"{name}.cu".encode(), 0, None, None)
+    if res != 0:
+        raise CudaError(f"nvrtcCreateProgram failed ({res})")
+    try:
+        opts = [f"--gpu-architecture=sm_{arch}".encode(), b"--std=c++17", b"-default-device"]
+        arr = (_c.c_char_p * len(opts))(*opts)
+        res = lib.nvrtcCompileProgram(prog, len(opts), arr)
+        if res != 0:
+            size = _c.c_size_t()
+            lib.nvrtcGetProgramLogSize(prog, _c.byref(size))
+            log = _c.create_string_buffer(size.value)
+            lib.nvrtcGetProgramLog(prog, log)
+            raise CudaError(f"NVRTC could not compile {name}:\n{log.value.decode(errors='replace')}")
+        size = _c.c_size_t()
+        if lib.nvrtcGetCUBINSize(prog, _c.byref(size)) != 0:
+            raise CudaError("nvrtcGetCUBINSize failed")
+        buf = _c.create_string_buffer(size.value)
+        if lib.nvrtcGetCUBIN(prog, buf) != 0:
+            raise CudaError("nvrtcGetCUBIN failed")
+        return buf.raw
+    finally:
+        lib.nvrtcDestroyProgram(_c.byref(prog))
+
+
+@dataclass(eq=False)
+class Function:
+    """A loaded kernel: ``launch(grid, block, args, stream)`` with args as ctypes values."""
+
+    handle: _c.c_void_p
+    module: _c.c_void_p
+    num_regs: int
+    name: str
+
+    def launch(
+        self, grid: tuple[int, int, int], block: int, args: Sequence[object], stream: int, smem: int = 0
+    ) -> None:
+        ptrs = (_c.c_void_p * len(args))(*[_c.cast(_c.pointer(a), _c.c_void_p) for a in args])  # type: ignore[call-overload, type-var]
+        drv = _driver()
+        assert drv is not None
+        gx, gy, gz = grid
+        res = drv.cuLaunchKernel(self.handle, gx, gy, gz, block, 1, 1, smem, _c.c_void_p(stream), ptrs, None)
+        if res != 0:
+            _check_drv(res, f"launching {self.name}")
+
+
+_LOCK = threading.Lock()
+_LOADED: dict[tuple[str, str, int], Function] = {}
+
+
+def load(source: str, name: str, device: torch.device, smem: int = 0) -> Function:
+    """The kernel ``name`` of ``source`` compiled for and loaded on ``device`` (cached), allowed ``smem``
+    bytes of dynamic shared memory."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    key = (source, name, index)
+    fn = _LOADED.get(key)
+    if fn is not None:
+        return fn
+    with _LOCK:
+        fn = _LOADED.get(key)
+        if fn is not None:
+            return fn
+        major, minor = torch.cuda.get_device_capability(index)
+        cubin = compile_cubin(source, name, f"{major}{minor}")
+        drv = _driver()
+        assert drv is not None
+        with torch.cuda.device(index):
+            torch.cuda.current_stream().synchronize()  # makes torch's primary context current on this thread
+            mod = _c.c_void_p()
+            _check_drv(drv.cuModuleLoadData(_c.byref(mod), cubin), "cuModuleLoadData")
+            fun = _c.c_void_p()
+            _check_drv(drv.cuModuleGetFunction(_c.byref(fun), mod, name.encode()), "cuModuleGetFunction")
+            regs = _c.c_int()
+            drv.cuFuncGetAttribute(_c.byref(regs), 4, fun)  # CU_FUNC_ATTRIBUTE_NUM_REGS
+            if smem:  # CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES (static shared memory comes on top)
+                _check_drv(drv.cuFuncSetAttribute(fun, 8, smem), "cuFuncSetAttribute(dynamic shared memory)")
+        fn = _LOADED[key] = Function(fun, mod, regs.value, name)
+        return fn

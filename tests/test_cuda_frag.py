@@ -1,0 +1,146 @@
+"""The run-time-compiled CUDA kernel on ``nk_frag`` against float64 (GPU only: NVRTC needs a CUDA device).
+
+Without a GPU only the parts that need none run: the source is well formed for every configuration and
+the kernel says why it cannot run on a CPU tensor.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fastawq.kernels import cuda_frag, dispatch, layouts, triton_awq, triton_frag
+
+from test_kernels import DEV, HAS_CUDA, SQNR_FLOOR, _module, random_gemm, sqnr_db
+
+gpu = pytest.mark.gpu
+needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+
+CONFIGS = [
+    cuda_frag.CudaConfig(mt=1, rb=4, kw=1, depth=4, split=1),
+    cuda_frag.CudaConfig(mt=1, rb=2, kw=4, depth=2, split=4, stages=4),
+    cuda_frag.CudaConfig(mt=2, rb=1, kw=2, depth=4, split=2, stages=2),
+    cuda_frag.CudaConfig(mt=4, rb=2, kw=3, depth=2, split=3),
+    cuda_frag.CudaConfig(mt=8, rb=2, kw=1, depth=1, split=1, stages=2),
+]
+
+
+def test_source_names_every_parameter() -> None:
+    cfg = cuda_frag.CudaConfig(mt=2, rb=4, kw=2, depth=3, split=2)
+    src = cuda_frag.source(torch.bfloat16, 128, cfg)
+    for name, value in (("BF16", 1), ("G", 128), ("MT", 2), ("RB", 4), ("KW", 2), ("DEPTH", 3), ("XS", 3)):
+        assert f"#define {name} {value}\n" in src
+    assert f"void __launch_bounds__(NW * 32) {cuda_frag.NAME}(" in src
+
+
+def test_says_why_not_on_a_cpu() -> None:
+    reason = cuda_frag.why_not(torch.device("cpu"), torch.float16, 4096, 4096, 128)
+    assert reason is not None and "CUDA device" in reason
+
+
+@gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=[c.describe() for c in CONFIGS])
+@pytest.mark.parametrize(("m", "k", "n", "g"), [(1, 512, 96, 64), (7, 768, 160, 128), (16, 1024, 48, 256),
+                                                (29, 512, 64, 128), (70, 384, 80, 64)])  # fmt: skip
+def test_cuda_frag_matches_float64(
+    cfg: cuda_frag.CudaConfig, m: int, k: int, n: int, g: int, dtype: torch.dtype
+) -> None:
+    if k % g:
+        pytest.skip("group size must divide K")
+    t, w = random_gemm(k, n, g, seed=m * 1000 + k + n, device=DEV)
+    wf = layouts.gemm_to_frag(t)
+    gen = torch.Generator().manual_seed(m + k)
+    for with_bias in (True, False):  # twice: split-K must leave its workspace zeroed for the next call
+        x = torch.randn(m, k, generator=gen).to(dtype)
+        bias = torch.randn(n, generator=gen).half() if with_bias else None
+        got = cuda_frag.frag_mma_cuda(x.to(DEV), wf, g, bias.to(DEV) if bias is not None else None, cfg)
+        ref = x.double() @ w + (bias.double() if bias is not None else 0)
+        assert got.dtype == dtype and got.shape == (m, n)
+        assert sqnr_db(got, ref) > SQNR_FLOOR[dtype], (cfg, with_bias)
+    assert all(bool((ws == 0).all()) and bool((c == 0).all()) for ws, c in triton_awq._WORKSPACES.values())
+
+
+@gpu
+@needs_cuda
+def test_cuda_frag_reads_a_strided_input() -> None:
+    k, n, g = 512, 64, 128
+    t, w = random_gemm(k, n, g, seed=3, device=DEV)
+    wf = layouts.gemm_to_frag(t)
+    big = torch.randn(5, 2 * k, generator=torch.Generator().manual_seed(2)).half().to(DEV)
+    x = big[:, 1 : 1 + k]  # row stride 2K, 2-byte aligned start: copied before the 4-byte loads
+    got = cuda_frag.frag_mma_cuda(x, wf, g, None)
+    assert sqnr_db(got, x.double().cpu() @ w) > SQNR_FLOOR[torch.float16]
+
+
+def test_tuner_leaves_the_cuda_kernel_out_without_a_gpu() -> None:
+    if HAS_CUDA:
+        pytest.skip("this machine has a GPU")
+    assert not any(name == "cuda_mma" for name, _ in triton_frag.candidates(8, 4096, 4096, 128))
+
+
+def test_candidates_fit_the_shared_memory_limit() -> None:
+    for m in (1, 8, 16, 32, 64):
+        for g in cuda_frag.GROUP_SIZES:
+            assert cuda_frag.candidates(m, g), (m, g)
+            for cfg in cuda_frag.candidates(m, g) + [cuda_frag.default_config(m, 4096, 4096, g)]:
+                assert cfg.smem_bytes(g) <= cuda_frag.SMEM_MAX, (m, cfg, g)
+    assert cuda_frag.candidates(65) == []
+
+
+@gpu
+@needs_cuda
+@pytest.mark.parametrize("m", [1, 8, 24])
+def test_frag_tuner_times_the_cuda_kernel_and_its_pick_is_right(m: int) -> None:
+    k, n, g = 2048, 768, 128
+    t, w = random_gemm(k, n, g, seed=m, device=DEV)
+    wf = layouts.gemm_to_frag(t)
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(m)).half()
+    got = triton_frag.frag_auto(x.to(DEV), wf, g, None)
+    timed = triton_awq.TUNE_LOG[triton_frag.FRAG_TUNER.key(x.to(DEV), n, k, g, None)]
+    assert sum(name == "cuda_mma" for name, _, _ in timed) == len(cuda_frag.candidates(m, g))
+    assert sqnr_db(got, x.double() @ w) > SQNR_FLOOR[torch.float16]
+    again = triton_frag.frag_auto(x.to(DEV), wf, g, None)  # the tuned launch, cached
+    assert torch.equal(again, got)
+
+
+@gpu
+@needs_cuda
+def test_cuda_kernel_replays_in_a_cuda_graph_without_split_k() -> None:
+    """Inside a capture there is no workspace: the split config runs unsplit, and replays stay right."""
+    k, n, g, m = 1024, 256, 128, 4
+    t, w = random_gemm(k, n, g, seed=5, device=DEV)
+    wf = layouts.gemm_to_frag(t)
+    cfg = cuda_frag.CudaConfig(mt=1, rb=2, kw=2, depth=2, split=4)
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(m, k, generator=gen).half().cuda()
+    cuda_frag.frag_mma_cuda(x, wf, g, None, cfg)  # compiles outside the capture
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        cuda_frag.frag_mma_cuda(x, wf, g, None, cfg)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        y = cuda_frag.frag_mma_cuda(x, wf, g, None, cfg)
+    for _ in range(3):
+        fresh = torch.randn(m, k, generator=gen).half()
+        x.copy_(fresh.cuda())
+        graph.replay()
+        torch.cuda.synchronize()
+        assert sqnr_db(y, fresh.double() @ w) > SQNR_FLOOR[torch.float16]
+
+
+@gpu
+@needs_cuda
+def test_forced_cuda_kernel_runs_the_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    mod, w = _module(512, 128, 128, seed=2)
+    mod = mod.cuda()
+    monkeypatch.setenv("FASTAWQ_KERNEL", "cuda_frag")
+    dispatch.reset()
+    x = torch.randn(3, 512, generator=torch.Generator().manual_seed(1)).half()
+    with torch.no_grad():
+        y = mod(x.cuda())
+    assert mod.layout == layouts.NK_FRAG
+    assert sqnr_db(y, x.double() @ w + mod.bias.double().cpu()) > SQNR_FLOOR[torch.float16]
