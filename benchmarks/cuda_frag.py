@@ -29,13 +29,17 @@ from kernels import SHAPES, copy_bandwidth, frag_of, gpu_time_us, int4_bytes, ke
 
 def configs(m: int, quick: bool) -> list[CudaConfig]:
     mt = min(4, max(1, -(-m // 8)))
-    shapes = ((4, 1), (8, 1), (2, 2), (4, 2), (1, 4), (2, 4)) if not quick else ((4, 1), (2, 2), (2, 4))
     out = []
-    for rb, kw in shapes:
-        for depth in (2, 4):
-            for stages in (3,) if mt == 1 else (3, 4):
-                for split in (1, 2, 4, 8):
-                    out.append(CudaConfig(mt=mt, rb=rb, kw=kw, depth=depth, split=split, stages=stages))
+    for wg in (False, True):
+        if wg:
+            shapes = ((4, 1), (8, 1), (4, 2), (4, 4)) if not quick else ((4, 1), (4, 2))
+        else:
+            shapes = ((4, 1), (8, 1), (2, 2), (4, 2), (1, 4), (2, 4)) if not quick else ((4, 1), (2, 2), (2, 4))
+        for rb, kw in shapes:
+            for depth in (2, 4):
+                for stages in (3,) if mt == 1 else (3, 4):
+                    for split in (1, 2, 4, 8):
+                        out.append(CudaConfig(mt=mt, rb=rb, kw=kw, depth=depth, split=split, stages=stages, wgmma=wg))
     return out
 
 

@@ -22,13 +22,17 @@ CONFIGS = [
     cuda_frag.CudaConfig(mt=2, rb=1, kw=2, depth=4, split=2, stages=2),
     cuda_frag.CudaConfig(mt=4, rb=2, kw=3, depth=2, split=3),
     cuda_frag.CudaConfig(mt=8, rb=2, kw=1, depth=1, split=1, stages=2),
+    cuda_frag.CudaConfig(mt=1, rb=4, kw=2, depth=2, split=3, wgmma=True),
+    cuda_frag.CudaConfig(mt=2, rb=4, kw=1, depth=4, split=1, stages=4, wgmma=True),
+    cuda_frag.CudaConfig(mt=4, rb=8, kw=1, depth=2, split=2, wgmma=True),
+    cuda_frag.CudaConfig(mt=2, rb=4, kw=4, depth=2, split=1, wgmma=True),
 ]
 
 
 def test_source_names_every_parameter() -> None:
     cfg = cuda_frag.CudaConfig(mt=2, rb=4, kw=2, depth=3, split=2)
     src = cuda_frag.source(torch.bfloat16, 128, cfg)
-    for name, value in (("BF16", 1), ("G", 128), ("MT", 2), ("RB", 4), ("KW", 2), ("DEPTH", 3), ("XS", 3)):
+    for name, value in (("BF16", 1), ("G", 128), ("MT", 2), ("RB", 4), ("KW", 2), ("DEPTH", 3), ("XS", 3), ("WG", 0)):
         assert f"#define {name} {value}\n" in src
     assert f"void __launch_bounds__(NW * 32) {cuda_frag.NAME}(" in src
 

@@ -99,6 +99,62 @@ __device__ __forceinline__ u32 dec16(u32 w, u32 zp) {
   return r;
 }
 
+__device__ __forceinline__ void decode(u32 w, u32 zlo, u32 zhi, u32 (&a)[4]) {
+#if BF16
+  a[0] = dec(w, zlo); a[1] = dec(w >> 4, zhi); a[2] = dec(w >> 8, zlo); a[3] = dec(w >> 12, zhi);
+#else
+  const u32 w8 = w >> 8;
+  a[0] = dec(w, zlo); a[1] = dec16(w, zhi); a[2] = dec(w8, zlo); a[3] = dec16(w8, zhi);
+#endif
+}
+
+#if WG
+// shared-memory matrix descriptor of a K-major x tile without swizzle: core matrices of 8 rows × 16 bytes,
+// the next 8 inputs 128 bytes on (leading byte offset), the next 8 rows KW·G/8 core matrices on (stride)
+__device__ __forceinline__ u64 gmma_desc(u32 addr) {
+  return (u64)((addr & 0x3FFFF) >> 4) | ((u64)(128 >> 4) << 16) | ((u64)((KW * G / 8 * 128) >> 4) << 32);
+}
+
+#if BF16
+#define WGTYPE "f32.bf16.bf16"
+#else
+#define WGTYPE "f32.f16.f16"
+#endif
+
+__device__ __forceinline__ void wgmma(float (&c)[MT][4], const u32 (&a)[4], u64 desc, bool acc) {
+#if MT == 1
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %9, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n8k16." WGTYPE " {%0,%1,%2,%3}, {%4,%5,%6,%7}, %8, p, 1, 1, 0;\n}"
+      : "+f"(c[0][0]), "+f"(c[0][1]), "+f"(c[0][2]), "+f"(c[0][3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"((int)acc));
+#elif MT == 2
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16." WGTYPE " {%0,%1,%2,%3,%4,%5,%6,%7},"
+      " {%8,%9,%10,%11}, %12, p, 1, 1, 0;\n}"
+      : "+f"(c[0][0]), "+f"(c[0][1]), "+f"(c[0][2]), "+f"(c[0][3]),
+        "+f"(c[1][0]), "+f"(c[1][1]), "+f"(c[1][2]), "+f"(c[1][3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"((int)acc));
+#elif MT == 4
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16." WGTYPE " {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15},"
+      " {%16,%17,%18,%19}, %20, p, 1, 1, 0;\n}"
+      : "+f"(c[0][0]), "+f"(c[0][1]), "+f"(c[0][2]), "+f"(c[0][3]),
+        "+f"(c[1][0]), "+f"(c[1][1]), "+f"(c[1][2]), "+f"(c[1][3]),
+        "+f"(c[2][0]), "+f"(c[2][1]), "+f"(c[2][2]), "+f"(c[2][3]),
+        "+f"(c[3][0]), "+f"(c[3][1]), "+f"(c[3][2]), "+f"(c[3][3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"((int)acc));
+#endif
+}
+#endif
+
+// keep registers read or written by an asynchronous wgmma alive and in place until its wait
+__device__ __forceinline__ void keep(u32 (&a)[4]) {
+  asm volatile("" : "+r"(a[0]), "+r"(a[1]), "+r"(a[2]), "+r"(a[3]) :: "memory");
+}
+__device__ __forceinline__ void keepf(float (&c)[4]) {
+  asm volatile("" : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3]) :: "memory");
+}
+
 __device__ __forceinline__ void mma(float (&c)[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
   asm(MMA " {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
@@ -132,7 +188,10 @@ extern "C" __global__ void __launch_bounds__(NW * 32) fastawq_frag_mma(
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t = lane & 3;
   const int rb = warp % RB, kw = warp / RB;  // this warp's row block in the program, and its K lane
-  const int b = blockIdx.x * RB + rb;  // the host makes N / 16 a multiple of RB: every warp has rows
+  // a last program may reach past the rows: its extra warps compute a copy of the last row block (they
+  // still meet the others at barriers and in warp-group MMAs) and store nothing
+  const bool has_rows = blockIdx.x * RB + rb < (N >> 4);
+  const int b = min(blockIdx.x * RB + rb, (N >> 4) - 1);
   const int ng = K / G;
   const int g0 = blockIdx.y * gps;
   const int g1 = min(ng, g0 + gps);
@@ -155,7 +214,11 @@ extern "C" __global__ void __launch_bounds__(NW * 32) fastawq_frag_mma(
     xrow_ok[j] = i < XCHUNKS && m0 + r < M;
     xsrc[j] = (xrow_ok[j] ? (m0 + r) * ldx_ : 0) + c * 8;
     xcol[j] = c * 8;
+#if WG
+    xdst[j] = ((r >> 3) * (KW * G / 8) + c) * 128 + (r & 7) * 16;  // 8 × 16-byte core matrices, K-major
+#else
     xdst[j] = r * XROW + ((c ^ (r & 7)) << 4);
+#endif
   }
   // this lane's ldmatrix address for fragment pair p (fragments f = s·MT + mt, two per x4 load):
   // matrix q = lane / 8 is fragment 2p + q / 2, inputs 8·(q % 2)…; row lane % 8 of it
@@ -223,6 +286,34 @@ extern "C" __global__ void __launch_bounds__(NW * 32) fastawq_frag_mma(
         const int grp = g0 + kw + KW * it;
         if (grp < g1) {
           const u32 stage = xs0 + (it % XS) * XSTAGE;
+          const u32 zlo = zpair((sr[d][0] >> 16) & 0xFF);
+#if BF16
+          const u32 zhi = zpair((sr[d][1] >> 16) & 0xFF);
+          const float shi = half_to_float(sr[d][1] & 0xFFFF);
+#else
+          const u32 zhi = zpair(((sr[d][1] >> 16) & 0xFF) << 4);
+          const float shi = half_to_float(sr[d][1] & 0xFFFF) * 0.0625f;
+#endif
+          const float slo = half_to_float(sr[d][0] & 0xFFFF);
+#if WG
+          // one warp group (4 warps = 64 rows, same K warp) multiplies its decoded rows by the stage's x
+          // tile through wgmma: A from registers, B (x, K-major) from shared memory
+          float part[MT][4];
+          u32 af[CH * 4][4];
+#pragma unroll
+          for (int ch = 0; ch < CH; ++ch)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) decode(wr[d][ch][j], zlo, zhi, af[ch * 4 + j]);
+          asm volatile("fence.proxy.async.shared::cta;\nwgmma.fence.sync.aligned;" ::: "memory");
+#pragma unroll
+          for (int st = 0; st < CH * 4; ++st)
+            wgmma(part, af[st], gmma_desc(stage + (kw * (G / 8) + 2 * st) * 128), st > 0);
+          asm volatile("wgmma.commit_group.sync.aligned;\nwgmma.wait_group.sync.aligned 0;" ::: "memory");
+#pragma unroll
+          for (int st = 0; st < CH * 4; ++st) keep(af[st]);
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) keepf(part[mt]);
+#else
           u32 xf[CH * 4 * MT][2];
 #pragma unroll
           for (int p = 0; p < CH * 4 * MT / 2; ++p) {
@@ -233,15 +324,6 @@ extern "C" __global__ void __launch_bounds__(NW * 32) fastawq_frag_mma(
             xf[2 * p + 1][0] = r[2];
             xf[2 * p + 1][1] = r[3];
           }
-          const u32 zlo = zpair((sr[d][0] >> 16) & 0xFF);
-#if BF16
-          const u32 zhi = zpair((sr[d][1] >> 16) & 0xFF);
-          const float shi = half_to_float(sr[d][1] & 0xFFFF);
-#else
-          const u32 zhi = zpair(((sr[d][1] >> 16) & 0xFF) << 4);
-          const float shi = half_to_float(sr[d][1] & 0xFFFF) * 0.0625f;
-#endif
-          const float slo = half_to_float(sr[d][0] & 0xFFFF);
           float part[MT][4];
 #pragma unroll
           for (int mt = 0; mt < MT; ++mt)
@@ -266,6 +348,7 @@ extern "C" __global__ void __launch_bounds__(NW * 32) fastawq_frag_mma(
                 mma(part[mt], a0, a1, a2, a3, xf[step * MT + mt][0], xf[step * MT + mt][1]);
             }
           }
+#endif
 #pragma unroll
           for (int mt = 0; mt < MT; ++mt) {
             acc[mt][0] += slo * part[mt][0];
@@ -304,7 +387,7 @@ extern "C" __global__ void __launch_bounds__(NW * 32) fastawq_frag_mma(
           for (int i = 0; i < 4; ++i) acc[mt][i] += red[((o * RB + rb) * MT * 4 + mt * 4 + i) * 32 + lane];
     }
   }
-  const bool active = kw == 0;
+  const bool active = kw == 0 && has_rows;
 
   const float blo = (active && has_bias) ? tofloat(bias[row_lo]) : 0.f;
   const float bhi = (active && has_bias) ? tofloat(bias[row_hi]) : 0.f;
@@ -378,9 +461,12 @@ class CudaConfig:
     depth: int = 2
     split: int = 1
     stages: int = 3
+    #: warp groups multiply through ``wgmma`` (sm_90, needs rb % 4 == 0) instead of per-warp ``mma.sync``
+    wgmma: bool = False
 
     def describe(self) -> str:
-        return f"mt{self.mt} rb{self.rb} kw{self.kw} d{self.depth} xs{self.stages} split{self.split}"
+        s = f"mt{self.mt} rb{self.rb} kw{self.kw} d{self.depth} xs{self.stages} split{self.split}"
+        return s + (" wgmma" if self.wgmma else "")
 
     @property
     def warps(self) -> int:
@@ -395,7 +481,7 @@ class CudaConfig:
 def source(dtype: torch.dtype, group_size: int, cfg: CudaConfig) -> str:
     bf16 = 1 if dtype == torch.bfloat16 else 0
     defs = {"BF16": bf16, "G": group_size, "MT": cfg.mt, "RB": cfg.rb, "KW": cfg.kw, "DEPTH": cfg.depth,
-            "XS": cfg.stages}  # fmt: skip
+            "XS": cfg.stages, "WG": int(cfg.wgmma)}  # fmt: skip
     return "".join(f"#define {k} {v}\n" for k, v in defs.items()) + _SOURCE
 
 
@@ -452,7 +538,7 @@ class CudaPlan:
     def grid(self, split: int) -> tuple[tuple[int, int, int], int]:
         ng = self.k // self.group_size
         gps = -(-ng // max(1, min(split, ng)))
-        return ((self.n // 16) // self.cfg.rb, -(-ng // gps), -(-self.m // (8 * self.cfg.mt))), gps
+        return (-(-(self.n // 16) // self.cfg.rb), -(-ng // gps), -(-self.m // (8 * self.cfg.mt))), gps
 
     def __call__(self, x2d: torch.Tensor, w: dict[str, torch.Tensor], bias: torch.Tensor | None) -> torch.Tensor:
         from fastawq.kernels.triton_awq import _workspace  # the shared per-stream split-K workspace
@@ -491,8 +577,8 @@ def plan(
         return p
     if group_size not in GROUP_SIZES or k % group_size or k % 64 or n % 16:
         raise ValueError(f"the CUDA fragment kernel cannot take K={k}, N={n}, group size {group_size}")
-    while (n // 16) % cfg.rb:  # every warp of a program must have rows (they meet at barriers)
-        cfg = dataclasses.replace(cfg, rb=cfg.rb // 2)
+    if cfg.wgmma and (cfg.rb % 4 or torch.cuda.get_device_capability(index) != (9, 0)):
+        raise ValueError(f"config {cfg.describe()} needs an sm_90 GPU and whole warp groups of rows (rb % 4 == 0)")
     smem = cfg.smem_bytes(group_size)
     if smem > SMEM_MAX:
         raise ValueError(f"config {cfg.describe()} needs {smem} bytes of shared memory (at most {SMEM_MAX})")

@@ -150,7 +150,8 @@ def load(source: str, name: str, device: torch.device, smem: int = 0) -> Functio
         if fn is not None:
             return fn
         major, minor = torch.cuda.get_device_capability(index)
-        cubin = compile_cubin(source, name, f"{major}{minor}")
+        # sm_90a: Hopper's architecture-specific instructions (wgmma); the cubin is for this device only
+        cubin = compile_cubin(source, name, f"{major}{minor}" + ("a" if (major, minor) == (9, 0) else ""))
         drv = _driver()
         assert drv is not None
         with torch.cuda.device(index):
