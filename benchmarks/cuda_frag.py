@@ -27,10 +27,10 @@ from fastawq.kernels.cuda_frag import CudaConfig
 from kernels import SHAPES, copy_bandwidth, frag_of, gpu_time_us, int4_bytes, kernel_time_us, random_nk
 
 
-def configs(m: int, quick: bool) -> list[CudaConfig]:
+def configs(m: int, quick: bool, wgmma: bool = False) -> list[CudaConfig]:
     mt = min(4, max(1, -(-m // 8)))
     out = []
-    for wg in (False, True):
+    for wg in (False, True) if wgmma else (False,):
         if wg:
             shapes = ((4, 1), (8, 1), (4, 2), (4, 4)) if not quick else ((4, 1), (4, 2))
         else:
@@ -111,6 +111,7 @@ def main() -> None:
     ap.add_argument("--group-size", type=int, default=128)
     ap.add_argument("--triton", action="store_true", help="also time the tuned Triton kernels")
     ap.add_argument("--quick", action="store_true", help="fewer tile configs")
+    ap.add_argument("--wgmma", action="store_true", help="also the wgmma variant (slower on the H100 so far)")
     ap.add_argument("--probe", action="store_true", help="only the CUDA streaming probe (the M = 1 ceiling)")
     args = ap.parse_args()
     dtype = getattr(torch, args.dtype)
@@ -138,7 +139,7 @@ def main() -> None:
             row: dict[str, Any] = {"k": k, "n": n, "m": m, "bound_us": int4_bytes(m, k, n, g) / bw * 1e6}
             row["cublas_us"] = kernel_time_us(lambda x=x, dense=dense: torch.nn.functional.linear(x, dense))  # type: ignore[misc]
             results = []
-            for cfg in configs(m, args.quick):
+            for cfg in configs(m, args.quick, args.wgmma):
                 try:
                     got = cuda_frag.frag_mma_cuda(x, wf, g, None, cfg)
                     err = float((got.float() - ref).norm() / ref.norm())
@@ -156,7 +157,7 @@ def main() -> None:
             row["cuda_all"] = results
             if ok:
                 best = ok[0]
-                cfg = next(c for c in configs(m, args.quick) if c.describe() == best["cfg"])
+                cfg = next(c for c in configs(m, args.quick, args.wgmma) if c.describe() == best["cfg"])
                 row["cuda_cfg"] = best["cfg"]
                 row["cuda_us"] = kernel_time_us(
                     lambda x=x, cfg=cfg, wf=wf: cuda_frag.frag_mma_cuda(x, wf, g, None, cfg)
