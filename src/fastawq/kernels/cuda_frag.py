@@ -2,16 +2,24 @@
 
 Why not Triton here: for small M the work is a memory stream of the packed weight, and what decides the
 speed is how many bytes each warp keeps in flight and how few instructions sit between a load and its
-use. Triton chooses both itself (BENCHMARKS.md: its fragment kernel reaches 40–50 % of the int4 bound
-at M = 8–32). Here each warp owns 16 output rows and keeps ``DEPTH`` groups of its weight in registers
-ahead of the group it multiplies (16-byte ``ld.global.nc`` loads that skip L1), decodes a word into its
-``mma.m16n8k16`` A fragments with one ``lop3`` and one ``fma`` per pair, and multiplies by x read
-straight from global memory as B fragments (x is small and stays in L1/L2). A group's product is
-accumulated in fp32 and scaled once. K is split over ``SPLIT`` programs that add fp32 partial sums into
-the per-stream workspace of :mod:`.triton_awq`; the last of them writes y and re-zeroes its part.
+use; Triton chooses both itself. In this kernel (macros: ``G``, ``MT``, ``RB``, ``KW``, ``DEPTH``, ``XS``,
+``WG``, ``BF16``):
 
-Rows of x: each warp covers ``8·MT`` of them per program (``MT`` n8 tiles); more rows take more
-programs along the grid's z axis (each reads the weight again: meant for M ≤ 64).
+- each warp owns 16 output rows and keeps ``DEPTH`` of its groups of weight in registers ahead of the
+  group it multiplies (16-byte ``ld.global.nc`` loads that do not allocate in L1);
+- a word is decoded into its ``mma.m16n8k16`` A fragments with one ``lop3`` and one ``fma`` per pair
+  (fp16: one shift per word; row g + 8's nibbles are taken in place as 16·(q − z));
+- x goes through ``XS`` shared-memory stages (``cp.async``, rows past M zero-filled) and reaches the
+  MMA through ``ldmatrix``; a program is ``RB`` row blocks × ``KW`` warps that take turns over a row
+  block's groups and add up in shared memory at the end;
+- a group's product is accumulated in fp32 and scaled once; K may also be split over programs that add
+  fp32 partial sums into the per-stream workspace of :mod:`.triton_awq` (the last writes y and
+  re-zeroes its part), except inside a CUDA graph capture, where the same launch runs unsplit;
+- ``WG``: warp groups of 4 warps multiply through Hopper's ``wgmma`` instead (correct, but slower so far:
+  not a tuner candidate; BENCHMARKS.md).
+
+Rows of x: each program covers ``8·MT`` of them (``MT`` n8 tiles); more rows take more programs along the
+grid's z axis, each reading the weight again, so the tuner offers this kernel up to 64 rows.
 """
 
 from __future__ import annotations
@@ -559,7 +567,12 @@ class CudaPlan:
         qw, sz = w["qweight_frag"], w["sz_gn"]
         args: list[object] = [ctypes.c_void_p(t.data_ptr()) for t in (x2d, qw, sz, b, y, ws, cnt)]
         args += [ctypes.c_int(v) for v in (m, n, self.k, x2d.stride(0), gps, int(bias is not None))]
-        self.fn.launch(grid, self.cfg.warps * 32, args, torch.cuda.current_stream(x2d.device).cuda_stream, self.smem)
+        stream = torch.cuda.current_stream(x2d.device).cuda_stream
+        if x2d.device.index is not None and x2d.device.index != torch.cuda.current_device():
+            with torch.cuda.device(x2d.device):  # the module was loaded in that device's context
+                self.fn.launch(grid, self.cfg.warps * 32, args, stream, self.smem)
+        else:
+            self.fn.launch(grid, self.cfg.warps * 32, args, stream, self.smem)
         return y
 
 
