@@ -188,6 +188,18 @@ __device__ __forceinline__ void ldsm4(u32 (&r)[4], u32 addr) {
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
 }
 
+// this thread's chunks of one stage of x (inputs k0…): 16-byte cp.async copies, zero-filled past M or K
+__device__ __forceinline__ void copy_x(u32 stage, const u16* x, int k0, int K, const int (&src)[XPER],
+                                       const u32 (&dst)[XPER], const int (&col)[XPER], const bool (&row_ok)[XPER]) {
+#pragma unroll
+  for (int j = 0; j < XPER; ++j) {
+    const bool ok = row_ok[j] && k0 + col[j] < K;
+    if (XCHUNKS % (NW * 32) == 0 || threadIdx.x + j * NW * 32 < XCHUNKS)
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;"
+                   :: "r"(stage + dst[j]), "l"(x + (ok ? src[j] + k0 : 0)), "r"(ok ? 16 : 0));
+  }
+}
+
 extern "C" __global__ void __launch_bounds__(NW * 32) fastawq_frag_mma(
     const u16* __restrict__ x, const u32* __restrict__ qw, const u32* __restrict__ sz,
     const u16* __restrict__ bias, u16* __restrict__ y, float* __restrict__ ws, int* __restrict__ cnt,
@@ -259,16 +271,7 @@ extern "C" __global__ void __launch_bounds__(NW * 32) fastawq_frag_mma(
   }
 #pragma unroll
   for (int st = 0; st < XS - 1; ++st) {
-    if (st < iters) {
-      const int k0 = (g0 + KW * st) * G;
-#pragma unroll
-      for (int j = 0; j < XPER; ++j) {
-        const bool ok = xrow_ok[j] && k0 + xcol[j] < K;
-        if (XCHUNKS % (NW * 32) == 0 || threadIdx.x + j * NW * 32 < XCHUNKS)
-          asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;"
-                       :: "r"(xs0 + st * XSTAGE + xdst[j]), "l"(x + (ok ? xsrc[j] + k0 : 0)), "r"(ok ? 16 : 0));
-      }
-    }
+    if (st < iters) copy_x(xs0 + st * XSTAGE, x, (g0 + KW * st) * G, K, xsrc, xdst, xcol, xrow_ok);
     asm volatile("cp.async.commit_group;");
   }
   for (int base = 0; base < iters; base += DEPTH) {
@@ -279,17 +282,7 @@ extern "C" __global__ void __launch_bounds__(NW * 32) fastawq_frag_mma(
         asm volatile("cp.async.wait_group %0;" :: "n"(XS - 2));
         __syncthreads();  // this step's x has landed for every thread; the stage refilled below is free
         const int nx = it + XS - 1;
-        if (nx < iters) {
-          const int k0 = (g0 + KW * nx) * G;
-          const u32 dst = xs0 + (nx % XS) * XSTAGE;
-#pragma unroll
-          for (int j = 0; j < XPER; ++j) {
-            const bool ok = xrow_ok[j] && k0 + xcol[j] < K;
-            if (XCHUNKS % (NW * 32) == 0 || threadIdx.x + j * NW * 32 < XCHUNKS)
-              asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;"
-                           :: "r"(dst + xdst[j]), "l"(x + (ok ? xsrc[j] + k0 : 0)), "r"(ok ? 16 : 0));
-          }
-        }
+        if (nx < iters) copy_x(xs0 + (nx % XS) * XSTAGE, x, (g0 + KW * nx) * G, K, xsrc, xdst, xcol, xrow_ok);
         asm volatile("cp.async.commit_group;");
         const int grp = g0 + kw + KW * it;
         if (grp < g1) {
