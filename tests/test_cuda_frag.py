@@ -106,7 +106,9 @@ def test_frag_tuner_times_the_cuda_kernel_and_its_pick_is_right(m: int) -> None:
     assert sum(name == "cuda_mma" for name, _, _ in timed) == len(cuda_frag.candidates(m, g))
     assert sqnr_db(got, x.double() @ w) > SQNR_FLOOR[torch.float16]
     again = triton_frag.frag_auto(x.to(DEV), wf, g, None)  # the tuned launch, cached
-    assert torch.equal(again, got)
+    # not bit-equal in general: a split-K pick adds its fp32 partial sums with atomics, in any order
+    assert sqnr_db(again, x.double() @ w) > SQNR_FLOOR[torch.float16]
+    torch.testing.assert_close(again, got, rtol=2e-3, atol=2e-3)
 
 
 @gpu
