@@ -150,3 +150,21 @@ def test_forced_cuda_kernel_runs_the_module(monkeypatch: pytest.MonkeyPatch) -> 
         y = mod(x.cuda())
     assert mod.layout == layouts.NK_FRAG
     assert sqnr_db(y, x.double() @ w + mod.bias.double().cpu()) > SQNR_FLOOR[torch.float16]
+
+
+def test_runtime_compiler_says_why_it_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastawq.kernels import cuda_rt
+
+    assert "CUDA device" in str(cuda_rt.why_unavailable(torch.device("cpu")))
+    monkeypatch.setattr(cuda_rt, "_nvrtc", lambda: None)
+    with pytest.raises(cuda_rt.CudaError, match="NVRTC is not available"):
+        cuda_rt.compile_cubin('extern "C" __global__ void k() {}', "k", "90")
+
+
+def test_forcing_the_cuda_kernel_on_a_cpu_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastawq.errors import FastAWQError
+
+    monkeypatch.setenv("FASTAWQ_KERNEL", "cuda_frag")
+    x = torch.randn(2, 256).half()
+    with pytest.raises(FastAWQError, match="cuda_frag.*CUDA device"):
+        dispatch.select(x, 256, 64, 64)
