@@ -107,6 +107,9 @@ __device__ __forceinline__ u32 dec16(u32 w, u32 zp) {
   return r;
 }
 
+// a word's four A-fragment pairs (row g: zlo, row g + 8: zhi). fp16 has room for 16·q under the magic
+// exponent, so row g + 8's pairs (nibbles 1, 5 and 3, 7) are taken in place as 16·(q − z): one shift per
+// word, and that row's scale is divided by 16
 __device__ __forceinline__ void decode(u32 w, u32 zlo, u32 zhi, u32 (&a)[4]) {
 #if BF16
   a[0] = dec(w, zlo); a[1] = dec(w >> 4, zhi); a[2] = dec(w >> 8, zlo); a[3] = dec(w >> 12, zhi);
@@ -334,19 +337,12 @@ extern "C" __global__ void __launch_bounds__(NW * 32) fastawq_frag_mma(
           for (int ch = 0; ch < CH; ++ch) {
 #pragma unroll
             for (int j = 0; j < 4; ++j) {
-              const u32 w = wr[d][ch][j];
-#if BF16
-              const u32 a0 = dec(w, zlo), a1 = dec(w >> 4, zhi), a2 = dec(w >> 8, zlo), a3 = dec(w >> 12, zhi);
-#else
-              // fp16 has room for 16·q under the magic exponent: row g + 8's pairs (nibbles 1, 5 and 3, 7)
-              // are taken in place as 16·(q − z), one shift per word, and scaled by s / 16 afterwards
-              const u32 w8 = w >> 8;
-              const u32 a0 = dec(w, zlo), a1 = dec16(w, zhi), a2 = dec(w8, zlo), a3 = dec16(w8, zhi);
-#endif
+              u32 a[4];
+              decode(wr[d][ch][j], zlo, zhi, a);
               const int step = ch * 4 + j;
 #pragma unroll
               for (int mt = 0; mt < MT; ++mt)
-                mma(part[mt], a0, a1, a2, a3, xf[step * MT + mt][0], xf[step * MT + mt][1]);
+                mma(part[mt], a[0], a[1], a[2], a[3], xf[step * MT + mt][0], xf[step * MT + mt][1]);
             }
           }
 #endif
