@@ -28,7 +28,7 @@ from kernels import SHAPES, copy_bandwidth, frag_of, gpu_time_us, int4_bytes, ke
 
 
 def configs(m: int, quick: bool, wgmma: bool = False) -> list[CudaConfig]:
-    mt = min(4, max(1, -(-m // 8)))
+    mt = cuda_frag.n8_tiles(m)
     out = []
     for wg in (False, True) if wgmma else (False,):
         if wg:

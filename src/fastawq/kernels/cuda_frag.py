@@ -24,6 +24,7 @@ grid's z axis, each reading the weight again, so the tuner offers this kernel up
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 from dataclasses import dataclass
@@ -498,8 +499,13 @@ def why_not(device: torch.device, dtype: torch.dtype, k: int, n: int, group_size
 SMEM_MAX = 160 * 1024
 
 
+def n8_tiles(m: int) -> int:
+    """The ``mt`` for M rows of x: 1, 2 or 4 n8 tiles (more rows take more programs along z)."""
+    return 1 if m <= 8 else 2 if m <= 16 else 4
+
+
 def default_config(m: int, n: int, k: int, group_size: int) -> CudaConfig:
-    mt = 1 if m <= 8 else 2 if m <= 16 else 4
+    mt = n8_tiles(m)
     cfg = CudaConfig(mt=mt, rb=2, kw=4, depth=2 if mt == 1 else 4, split=1, stages=3 if mt == 1 else 4)
     while cfg.smem_bytes(group_size) > SMEM_MAX:  # group size 256: fewer K warps
         cfg = dataclasses.replace(cfg, kw=cfg.kw // 2, rb=cfg.rb * 2)
@@ -510,7 +516,7 @@ def candidates(m: int, group_size: int = 128) -> list[CudaConfig]:
     """What the frag tuner times (the fastest configs of the H100 sweep in BENCHMARKS.md), up to 64 rows."""
     if m > 64:
         return []
-    mt = 1 if m <= 8 else 2 if m <= 16 else 4
+    mt = n8_tiles(m)
     shapes = {  # (rb, kw, depth, stages, split)
         1: [(2, 4, 2, 3, 1), (4, 1, 2, 3, 2), (2, 2, 2, 3, 8), (4, 2, 2, 3, 4), (1, 4, 2, 3, 1), (2, 4, 2, 3, 4)],
         2: [(2, 4, 4, 4, 1), (2, 4, 2, 3, 1), (8, 1, 4, 4, 1), (4, 1, 2, 4, 4), (2, 4, 2, 3, 4)],
@@ -557,10 +563,8 @@ class CudaPlan:
         args: list[object] = [ctypes.c_void_p(t.data_ptr()) for t in (x2d, qw, sz, b, y, ws, cnt)]
         args += [ctypes.c_int(v) for v in (m, n, self.k, x2d.stride(0), gps, int(bias is not None))]
         stream = torch.cuda.current_stream(x2d.device).cuda_stream
-        if x2d.device.index is not None and x2d.device.index != torch.cuda.current_device():
-            with torch.cuda.device(x2d.device):  # the module was loaded in that device's context
-                self.fn.launch(grid, self.cfg.warps * 32, args, stream, self.smem)
-        else:
+        elsewhere = x2d.device.index is not None and x2d.device.index != torch.cuda.current_device()
+        with torch.cuda.device(x2d.device) if elsewhere else contextlib.nullcontext():  # the module's context
             self.fn.launch(grid, self.cfg.warps * 32, args, stream, self.smem)
         return y
 
@@ -577,8 +581,11 @@ def plan(
     p = _PLANS.get(key)
     if p is not None:
         return p
-    if group_size not in GROUP_SIZES or k % group_size or k % 64 or n % 16:
-        raise ValueError(f"the CUDA fragment kernel cannot take K={k}, N={n}, group size {group_size}")
+    reason = layouts.frag_supported(k, n, group_size)
+    if reason is None and k % group_size:
+        reason = f"K={k} is not a multiple of the group size {group_size}"
+    if reason is not None:
+        raise ValueError(f"the CUDA fragment kernel cannot take this layer: {reason}")
     if cfg.wgmma and (cfg.rb % 4 or torch.cuda.get_device_capability(index) != (9, 0)):
         raise ValueError(f"config {cfg.describe()} needs an sm_90 GPU and whole warp groups of rows (rb % 4 == 0)")
     smem = cfg.smem_bytes(group_size)

@@ -67,8 +67,8 @@ def _run_reference(x2d: torch.Tensor, w: Tensors, group_size: int, bias: torch.T
     return reference_awq_linear(x2d, w["qweight"], w["qzeros"], w["scales"], group_size, bias)
 
 
-def _triton_fn(name: str, module: str = "triton_awq") -> RunFn:
-    """``<module>.<name>``, imported on the first call (importing triton is slow and optional)."""
+def _lazy_fn(name: str, module: str = "triton_awq") -> RunFn:
+    """``<module>.<name>``, imported on the first call (triton is slow to import and optional)."""
     bound: list[RunFn] = []
 
     def run(x2d: torch.Tensor, w: Tensors, group_size: int, bias: torch.Tensor | None) -> torch.Tensor:
@@ -123,12 +123,6 @@ def _why_not_cuda_frag(device: torch.device, dtype: torch.dtype, k: int, n: int,
     return cuda_frag.why_not(device, dtype, k, n, group_size)
 
 
-def _run_cuda_frag(x2d: torch.Tensor, w: Tensors, group_size: int, bias: torch.Tensor | None) -> torch.Tensor:
-    from fastawq.kernels import cuda_frag
-
-    return cuda_frag.frag_mma_cuda(x2d, w, group_size, bias)
-
-
 def _why_not_cpu(device: torch.device, dtype: torch.dtype, k: int, n: int, group_size: int) -> str | None:
     if device.type != "cpu":
         return f"the CPU int4 kernel runs on the CPU, the input is on {device}"
@@ -147,13 +141,13 @@ KERNELS: dict[str, Kernel] = {
     k.name: k
     for k in (
         Kernel("reference", layouts.AWQ_GEMM, _run_reference, _why_not_any),
-        Kernel("triton", layouts.NK_INT4, _triton_fn("auto"), _why_not_triton),
-        Kernel("triton_gemv", layouts.NK_INT4, _triton_fn("gemv"), _why_not_triton),
-        Kernel("triton_gemm", layouts.NK_INT4, _triton_fn("gemm"), _why_not_triton),
-        Kernel("triton_mma", layouts.NK_INT4, _triton_fn("mma"), _why_not_triton),
-        Kernel("triton_dequant", layouts.NK_INT4, _triton_fn("dequant_matmul"), _why_not_triton),
-        Kernel("triton_frag", layouts.NK_FRAG, _triton_fn("frag_auto", "triton_frag"), _why_not_frag),
-        Kernel("cuda_frag", layouts.NK_FRAG, _run_cuda_frag, _why_not_cuda_frag),
+        Kernel("triton", layouts.NK_INT4, _lazy_fn("auto"), _why_not_triton),
+        Kernel("triton_gemv", layouts.NK_INT4, _lazy_fn("gemv"), _why_not_triton),
+        Kernel("triton_gemm", layouts.NK_INT4, _lazy_fn("gemm"), _why_not_triton),
+        Kernel("triton_mma", layouts.NK_INT4, _lazy_fn("mma"), _why_not_triton),
+        Kernel("triton_dequant", layouts.NK_INT4, _lazy_fn("dequant_matmul"), _why_not_triton),
+        Kernel("triton_frag", layouts.NK_FRAG, _lazy_fn("frag_auto", "triton_frag"), _why_not_frag),
+        Kernel("cuda_frag", layouts.NK_FRAG, _lazy_fn("frag_mma_cuda", "cuda_frag"), _why_not_cuda_frag),
         Kernel("cpu_int4", layouts.CPU_INT4PACK, _run_cpu_int4, _why_not_cpu),
     )
 }

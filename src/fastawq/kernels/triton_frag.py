@@ -420,16 +420,16 @@ def candidates(m: int, n: int, k: int, group_size: int, dtype: torch.dtype = tor
             out += [("frag_mma", TileConfig(64, 64, g, 4, 3, split=split)) for split in (1, 2)]
     if m >= 32:
         out.append(("frag_dequant", None))
-    if _cuda_ok(dtype):
+    if _cuda_ok(dtype, k, n, g):
         out += [("cuda_mma", cfg) for cfg in cuda_frag.candidates(m, g)]
     return out
 
 
-def _cuda_ok(dtype: torch.dtype) -> bool:
+def _cuda_ok(dtype: torch.dtype, k: int, n: int, g: int) -> bool:
     """Whether the run-time-compiled CUDA kernel can join the tuning here (off: FASTAWQ_CUDA_KERNELS=0)."""
     if os.environ.get("FASTAWQ_CUDA_KERNELS", "1") == "0" or interpreting() or not torch.cuda.is_available():
         return False
-    return cuda_frag.why_not(torch.device("cuda", torch.cuda.current_device()), dtype, 64, 16, 64) is None
+    return cuda_frag.why_not(torch.device("cuda", torch.cuda.current_device()), dtype, k, n, g) is None
 
 
 def _default(m: int, n: int, k: int, g: int) -> Candidate:
