@@ -27,19 +27,24 @@ from fastawq.kernels.cuda_frag import CudaConfig
 from kernels import SHAPES, copy_bandwidth, frag_of, gpu_time_us, int4_bytes, kernel_time_us, random_nk
 
 
-def configs(m: int, quick: bool, wgmma: bool = False) -> list[CudaConfig]:
-    mt = cuda_frag.n8_tiles(m)
+def configs(m: int, quick: bool, wgmma: bool = False, mma: bool = True) -> list[CudaConfig]:
     out = []
-    for wg in (False, True) if wgmma else (False,):
-        if wg:
-            shapes = ((4, 1), (8, 1), (4, 2), (4, 4)) if not quick else ((4, 1), (4, 2))
-        else:
-            shapes = ((4, 1), (8, 1), (2, 2), (4, 2), (1, 4), (2, 4)) if not quick else ((4, 1), (2, 2), (2, 4))
+    if mma and m <= 64:  # mma.sync: 8·mt rows a program, more rows take more programs
+        mt = cuda_frag.n8_tiles(m)
+        shapes = ((4, 1), (8, 1), (2, 2), (4, 2), (1, 4), (2, 4)) if not quick else ((4, 1), (2, 2), (2, 4))
         for rb, kw in shapes:
             for depth in (2, 4):
                 for stages in (3,) if mt == 1 else (3, 4):
                     for split in (1, 2, 4, 8):
-                        out.append(CudaConfig(mt=mt, rb=rb, kw=kw, depth=depth, split=split, stages=stages, wgmma=wg))
+                        out.append(CudaConfig(mt=mt, rb=rb, kw=kw, depth=depth, split=split, stages=stages))
+    if wgmma:  # warp groups: up to 128 rows a program, depth 2 (deeper register rings make ptxas serialize)
+        mt = cuda_frag.wg_tiles(m)
+        for rb, kw in ((4, 1), (8, 1), (4, 2)) if not quick else ((8, 1), (4, 2)):
+            for stages in (3, 4):
+                for split in (1, 2, 4, 8):
+                    cfg = CudaConfig(mt=mt, rb=rb, kw=kw, depth=2, split=split, stages=stages, wgmma=True)
+                    if cfg.problem(128) is None:
+                        out.append(cfg)
     return out
 
 
@@ -111,7 +116,8 @@ def main() -> None:
     ap.add_argument("--group-size", type=int, default=128)
     ap.add_argument("--triton", action="store_true", help="also time the tuned Triton kernels")
     ap.add_argument("--quick", action="store_true", help="fewer tile configs")
-    ap.add_argument("--wgmma", action="store_true", help="also the wgmma variant (slower on the H100 so far)")
+    ap.add_argument("--wgmma", action="store_true", help="also the warp-group (wgmma) variant, up to 128 rows")
+    ap.add_argument("--no-mma", action="store_true", help="leave the mma.sync configs out (with --wgmma)")
     ap.add_argument("--probe", action="store_true", help="only the CUDA streaming probe (the M = 1 ceiling)")
     args = ap.parse_args()
     dtype = getattr(torch, args.dtype)
@@ -139,7 +145,7 @@ def main() -> None:
             row: dict[str, Any] = {"k": k, "n": n, "m": m, "bound_us": int4_bytes(m, k, n, g) / bw * 1e6}
             row["cublas_us"] = kernel_time_us(lambda x=x, dense=dense: torch.nn.functional.linear(x, dense))  # type: ignore[misc]
             results = []
-            for cfg in configs(m, args.quick, args.wgmma):
+            for cfg in configs(m, args.quick, args.wgmma, not args.no_mma):
                 try:
                     got = cuda_frag.frag_mma_cuda(x, wf, g, None, cfg)
                     err = float((got.float() - ref).norm() / ref.norm())
@@ -157,7 +163,9 @@ def main() -> None:
             row["cuda_all"] = results
             if ok:
                 best = ok[0]
-                cfg = next(c for c in configs(m, args.quick, args.wgmma) if c.describe() == best["cfg"])
+                cfg = next(
+                    c for c in configs(m, args.quick, args.wgmma, not args.no_mma) if c.describe() == best["cfg"]
+                )
                 row["cuda_cfg"] = best["cfg"]
                 row["cuda_us"] = kernel_time_us(
                     lambda x=x, cfg=cfg, wf=wf: cuda_frag.frag_mma_cuda(x, wf, g, None, cfg)

@@ -23,9 +23,11 @@ CONFIGS = [
     cuda_frag.CudaConfig(mt=4, rb=2, kw=3, depth=2, split=3),
     cuda_frag.CudaConfig(mt=8, rb=2, kw=1, depth=1, split=1, stages=2),
     cuda_frag.CudaConfig(mt=1, rb=4, kw=2, depth=2, split=3, wgmma=True),
-    cuda_frag.CudaConfig(mt=2, rb=4, kw=1, depth=4, split=1, stages=4, wgmma=True),
+    cuda_frag.CudaConfig(mt=2, rb=4, kw=1, depth=2, split=1, stages=4, wgmma=True),
     cuda_frag.CudaConfig(mt=4, rb=8, kw=1, depth=2, split=2, wgmma=True),
     cuda_frag.CudaConfig(mt=2, rb=4, kw=4, depth=2, split=1, wgmma=True),
+    cuda_frag.CudaConfig(mt=8, rb=8, kw=1, depth=2, split=2, stages=4, wgmma=True),
+    cuda_frag.CudaConfig(mt=16, rb=4, kw=1, depth=2, split=1, stages=3, wgmma=True),
 ]
 
 
@@ -47,12 +49,15 @@ def test_says_why_not_on_a_cpu() -> None:
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 @pytest.mark.parametrize("cfg", CONFIGS, ids=[c.describe() for c in CONFIGS])
 @pytest.mark.parametrize(("m", "k", "n", "g"), [(1, 512, 96, 64), (7, 768, 160, 128), (16, 1024, 48, 256),
-                                                (29, 512, 64, 128), (70, 384, 80, 64)])  # fmt: skip
+                                                (29, 512, 64, 128), (70, 384, 80, 64),
+                                                (133, 512, 64, 128)])  # fmt: skip
 def test_cuda_frag_matches_float64(
     cfg: cuda_frag.CudaConfig, m: int, k: int, n: int, g: int, dtype: torch.dtype
 ) -> None:
     if k % g:
         pytest.skip("group size must divide K")
+    if cfg.problem(g) is not None:
+        pytest.skip(str(cfg.problem(g)))
     t, w = random_gemm(k, n, g, seed=m * 1000 + k + n, device=DEV)
     wf = layouts.gemm_to_frag(t)
     gen = torch.Generator().manual_seed(m + k)
@@ -85,25 +90,72 @@ def test_tuner_leaves_the_cuda_kernel_out_without_a_gpu() -> None:
 
 
 def test_candidates_fit_the_shared_memory_limit() -> None:
-    for m in (1, 8, 16, 32, 64):
+    for m in (1, 8, 9, 16, 32, 64, 100, 128):
         for g in cuda_frag.GROUP_SIZES:
-            assert cuda_frag.candidates(m, g), (m, g)
-            for cfg in cuda_frag.candidates(m, g) + [cuda_frag.default_config(m, 4096, 4096, g)]:
-                assert cfg.smem_bytes(g) <= cuda_frag.SMEM_MAX, (m, cfg, g)
-    assert cuda_frag.candidates(65) == []
+            # 128 rows of x in groups of 256 need 192 KiB a stage set: the Triton kernels take those alone
+            assert cuda_frag.candidates(m, g, wgmma=True) or (m > 64 and g == 256), (m, g)
+            for cfg in cuda_frag.candidates(m, g, wgmma=True) + [cuda_frag.default_config(m, 4096, 4096, g)]:
+                assert cfg.problem(g) is None and cfg.smem_bytes(g) <= cuda_frag.SMEM_MAX, (m, cfg, g)
+                assert not cfg.wgmma or 8 * cfg.mt >= m  # one program covers every row
+    assert not any(c.wgmma for c in cuda_frag.candidates(64, 128))  # wgmma only where asked (sm_90)
+    assert not any(c.wgmma for c in cuda_frag.candidates(8, 128, wgmma=True))
+    assert cuda_frag.candidates(65) == [] and cuda_frag.candidates(129, wgmma=True) == []
+
+
+def test_config_problems_are_named() -> None:
+    ok = cuda_frag.CudaConfig(mt=4, rb=8, kw=1, depth=2, stages=4, wgmma=True)
+    assert ok.problem(128) is None
+    cases = [
+        (cuda_frag.CudaConfig(mt=4, rb=2, kw=1, depth=2, wgmma=True), "warp groups"),
+        (cuda_frag.CudaConfig(mt=4, rb=4, kw=1, depth=4, wgmma=True), "depth 2"),
+        (cuda_frag.CudaConfig(mt=4, rb=4, kw=1, depth=2, stages=2, wgmma=True), "3 x stages"),
+        (cuda_frag.CudaConfig(mt=16, rb=4, kw=4, depth=2, stages=4, wgmma=True), "shared memory"),
+        (cuda_frag.CudaConfig(mt=1, rb=0), "at least 1"),
+    ]
+    for cfg, words in cases:
+        assert words in str(cfg.problem(128)), cfg
+
+
+def test_wgmma_source_names_every_accumulator() -> None:
+    for mt in (1, 2, 4, 8, 16):
+        src = cuda_frag.source(torch.float16, 64, cuda_frag.CudaConfig(mt=mt, rb=4, depth=2, wgmma=True))
+        assert f"m64n{8 * mt}k16" in src and f"c[{mt - 1}][3]" in src and f"c[{mt}][0]" not in src
+        assert "//@WGMMA@" not in src
+    assert "wgmma.mma_async" not in cuda_frag.source(torch.float16, 64, cuda_frag.CudaConfig())
+
+
+def test_reusable_launch_arguments_point_at_their_values() -> None:
+    import ctypes
+
+    from fastawq.kernels import cuda_rt
+
+    args = cuda_rt.Args("ppi")
+    for values in ((1 << 40, 12345, -7), (3, 1 << 47, 2**31 - 1)):
+        args.set(*values)
+        kinds = (ctypes.c_uint64, ctypes.c_uint64, ctypes.c_int)
+        read = [ctypes.cast(args.params[i], ctypes.POINTER(kinds[i])).contents.value for i in range(3)]
+        assert read == list(values)
+    with pytest.raises(ValueError):
+        args.set(1, 2)  # one value missing
 
 
 @gpu
 @needs_cuda
-@pytest.mark.parametrize("m", [1, 8, 24])
-def test_frag_tuner_times_the_cuda_kernel_and_its_pick_is_right(m: int) -> None:
+@pytest.mark.parametrize(("m", "wgmma"), [(1, False), (8, False), (24, False), (24, True), (100, True)])
+def test_frag_tuner_times_the_cuda_kernel_and_its_pick_is_right(
+    m: int, wgmma: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FASTAWQ_CUDA_WGMMA", "1" if wgmma else "0")
+    triton_frag.FRAG_TUNER.tuned.clear()  # the same shape is tuned again with and without the wgmma configs
+    triton_frag.FRAG_TUNER.plans.clear()
     k, n, g = 2048, 768, 128
     t, w = random_gemm(k, n, g, seed=m, device=DEV)
     wf = layouts.gemm_to_frag(t)
     x = torch.randn(m, k, generator=torch.Generator().manual_seed(m)).half()
     got = triton_frag.frag_auto(x.to(DEV), wf, g, None)
     timed = triton_awq.TUNE_LOG[triton_frag.FRAG_TUNER.key(x.to(DEV), n, k, g, None)]
-    assert sum(name == "cuda_mma" for name, _, _ in timed) == len(cuda_frag.candidates(m, g))
+    wgmma = wgmma and torch.cuda.get_device_capability() == (9, 0)
+    assert sum(name == "cuda_mma" for name, _, _ in timed) == len(cuda_frag.candidates(m, g, wgmma=wgmma))
     assert sqnr_db(got, x.double() @ w) > SQNR_FLOOR[torch.float16]
     # the tuned launch, cached; not bit-equal to the first result in general (a split-K pick adds its fp32
     # partial sums with atomics in any order, and the fp16 rounding of y can flip by an ulp), so checked alone
@@ -113,12 +165,15 @@ def test_frag_tuner_times_the_cuda_kernel_and_its_pick_is_right(m: int) -> None:
 
 @gpu
 @needs_cuda
-def test_cuda_kernel_replays_in_a_cuda_graph_without_split_k() -> None:
+@pytest.mark.parametrize("wgmma", [False, True], ids=["mma", "wgmma"])
+def test_cuda_kernel_replays_in_a_cuda_graph_without_split_k(wgmma: bool) -> None:
     """Inside a capture there is no workspace: the split config runs unsplit, and replays stay right."""
+    if wgmma and torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("wgmma needs an sm_90 GPU")
     k, n, g, m = 1024, 256, 128, 4
     t, w = random_gemm(k, n, g, seed=5, device=DEV)
     wf = layouts.gemm_to_frag(t)
-    cfg = cuda_frag.CudaConfig(mt=1, rb=2, kw=2, depth=2, split=4)
+    cfg = cuda_frag.CudaConfig(mt=1, rb=4 if wgmma else 2, kw=2, depth=2, split=4, wgmma=wgmma)
     gen = torch.Generator().manual_seed(9)
     x = torch.randn(m, k, generator=gen).half().cuda()
     cuda_frag.frag_mma_cuda(x, wf, g, None, cfg)  # compiles outside the capture

@@ -15,17 +15,19 @@ use; Triton chooses both itself. In this kernel (macros: ``G``, ``MT``, ``RB``, 
 - a group's product is accumulated in fp32 and scaled once; K may also be split over programs that add
   fp32 partial sums into the per-stream workspace of :mod:`.triton_awq` (the last writes y and
   re-zeroes its part), except inside a CUDA graph capture, where the same launch runs unsplit;
-- ``WG``: warp groups of 4 warps multiply through Hopper's ``wgmma`` instead (correct, but slower so far:
-  not a tuner candidate; BENCHMARKS.md).
+- ``WG``: warp groups of 4 warps (64 rows) multiply through Hopper's ``wgmma`` instead: each group is
+  dequantized in registers as (q − z)·s into one of two A-fragment sets while the ``wgmma`` products of the previous
+  group read the other (``wait_group 1``); x is a K-major tile in the 128-byte swizzle; up to 128 rows of x
+  per program. Correct, but still slower than the Triton kernels (BENCHMARKS.md, seventh version), so the
+  tuner times it only with ``FASTAWQ_CUDA_WGMMA=1``.
 
 Rows of x: each program covers ``8·MT`` of them (``MT`` n8 tiles); more rows take more programs along the
-grid's z axis, each reading the weight again, so the tuner offers this kernel up to 64 rows.
+grid's z axis, each reading the weight again, so the tuner offers the ``mma.sync`` path up to 64 rows.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 from dataclasses import dataclass
 
@@ -121,10 +123,11 @@ __device__ __forceinline__ void decode(u32 w, u32 zlo, u32 zhi, u32 (&a)[4]) {
 }
 
 #if WG
-// shared-memory matrix descriptor of a K-major x tile without swizzle: core matrices of 8 rows × 16 bytes,
-// the next 8 inputs 128 bytes on (leading byte offset), the next 8 rows KW·G/8 core matrices on (stride)
+// shared-memory matrix descriptor of a K-major x tile in the 128-byte swizzle: each 64 inputs of a row are
+// one 128-byte line (16-byte chunk c of row r at c ^ (r % 8)), 8 rows make a 1024-byte atom (the stride
+// between 8-row groups); a k16 step starts 32 bytes further into the line
 __device__ __forceinline__ u64 gmma_desc(u32 addr) {
-  return (u64)((addr & 0x3FFFF) >> 4) | ((u64)(128 >> 4) << 16) | ((u64)((KW * G / 8 * 128) >> 4) << 32);
+  return (u64)((addr & 0x3FFFF) >> 4) | ((u64)1 << 16) | ((u64)(1024 >> 4) << 32) | ((u64)1 << 62);
 }
 
 #if BF16
@@ -133,30 +136,24 @@ __device__ __forceinline__ u64 gmma_desc(u32 addr) {
 #define WGTYPE "f32.f16.f16"
 #endif
 
-__device__ __forceinline__ void wgmma(float (&c)[MT][4], const u32 (&a)[4], u64 desc, bool acc) {
-#if MT == 1
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %9, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n8k16." WGTYPE " {%0,%1,%2,%3}, {%4,%5,%6,%7}, %8, p, 1, 1, 0;\n}"
-      : "+f"(c[0][0]), "+f"(c[0][1]), "+f"(c[0][2]), "+f"(c[0][3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"((int)acc));
-#elif MT == 2
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n16k16." WGTYPE " {%0,%1,%2,%3,%4,%5,%6,%7},"
-      " {%8,%9,%10,%11}, %12, p, 1, 1, 0;\n}"
-      : "+f"(c[0][0]), "+f"(c[0][1]), "+f"(c[0][2]), "+f"(c[0][3]),
-        "+f"(c[1][0]), "+f"(c[1][1]), "+f"(c[1][2]), "+f"(c[1][3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"((int)acc));
-#elif MT == 4
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n32k16." WGTYPE " {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15},"
-      " {%16,%17,%18,%19}, %20, p, 1, 1, 0;\n}"
-      : "+f"(c[0][0]), "+f"(c[0][1]), "+f"(c[0][2]), "+f"(c[0][3]),
-        "+f"(c[1][0]), "+f"(c[1][1]), "+f"(c[1][2]), "+f"(c[1][3]),
-        "+f"(c[2][0]), "+f"(c[2][1]), "+f"(c[2][2]), "+f"(c[2][3]),
-        "+f"(c[3][0]), "+f"(c[3][1]), "+f"(c[3][2]), "+f"(c[3][3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"((int)acc));
+// the scale pair (s, s) in the activation type (bf16 rounds the fp16 scale once)
+__device__ __forceinline__ u32 spair(u32 bits) {
+#if BF16
+  return (u32)fromfloat(half_to_float(bits & 0xFFFF)) * 0x10001u;
+#else
+  return (bits & 0xFFFF) * 0x10001u;
 #endif
 }
+
+// a word's four A-fragment pairs, dequantized: (q − z)·s, rounded once to the activation type
+__device__ __forceinline__ void decode_scaled(u32 w, u32 zlo, u32 zhi, u32 slo, u32 shi, u32 (&a)[4]) {
+  const u32 q[4] = {dec(w, zlo), dec(w >> 4, zhi), dec(w >> 8, zlo), dec(w >> 12, zhi)};
+  const u32 s[4] = {slo, shi, slo, shi};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) asm(FMA2 " %0, %1, %2, %3;" : "=r"(a[i]) : "r"(q[i]), "r"(s[i]), "r"(0x80008000u));
+}
+
+//@WGMMA@
 #endif
 
 // keep registers read or written by an asynchronous wgmma alive and in place until its wait
@@ -186,6 +183,8 @@ __device__ __forceinline__ u32 smem_addr(const void* p) {
 #define XSTAGE (8 * MT * XROW)
 #define XCHUNKS (8 * MT * KW * G / 8)
 #define XPER ((XCHUNKS + NW * 32 - 1) / (NW * 32))
+// x stages filled ahead of the one in use (wgmma: one fewer, the previous step's products may still read theirs)
+#define LOOK (XS - 1 - WG)
 
 __device__ __forceinline__ void ldsm4(u32 (&r)[4], u32 addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
@@ -224,7 +223,11 @@ extern "C" __global__ void __launch_bounds__(NW * 32) fastawq_frag_mma(
   const int kc = K >> 6;
   const int row_lo = b * 16 + g, row_hi = row_lo + 8;
   const u32* wp = qw + ((u64)b * kc * 32 + lane) * 4;
+#if WG
+  const u32 xs0 = (smem_addr(xsm) + 1023) & ~1023u;  // swizzle atoms sit on 1024-byte boundaries
+#else
   const u32 xs0 = smem_addr(xsm);
+#endif
 
   // the x chunks this thread copies into every stage (same rows and columns, K offset changes)
   int xsrc[XPER];
@@ -238,12 +241,13 @@ extern "C" __global__ void __launch_bounds__(NW * 32) fastawq_frag_mma(
     xrow_ok[j] = i < XCHUNKS && m0 + r < M;
     xsrc[j] = (xrow_ok[j] ? (m0 + r) * ldx_ : 0) + c * 8;
     xcol[j] = c * 8;
-#if WG
-    xdst[j] = ((r >> 3) * (KW * G / 8) + c) * 128 + (r & 7) * 16;  // 8 × 16-byte core matrices, K-major
+#if WG  // 64-input column a of the stage holds the 8·MT rows' 128-byte lines, swizzled
+    xdst[j] = (c >> 3) * (8 * MT * 128) + r * 128 + (((c & 7) ^ (r & 7)) << 4);
 #else
     xdst[j] = r * XROW + ((c ^ (r & 7)) << 4);
 #endif
   }
+#if !WG
   // this lane's ldmatrix address for fragment pair p (fragments f = s·MT + mt, two per x4 load):
   // matrix q = lane / 8 is fragment 2p + q / 2, inputs 8·(q % 2)…; row lane % 8 of it
   const int q = lane >> 3;
@@ -255,6 +259,15 @@ extern "C" __global__ void __launch_bounds__(NW * 32) fastawq_frag_mma(
     const int row = 8 * mt + (lane & 7), chunk = 2 * step + (q & 1);
     lds[p] = row * XROW + kw * G * 2 + ((chunk ^ (lane & 7)) << 4);
   }
+#else
+  u32 af[2][CH * 4][4];  // decoded fragments: one set is read by the wgmmas in flight, the other is filled
+#pragma unroll
+  for (int h = 0; h < 2; ++h)
+#pragma unroll
+    for (int st = 0; st < CH * 4; ++st)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) af[h][st][i] = 0u;
+#endif
   float acc[MT][4];
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt)
@@ -274,7 +287,7 @@ extern "C" __global__ void __launch_bounds__(NW * 32) fastawq_frag_mma(
     }
   }
 #pragma unroll
-  for (int st = 0; st < XS - 1; ++st) {
+  for (int st = 0; st < LOOK; ++st) {
     if (st < iters) copy_x(xs0 + st * XSTAGE, x, (g0 + KW * st) * G, K, xsrc, xdst, xcol, xrow_ok);
     asm volatile("cp.async.commit_group;");
   }
@@ -283,14 +296,38 @@ extern "C" __global__ void __launch_bounds__(NW * 32) fastawq_frag_mma(
     for (int d = 0; d < DEPTH; ++d) {
       const int it = base + d;
       if (it < iters) {
-        asm volatile("cp.async.wait_group %0;" :: "n"(XS - 2));
+        asm volatile("cp.async.wait_group %0;" :: "n"(LOOK - 1));
+#if WG
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");  // this thread's x, seen by wgmma
+#endif
         __syncthreads();  // this step's x has landed for every thread; the stage refilled below is free
-        const int nx = it + XS - 1;
+        const int nx = it + LOOK;
         if (nx < iters) copy_x(xs0 + (nx % XS) * XSTAGE, x, (g0 + KW * nx) * G, K, xsrc, xdst, xcol, xrow_ok);
         asm volatile("cp.async.commit_group;");
         const int grp = g0 + kw + KW * it;
         if (grp < g1) {
           const u32 stage = xs0 + (it % XS) * XSTAGE;
+#if WG
+          // one warp group (4 warps = 64 rows, same K warp) multiplies its dequantized rows by the stage's x
+          // tile through wgmma (A from registers, B = x K-major from shared memory), then lets the wgmmas
+          // of the previous step finish: the decode of the next group overlaps this group's products
+          {
+            const u32 zlo = zpair((sr[d][0] >> 16) & 0xFF), zhi = zpair((sr[d][1] >> 16) & 0xFF);
+            const u32 slo = spair(sr[d][0]), shi = spair(sr[d][1]);
+#pragma unroll
+            for (int ch = 0; ch < CH; ++ch)
+#pragma unroll
+              for (int j = 0; j < 4; ++j) decode_scaled(wr[d][ch][j], zlo, zhi, slo, shi, af[d & 1][ch * 4 + j]);
+          }
+          asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+          const u64 desc = gmma_desc(stage + kw * (G / 64) * (8 * MT * 128));
+#pragma unroll
+          for (int st = 0; st < CH * 4; ++st)  // k16 step st: 64-input column st / 4, 32 bytes per step in it
+            wgmma(acc, af[d & 1][st], desc + (((st >> 2) * (8 * MT * 128) + (st & 3) * 32) >> 4));
+          asm volatile("wgmma.commit_group.sync.aligned;\nwgmma.wait_group.sync.aligned 1;" ::: "memory");
+#pragma unroll
+          for (int st = 0; st < CH * 4; ++st) keep(af[(d + 1) & 1][st]);  // read by the wgmmas just finished
+#else
           const u32 zlo = zpair((sr[d][0] >> 16) & 0xFF);
 #if BF16
           const u32 zhi = zpair((sr[d][1] >> 16) & 0xFF);
@@ -300,25 +337,6 @@ extern "C" __global__ void __launch_bounds__(NW * 32) fastawq_frag_mma(
           const float shi = half_to_float(sr[d][1] & 0xFFFF) * 0.0625f;
 #endif
           const float slo = half_to_float(sr[d][0] & 0xFFFF);
-#if WG
-          // one warp group (4 warps = 64 rows, same K warp) multiplies its decoded rows by the stage's x
-          // tile through wgmma: A from registers, B (x, K-major) from shared memory
-          float part[MT][4];
-          u32 af[CH * 4][4];
-#pragma unroll
-          for (int ch = 0; ch < CH; ++ch)
-#pragma unroll
-            for (int j = 0; j < 4; ++j) decode(wr[d][ch][j], zlo, zhi, af[ch * 4 + j]);
-          asm volatile("fence.proxy.async.shared::cta;\nwgmma.fence.sync.aligned;" ::: "memory");
-#pragma unroll
-          for (int st = 0; st < CH * 4; ++st)
-            wgmma(part, af[st], gmma_desc(stage + (kw * (G / 8) + 2 * st) * 128), st > 0);
-          asm volatile("wgmma.commit_group.sync.aligned;\nwgmma.wait_group.sync.aligned 0;" ::: "memory");
-#pragma unroll
-          for (int st = 0; st < CH * 4; ++st) keep(af[st]);
-#pragma unroll
-          for (int mt = 0; mt < MT; ++mt) keepf(part[mt]);
-#else
           u32 xf[CH * 4 * MT][2];
 #pragma unroll
           for (int p = 0; p < CH * 4 * MT / 2; ++p) {
@@ -346,7 +364,6 @@ extern "C" __global__ void __launch_bounds__(NW * 32) fastawq_frag_mma(
                 mma(part[mt], a[0], a[1], a[2], a[3], xf[step * MT + mt][0], xf[step * MT + mt][1]);
             }
           }
-#endif
 #pragma unroll
           for (int mt = 0; mt < MT; ++mt) {
             acc[mt][0] += slo * part[mt][0];
@@ -354,6 +371,7 @@ extern "C" __global__ void __launch_bounds__(NW * 32) fastawq_frag_mma(
             acc[mt][2] += shi * part[mt][2];
             acc[mt][3] += shi * part[mt][3];
           }
+#endif
           const int nxt = grp + KW * DEPTH;
           if (nxt < g1) {
 #pragma unroll
@@ -366,9 +384,14 @@ extern "C" __global__ void __launch_bounds__(NW * 32) fastawq_frag_mma(
     }
   }
   asm volatile("cp.async.wait_group 0;");
+#if WG
+  asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) keepf(acc[mt]);
+#endif
   if (KW > 1) {  // the K warps of a row block add their sums into K warp 0 through shared memory
     __syncthreads();
-    float* red = reinterpret_cast<float*>(xsm);  // the x stages are free now
+    float* red = reinterpret_cast<float*>(xsm + (xs0 - smem_addr(xsm)));  // the x stages are free now
     if (kw > 0) {
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
@@ -473,14 +496,46 @@ class CudaConfig:
     def smem_bytes(self, group_size: int) -> int:
         stages = self.stages * 8 * self.mt * self.kw * group_size * 2
         reduce = (self.kw - 1) * self.rb * self.mt * 4 * 32 * 4
-        return max(stages, reduce)
+        return max(stages, reduce) + (1024 if self.wgmma else 0)  # wgmma: room to align the swizzle atoms
+
+    def problem(self, group_size: int) -> str | None:
+        """Why this config cannot be compiled for ``group_size`` (None: it can)."""
+        if min(self.mt, self.rb, self.kw, self.depth, self.split, self.stages) < 1:
+            return f"config {self.describe()}: every tile parameter must be at least 1"
+        if self.wgmma:
+            if self.rb % 4:
+                return f"config {self.describe()}: wgmma needs whole warp groups of rows (rb a multiple of 4)"
+            if self.depth != 2 or self.stages < 3:
+                # one register set is decoded while the other is read; deeper rings make ptxas serialize
+                return f"config {self.describe()}: wgmma takes depth 2 and at least 3 x stages"
+            if self.mt > 32:
+                return f"config {self.describe()}: wgmma covers at most 256 rows of x (mt <= 32)"
+        smem = self.smem_bytes(group_size)
+        if smem > SMEM_MAX:
+            return f"config {self.describe()} needs {smem} bytes of shared memory (at most {SMEM_MAX})"
+        return None
+
+
+def _wgmma_source(mt: int) -> str:
+    """``wgmma(acc, a, desc)``: one m64n(8·mt)k16 product, A from registers, accumulating into acc."""
+    nacc = 4 * mt
+    outs = ",".join(f"%{i}" for i in range(nacc))
+    ins = ",".join(f"%{nacc + i}" for i in range(4))
+    accs = ", ".join(f'"+f"(c[{i // 4}][{i % 4}])' for i in range(nacc))
+    return (
+        "__device__ __forceinline__ void wgmma(float (&c)[MT][4], const u32 (&a)[4], u64 desc) {\n"
+        f'  asm volatile("wgmma.mma_async.sync.aligned.m64n{8 * mt}k16." WGTYPE " {{{outs}}}, {{{ins}}}, %{nacc + 4},'
+        f' 1, 1, 1, 0;"\n      : {accs}\n'
+        '      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc));\n}\n'
+    )
 
 
 def source(dtype: torch.dtype, group_size: int, cfg: CudaConfig) -> str:
     bf16 = 1 if dtype == torch.bfloat16 else 0
     defs = {"BF16": bf16, "G": group_size, "MT": cfg.mt, "RB": cfg.rb, "KW": cfg.kw, "DEPTH": cfg.depth,
             "XS": cfg.stages, "WG": int(cfg.wgmma)}  # fmt: skip
-    return "".join(f"#define {k} {v}\n" for k, v in defs.items()) + _SOURCE
+    body = _SOURCE.replace("//@WGMMA@\n", _wgmma_source(cfg.mt) if cfg.wgmma else "")
+    return "".join(f"#define {k} {v}\n" for k, v in defs.items()) + body
 
 
 def why_not(device: torch.device, dtype: torch.dtype, k: int, n: int, group_size: int) -> str | None:
@@ -504,6 +559,14 @@ def n8_tiles(m: int) -> int:
     return 1 if m <= 8 else 2 if m <= 16 else 4
 
 
+def wg_tiles(m: int) -> int:
+    """The ``mt`` of the wgmma variant: n8 tiles for all M rows (a power of two), at most 16 (128 rows)."""
+    mt = 1
+    while mt < 16 and 8 * mt < m:
+        mt *= 2
+    return mt
+
+
 def default_config(m: int, n: int, k: int, group_size: int) -> CudaConfig:
     mt = n8_tiles(m)
     cfg = CudaConfig(mt=mt, rb=2, kw=4, depth=2 if mt == 1 else 4, split=1, stages=3 if mt == 1 else 4)
@@ -512,8 +575,22 @@ def default_config(m: int, n: int, k: int, group_size: int) -> CudaConfig:
     return cfg
 
 
-def candidates(m: int, group_size: int = 128) -> list[CudaConfig]:
-    """What the frag tuner times (the fastest configs of the H100 sweep in BENCHMARKS.md), up to 64 rows."""
+def candidates(m: int, group_size: int = 128, wgmma: bool = False) -> list[CudaConfig]:
+    """What the frag tuner times (the fastest configs of the H100 sweeps in BENCHMARKS.md): the mma.sync
+    kernel up to 64 rows, with ``wgmma`` (an sm_90 GPU) the warp-group kernel from 9 to 128 rows."""
+    out = _mma_candidates(m, group_size) + (_wg_candidates(m, group_size) if wgmma else [])
+    return [c for c in out if c.problem(group_size) is None]
+
+
+def _wg_candidates(m: int, group_size: int) -> list[CudaConfig]:
+    if not 8 < m <= 128:
+        return []
+    mt = wg_tiles(m)
+    shapes = [(8, 1, 4, 1), (8, 1, 4, 2), (4, 1, 4, 2), (4, 2, 3, 1), (4, 1, 3, 4)]  # (rb, kw, stages, split)
+    return [CudaConfig(mt, rb, kw, 2, split, xs, wgmma=True) for rb, kw, xs, split in shapes]
+
+
+def _mma_candidates(m: int, group_size: int) -> list[CudaConfig]:
     if m > 64:
         return []
     mt = n8_tiles(m)
@@ -522,8 +599,7 @@ def candidates(m: int, group_size: int = 128) -> list[CudaConfig]:
         2: [(2, 4, 4, 4, 1), (2, 4, 2, 3, 1), (8, 1, 4, 4, 1), (4, 1, 2, 4, 4), (2, 4, 2, 3, 4)],
         4: [(2, 4, 4, 4, 1), (8, 1, 4, 4, 1), (4, 2, 4, 4, 2), (4, 1, 4, 4, 4), (2, 4, 2, 3, 1), (4, 2, 4, 4, 1)],
     }[mt]
-    out = [CudaConfig(mt, rb, kw, d, split, xs) for rb, kw, d, xs, split in shapes]
-    return [c for c in out if c.smem_bytes(group_size) <= SMEM_MAX]
+    return [CudaConfig(mt, rb, kw, d, split, xs) for rb, kw, d, xs, split in shapes]
 
 
 @dataclass(frozen=True, eq=False)
@@ -560,13 +636,18 @@ class CudaPlan:
                 ws, cnt = buf
         b = bias.to(x2d.dtype) if bias is not None else y
         qw, sz = w["qweight_frag"], w["sz_gn"]
-        args: list[object] = [ctypes.c_void_p(t.data_ptr()) for t in (x2d, qw, sz, b, y, ws, cnt)]
-        args += [ctypes.c_int(v) for v in (m, n, self.k, x2d.stride(0), gps, int(bias is not None))]
+        args = self.fn.args(_SIGNATURE)
+        args.set(x2d.data_ptr(), qw.data_ptr(), sz.data_ptr(), b.data_ptr(), y.data_ptr(), ws.data_ptr(),
+                 cnt.data_ptr(), m, n, self.k, x2d.stride(0), gps, int(bias is not None))  # fmt: skip
         stream = torch.cuda.current_stream(x2d.device).cuda_stream
         elsewhere = x2d.device.index is not None and x2d.device.index != torch.cuda.current_device()
         with torch.cuda.device(x2d.device) if elsewhere else contextlib.nullcontext():  # the module's context
-            self.fn.launch(grid, self.cfg.warps * 32, args, stream, self.smem)
+            self.fn.launch_args(grid, self.cfg.warps * 32, args, stream, self.smem)
         return y
+
+
+#: the kernel's parameters: x, qweight, scales/zeros, bias, y, workspace, counters; M, N, K, ldx, gps, has_bias
+_SIGNATURE = "pppppppiiiiii"
 
 
 _PLANS: dict[tuple[object, ...], CudaPlan] = {}
@@ -586,11 +667,12 @@ def plan(
         reason = f"K={k} is not a multiple of the group size {group_size}"
     if reason is not None:
         raise ValueError(f"the CUDA fragment kernel cannot take this layer: {reason}")
-    if cfg.wgmma and (cfg.rb % 4 or torch.cuda.get_device_capability(index) != (9, 0)):
-        raise ValueError(f"config {cfg.describe()} needs an sm_90 GPU and whole warp groups of rows (rb % 4 == 0)")
+    problem = cfg.problem(group_size)
+    if problem is not None:
+        raise ValueError(problem)
+    if cfg.wgmma and torch.cuda.get_device_capability(index) != (9, 0):
+        raise ValueError(f"config {cfg.describe()} needs an sm_90 GPU (wgmma)")
     smem = cfg.smem_bytes(group_size)
-    if smem > SMEM_MAX:
-        raise ValueError(f"config {cfg.describe()} needs {smem} bytes of shared memory (at most {SMEM_MAX})")
     fn = cuda_rt.load(source(dtype, group_size, cfg), NAME, torch.device("cuda", index), smem)
     p = _PLANS[key] = CudaPlan(fn, cfg, m, n, k, group_size, smem)
     return p

@@ -112,25 +112,69 @@ def compile_cubin(source: str, name: str, arch: str) -> bytes:
         lib.nvrtcDestroyProgram(_c.byref(prog))
 
 
+class Args:
+    """Reusable kernel arguments of a fixed signature (``"p"`` a pointer, ``"i"`` an int): ``set`` writes
+    the values in place and ``params`` is the ``void**`` array the driver reads, so a launch builds no
+    ctypes objects. Not shared between threads (see :meth:`Function.args`)."""
+
+    def __init__(self, signature: str) -> None:
+        kinds: dict[str, type[_c.c_void_p] | type[_c.c_int]] = {"p": _c.c_void_p, "i": _c.c_int}
+        self.values: list[_c.c_void_p | _c.c_int] = [kinds[ch]() for ch in signature]
+        self.params = (_c.c_void_p * len(signature))(*[_c.addressof(v) for v in self.values])
+
+    def set(self, *values: int) -> None:
+        for slot, v in zip(self.values, values, strict=True):
+            slot.value = v
+
+
 @dataclass(eq=False)
 class Function:
-    """A loaded kernel: ``launch(grid, block, args, stream)`` with args as ctypes values."""
+    """A loaded kernel: ``launch(grid, block, args, stream)`` with args as ctypes values, or
+    ``launch_args`` with an :class:`Args` filled in place (the fast path)."""
 
     handle: _c.c_void_p
     module: _c.c_void_p
     num_regs: int
     name: str
 
+    def __post_init__(self) -> None:
+        self._local = threading.local()
+
+    def args(self, signature: str) -> Args:
+        """This thread's reusable arguments for ``signature``."""
+        a: Args | None = getattr(self._local, signature, None)
+        if a is None:
+            a = Args(signature)
+            setattr(self._local, signature, a)
+        return a
+
     def launch(
         self, grid: tuple[int, int, int], block: int, args: Sequence[object], stream: int, smem: int = 0
     ) -> None:
         ptrs = (_c.c_void_p * len(args))(*[_c.cast(_c.pointer(a), _c.c_void_p) for a in args])  # type: ignore[call-overload, type-var]
-        drv = _driver()
-        assert drv is not None
+        self._go(grid, block, ptrs, stream, smem)
+
+    def launch_args(self, grid: tuple[int, int, int], block: int, args: Args, stream: int, smem: int = 0) -> None:
+        self._go(grid, block, args.params, stream, smem)
+
+    def _go(self, grid: tuple[int, int, int], block: int, params: object, stream: int, smem: int) -> None:
+        launch = _launcher()
         gx, gy, gz = grid
-        res = drv.cuLaunchKernel(self.handle, gx, gy, gz, block, 1, 1, smem, _c.c_void_p(stream), ptrs, None)
+        res = launch(self.handle, gx, gy, gz, block, 1, 1, smem, stream, params, None)
         if res != 0:
             _check_drv(res, f"launching {self.name}")
+
+
+@functools.cache
+def _launcher() -> ctypes._CFuncPtr:  # type: ignore[name-defined]
+    """cuLaunchKernel with its argument types declared (ctypes converts the Python ints directly)."""
+    drv = _driver()
+    assert drv is not None
+    fn = drv.cuLaunchKernel
+    u = _c.c_uint
+    fn.argtypes = [_c.c_void_p, u, u, u, u, u, u, u, _c.c_void_p, _c.c_void_p, _c.c_void_p]
+    fn.restype = _c.c_int
+    return fn
 
 
 _LOCK = threading.Lock()

@@ -421,7 +421,10 @@ def candidates(m: int, n: int, k: int, group_size: int, dtype: torch.dtype = tor
     if m >= 32:
         out.append(("frag_dequant", None))
     if _cuda_ok(dtype, k, n, g):
-        out += [("cuda_mma", cfg) for cfg in cuda_frag.candidates(m, g)]
+        # the warp-group variant is correct but not yet faster than the Triton kernels (BENCHMARKS.md,
+        # seventh version): timed only when asked for, on sm_90
+        wgmma = os.environ.get("FASTAWQ_CUDA_WGMMA") == "1" and torch.cuda.get_device_capability() == (9, 0)
+        out += [("cuda_mma", cfg) for cfg in cuda_frag.candidates(m, g, wgmma=wgmma)]
     return out
 
 
