@@ -11,7 +11,6 @@ CUPTI (--gpu-time in kernels.py). Timing, flush and bound are those of benchmark
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import platform
@@ -90,8 +89,8 @@ def stream_probe(bw: float) -> list[dict[str, Any]]:
             for threads in (128, 256, 512):
                 for per_sm in (1, 2, 4, 8, 0):
                     blocks = sms * per_sm if per_sm else -(-qw.numel() // 4 // 32 // u // (threads // 32))
-                    args = [ctypes.c_void_p(qw.data_ptr()), ctypes.c_longlong(qw.numel() // 4),
-                            ctypes.c_void_p(out.data_ptr())]  # fmt: skip
+                    args = cuda_rt.Args("plp")
+                    args.set(qw.data_ptr(), qw.numel() // 4, out.data_ptr())
                     stream = torch.cuda.current_stream().cuda_stream
 
                     def go(fn=fn, blocks=blocks, threads=threads, args=args, stream=stream) -> None:  # type: ignore[no-untyped-def]

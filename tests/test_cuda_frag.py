@@ -129,14 +129,14 @@ def test_reusable_launch_arguments_point_at_their_values() -> None:
 
     from fastawq.kernels import cuda_rt
 
-    args = cuda_rt.Args("ppi")
-    for values in ((1 << 40, 12345, -7), (3, 1 << 47, 2**31 - 1)):
+    args = cuda_rt.Args("ppil")
+    for values in ((1 << 40, 12345, -7, -(1 << 40)), (3, 1 << 47, 2**31 - 1, 1 << 62)):
         args.set(*values)
-        kinds = (ctypes.c_uint64, ctypes.c_uint64, ctypes.c_int)
-        read = [ctypes.cast(args.params[i], ctypes.POINTER(kinds[i])).contents.value for i in range(3)]
+        kinds = (ctypes.c_uint64, ctypes.c_uint64, ctypes.c_int, ctypes.c_int64)
+        read = [ctypes.cast(args.params[i], ctypes.POINTER(kinds[i])).contents.value for i in range(4)]
         assert read == list(values)
     with pytest.raises(ValueError):
-        args.set(1, 2)  # one value missing
+        args.set(1, 2, 3)  # one value missing
 
 
 @gpu

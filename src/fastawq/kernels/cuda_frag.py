@@ -49,12 +49,6 @@ __device__ __forceinline__ void ldw(const u32* p, u32 (&r)[4]) {
       : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "l"(p));
 }
 
-__device__ __forceinline__ u32 ldx(const u16* p) {
-  u32 v;
-  asm("ld.global.nc.b32 %0, [%1];" : "=r"(v) : "l"(p));
-  return v;
-}
-
 #if BF16
 #define MAGIC 0x43004300u
 #define MAGIC1 0x4300u
@@ -110,12 +104,17 @@ __device__ __forceinline__ u32 dec16(u32 w, u32 zp) {
   return r;
 }
 
-// a word's four A-fragment pairs (row g: zlo, row g + 8: zhi). fp16 has room for 16·q under the magic
-// exponent, so row g + 8's pairs (nibbles 1, 5 and 3, 7) are taken in place as 16·(q − z): one shift per
-// word, and that row's scale is divided by 16
+// a word's four A-fragment pairs (q − z) (row g: zlo, row g + 8: zhi), one shift per pair
+__device__ __forceinline__ void decode_shifts(u32 w, u32 zlo, u32 zhi, u32 (&a)[4]) {
+  a[0] = dec(w, zlo); a[1] = dec(w >> 4, zhi); a[2] = dec(w >> 8, zlo); a[3] = dec(w >> 12, zhi);
+}
+
+// the same for the mma.sync path, where the scales come after the product. fp16 has room for 16·q under the
+// magic exponent, so row g + 8's pairs (nibbles 1, 5 and 3, 7) are taken in place as 16·(q − z): one shift
+// per word, and that row's scale is divided by 16
 __device__ __forceinline__ void decode(u32 w, u32 zlo, u32 zhi, u32 (&a)[4]) {
 #if BF16
-  a[0] = dec(w, zlo); a[1] = dec(w >> 4, zhi); a[2] = dec(w >> 8, zlo); a[3] = dec(w >> 12, zhi);
+  decode_shifts(w, zlo, zhi, a);
 #else
   const u32 w8 = w >> 8;
   a[0] = dec(w, zlo); a[1] = dec16(w, zhi); a[2] = dec(w8, zlo); a[3] = dec16(w8, zhi);
@@ -147,7 +146,8 @@ __device__ __forceinline__ u32 spair(u32 bits) {
 
 // a word's four A-fragment pairs, dequantized: (q − z)·s, rounded once to the activation type
 __device__ __forceinline__ void decode_scaled(u32 w, u32 zlo, u32 zhi, u32 slo, u32 shi, u32 (&a)[4]) {
-  const u32 q[4] = {dec(w, zlo), dec(w >> 4, zhi), dec(w >> 8, zlo), dec(w >> 12, zhi)};
+  u32 q[4];
+  decode_shifts(w, zlo, zhi, q);
   const u32 s[4] = {slo, shi, slo, shi};
 #pragma unroll
   for (int i = 0; i < 4; ++i) asm(FMA2 " %0, %1, %2, %3;" : "=r"(a[i]) : "r"(q[i]), "r"(s[i]), "r"(0x80008000u));
@@ -642,7 +642,7 @@ class CudaPlan:
         stream = torch.cuda.current_stream(x2d.device).cuda_stream
         elsewhere = x2d.device.index is not None and x2d.device.index != torch.cuda.current_device()
         with torch.cuda.device(x2d.device) if elsewhere else contextlib.nullcontext():  # the module's context
-            self.fn.launch_args(grid, self.cfg.warps * 32, args, stream, self.smem)
+            self.fn.launch(grid, self.cfg.warps * 32, args, stream, self.smem)
         return y
 
 

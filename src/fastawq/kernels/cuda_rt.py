@@ -15,7 +15,6 @@ import glob
 import os
 import sys
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -112,14 +111,20 @@ def compile_cubin(source: str, name: str, arch: str) -> bytes:
         lib.nvrtcDestroyProgram(_c.byref(prog))
 
 
+_ARG_KINDS: dict[str, type[_c.c_void_p] | type[_c.c_int] | type[_c.c_longlong]] = {
+    "p": _c.c_void_p,
+    "i": _c.c_int,
+    "l": _c.c_longlong,
+}
+
+
 class Args:
-    """Reusable kernel arguments of a fixed signature (``"p"`` a pointer, ``"i"`` an int): ``set`` writes
-    the values in place and ``params`` is the ``void**`` array the driver reads, so a launch builds no
-    ctypes objects. Not shared between threads (see :meth:`Function.args`)."""
+    """Reusable kernel arguments of a fixed signature (``"p"`` a pointer, ``"i"`` an int, ``"l"`` a 64-bit
+    int): ``set`` writes the values in place and ``params`` is the ``void**`` array the driver reads, so a
+    launch builds no ctypes objects. Not shared between threads (see :meth:`Function.args`)."""
 
     def __init__(self, signature: str) -> None:
-        kinds: dict[str, type[_c.c_void_p] | type[_c.c_int]] = {"p": _c.c_void_p, "i": _c.c_int}
-        self.values: list[_c.c_void_p | _c.c_int] = [kinds[ch]() for ch in signature]
+        self.values: list[_c.c_void_p | _c.c_int | _c.c_longlong] = [_ARG_KINDS[ch]() for ch in signature]
         self.params = (_c.c_void_p * len(signature))(*[_c.addressof(v) for v in self.values])
 
     def set(self, *values: int) -> None:
@@ -129,8 +134,8 @@ class Args:
 
 @dataclass(eq=False)
 class Function:
-    """A loaded kernel: ``launch(grid, block, args, stream)`` with args as ctypes values, or
-    ``launch_args`` with an :class:`Args` filled in place (the fast path)."""
+    """A loaded kernel: ``launch(grid, block, args, stream)`` with this thread's :class:`Args` for its
+    signature (:meth:`args`), filled in place."""
 
     handle: _c.c_void_p
     module: _c.c_void_p
@@ -148,19 +153,9 @@ class Function:
             setattr(self._local, signature, a)
         return a
 
-    def launch(
-        self, grid: tuple[int, int, int], block: int, args: Sequence[object], stream: int, smem: int = 0
-    ) -> None:
-        ptrs = (_c.c_void_p * len(args))(*[_c.cast(_c.pointer(a), _c.c_void_p) for a in args])  # type: ignore[call-overload, type-var]
-        self._go(grid, block, ptrs, stream, smem)
-
-    def launch_args(self, grid: tuple[int, int, int], block: int, args: Args, stream: int, smem: int = 0) -> None:
-        self._go(grid, block, args.params, stream, smem)
-
-    def _go(self, grid: tuple[int, int, int], block: int, params: object, stream: int, smem: int) -> None:
-        launch = _launcher()
+    def launch(self, grid: tuple[int, int, int], block: int, args: Args, stream: int, smem: int = 0) -> None:
         gx, gy, gz = grid
-        res = launch(self.handle, gx, gy, gz, block, 1, 1, smem, stream, params, None)
+        res = _launcher()(self.handle, gx, gy, gz, block, 1, 1, smem, stream, args.params, None)
         if res != 0:
             _check_drv(res, f"launching {self.name}")
 
