@@ -42,7 +42,7 @@ def main() -> None:
     args = ap.parse_args()
     k, n, g = 4096, 28672, 128
     wf = frag_of(random_nk(k, n, g, torch.Generator().manual_seed(1)))
-    original = cuda_frag._SOURCE
+    original = cuda_frag._KERNEL
     rows = []
     try:
         for name, edits in VARIANTS.items():
@@ -51,7 +51,7 @@ def main() -> None:
                 if old not in src:
                     raise SystemExit(f"the kernel source changed: {old!r} is not in it; update this script")
                 src = src.replace(old, new)
-            cuda_frag._SOURCE = src
+            cuda_frag._KERNEL = src
             cuda_frag._PLANS.clear()
             for m, mt in ((16, 2), (128, 16)):
                 x = torch.randn(m, k).half().cuda()
@@ -61,7 +61,7 @@ def main() -> None:
                     rows.append({"variant": name, "m": m, "cfg": cfg.describe(), "us": us})
                     print(f"{name:7s} M={m:3d} {cfg.describe():40s} {us:7.1f} us", flush=True)
     finally:
-        cuda_frag._SOURCE = original
+        cuda_frag._KERNEL = original
         cuda_frag._PLANS.clear()
     with open(args.json, "w") as f:
         json.dump({"device": torch.cuda.get_device_name(), "k": k, "n": n, "rows": rows}, f, indent=1)

@@ -37,7 +37,8 @@ from fastawq.kernels import cuda_rt, layouts
 
 NAME = "fastawq_frag_mma"
 
-_SOURCE = r"""
+#: device helpers shared with the warp-specialized kernel (:mod:`.cuda_ws`): types, the decode, wgmma pieces
+HEADER = r"""
 typedef unsigned int u32;
 typedef unsigned short u16;
 typedef unsigned long long u64;
@@ -176,6 +177,9 @@ __device__ __forceinline__ u32 smem_addr(const void* p) {
   return a;
 }
 
+"""
+
+_KERNEL = r"""
 // x tiles in shared memory: XS stages of [8·MT rows][KW·G inputs] (one group per K warp), 16-byte chunk c
 // of row r stored at chunk c ^ (r % 8), so the eight rows an ldmatrix reads at once sit in different banks
 #define NW (RB * KW)
@@ -516,7 +520,7 @@ class CudaConfig:
         return None
 
 
-def _wgmma_source(mt: int) -> str:
+def wgmma_source(mt: int) -> str:
     """``wgmma(acc, a, desc)``: one m64n(8·mt)k16 product, A from registers, accumulating into acc."""
     nacc = 4 * mt
     outs = ",".join(f"%{i}" for i in range(nacc))
@@ -534,7 +538,7 @@ def source(dtype: torch.dtype, group_size: int, cfg: CudaConfig) -> str:
     bf16 = 1 if dtype == torch.bfloat16 else 0
     defs = {"BF16": bf16, "G": group_size, "MT": cfg.mt, "RB": cfg.rb, "KW": cfg.kw, "DEPTH": cfg.depth,
             "XS": cfg.stages, "WG": int(cfg.wgmma)}  # fmt: skip
-    body = _SOURCE.replace("//@WGMMA@\n", _wgmma_source(cfg.mt) if cfg.wgmma else "")
+    body = (HEADER + _KERNEL).replace("//@WGMMA@\n", wgmma_source(cfg.mt) if cfg.wgmma else "")
     return "".join(f"#define {k} {v}\n" for k, v in defs.items()) + body
 
 

@@ -111,25 +111,38 @@ def compile_cubin(source: str, name: str, arch: str) -> bytes:
         lib.nvrtcDestroyProgram(_c.byref(prog))
 
 
-_ARG_KINDS: dict[str, type[_c.c_void_p] | type[_c.c_int] | type[_c.c_longlong]] = {
+class TensorMap(_c.Structure):
+    """A TMA tensor map (``CUtensorMap``): 128 opaque bytes, passed to a kernel by value."""
+
+    _fields_ = (("words", _c.c_uint64 * 16),)
+
+
+_ARG_KINDS: dict[str, type[_c.c_void_p] | type[_c.c_int] | type[_c.c_longlong] | type[TensorMap]] = {
     "p": _c.c_void_p,
     "i": _c.c_int,
     "l": _c.c_longlong,
+    "t": TensorMap,
 }
 
 
 class Args:
     """Reusable kernel arguments of a fixed signature (``"p"`` a pointer, ``"i"`` an int, ``"l"`` a 64-bit
-    int): ``set`` writes the values in place and ``params`` is the ``void**`` array the driver reads, so a
-    launch builds no ctypes objects. Not shared between threads (see :meth:`Function.args`)."""
+    int, ``"t"`` a :class:`TensorMap`, given as its 128 bytes): ``set`` writes the values in place and
+    ``params`` is the ``void**`` array the driver reads, so a launch builds no ctypes objects. Not shared
+    between threads (see :meth:`Function.args`)."""
 
     def __init__(self, signature: str) -> None:
-        self.values: list[_c.c_void_p | _c.c_int | _c.c_longlong] = [_ARG_KINDS[ch]() for ch in signature]
+        self.values: list[_c.c_void_p | _c.c_int | _c.c_longlong | TensorMap] = [_ARG_KINDS[ch]() for ch in signature]
         self.params = (_c.c_void_p * len(signature))(*[_c.addressof(v) for v in self.values])
 
-    def set(self, *values: int) -> None:
+    def set(self, *values: int | bytes) -> None:
         for slot, v in zip(self.values, values, strict=True):
-            slot.value = v
+            if isinstance(slot, TensorMap):
+                assert isinstance(v, bytes) and len(v) == _c.sizeof(TensorMap)
+                _c.memmove(_c.addressof(slot), v, len(v))
+            else:
+                assert isinstance(v, int)
+                slot.value = v
 
 
 @dataclass(eq=False)
@@ -170,6 +183,43 @@ def _launcher() -> ctypes._CFuncPtr:  # type: ignore[name-defined]
     fn.argtypes = [_c.c_void_p, u, u, u, u, u, u, u, _c.c_void_p, _c.c_void_p, _c.c_void_p]
     fn.restype = _c.c_int
     return fn
+
+
+#: CUtensorMapDataType of the activation dtypes
+_TMA_DTYPES = {torch.float16: 6, torch.bfloat16: 9}
+_TMA_SWIZZLE_128B = 3
+_TMA_L2_256B = 3
+_MAPS: dict[tuple[object, ...], bytes] = {}
+
+
+def tensor_map_2d(t: torch.Tensor, box: tuple[int, int]) -> bytes:
+    """The TMA tensor map of a row-major 2-D fp16/bf16 tensor read in boxes of ``box`` = (columns, rows)
+    into shared memory in the 128-byte swizzle (``columns`` × 2 = 128 bytes); rows and columns past the
+    tensor read as zeros. Kept per (address, shape, stride, box): a static buffer costs nothing after its
+    first call."""
+    rows, cols = t.shape
+    key = (t.device.index, t.data_ptr(), t.dtype, rows, cols, t.stride(0), box)
+    hit = _MAPS.get(key)
+    if hit is not None:
+        return hit
+    if t.stride(1) != 1 or (t.stride(0) * t.element_size()) % 16 or t.data_ptr() % 16:
+        raise ValueError("a TMA tensor map needs contiguous rows that start on 16-byte boundaries")
+    drv = _driver()
+    assert drv is not None
+    tmap = TensorMap()
+    u64, u32 = _c.c_uint64, _c.c_uint32
+    dims = (u64 * 2)(cols, rows)
+    strides = (u64 * 1)(t.stride(0) * t.element_size())
+    boxes = (u32 * 2)(*box)
+    elem = (u32 * 2)(1, 1)
+    res = drv.cuTensorMapEncodeTiled(_c.byref(tmap), _TMA_DTYPES[t.dtype], 2, _c.c_void_p(t.data_ptr()), dims, strides,
+                                     boxes, elem, 0, _TMA_SWIZZLE_128B, _TMA_L2_256B, 0)  # fmt: skip
+    _check_drv(res, "cuTensorMapEncodeTiled")
+    raw = bytes(tmap)
+    if len(_MAPS) > 4096:
+        _MAPS.clear()
+    _MAPS[key] = raw
+    return raw
 
 
 _LOCK = threading.Lock()

@@ -10,9 +10,10 @@ CUDA          fp16 / bf16        ``triton``: tensor-core split-K kernel, GEMV, f
                                  bucket on this card (timed on the first call, see :mod:`.triton_awq`)
 CUDA          fp16 / bf16        ``triton_frag`` (opt in, ``kernel="triton_frag"``): the same choice on
                                  the ``nk_frag`` layout, among its Triton kernels and the CUDA C++
-                                 tensor-core kernel compiled at run time with NVRTC (:mod:`.cuda_frag`);
-                                 faster at 2 ≤ M ≤ 256
-CUDA          fp16 / bf16        ``cuda_frag`` (forced only): that CUDA kernel alone, untuned tiles
+                                 kernels compiled at run time with NVRTC (:mod:`.cuda_frag`, and on
+                                 sm_90 the warp-specialized :mod:`.cuda_ws` from 33 rows); faster from
+                                 2 rows up, and 1.2 – 1.6× faster than ``triton`` from 256 rows
+CUDA          fp16 / bf16        ``cuda_frag`` / ``cuda_ws`` (forced only): one CUDA kernel alone, untuned
 CUDA          fp32               ``reference`` (notice once: load the model in fp16/bf16)
 CPU           any float          ``cpu_int4`` (PyTorch's int4 kernel, bf16 compute) where the shape
                                  allows (N % 16 == 0, group size 32/64/128/256), else ``reference``
@@ -123,6 +124,12 @@ def _why_not_cuda_frag(device: torch.device, dtype: torch.dtype, k: int, n: int,
     return cuda_frag.why_not(device, dtype, k, n, group_size)
 
 
+def _why_not_cuda_ws(device: torch.device, dtype: torch.dtype, k: int, n: int, group_size: int) -> str | None:
+    from fastawq.kernels import cuda_ws
+
+    return cuda_ws.why_not(device, dtype, k, n, group_size)
+
+
 def _why_not_cpu(device: torch.device, dtype: torch.dtype, k: int, n: int, group_size: int) -> str | None:
     if device.type != "cpu":
         return f"the CPU int4 kernel runs on the CPU, the input is on {device}"
@@ -148,6 +155,7 @@ KERNELS: dict[str, Kernel] = {
         Kernel("triton_dequant", layouts.NK_INT4, _lazy_fn("dequant_matmul"), _why_not_triton),
         Kernel("triton_frag", layouts.NK_FRAG, _lazy_fn("frag_auto", "triton_frag"), _why_not_frag),
         Kernel("cuda_frag", layouts.NK_FRAG, _lazy_fn("frag_mma_cuda", "cuda_frag"), _why_not_cuda_frag),
+        Kernel("cuda_ws", layouts.NK_FRAG, _lazy_fn("frag_ws", "cuda_ws"), _why_not_cuda_ws),
         Kernel("cpu_int4", layouts.CPU_INT4PACK, _run_cpu_int4, _why_not_cpu),
     )
 }

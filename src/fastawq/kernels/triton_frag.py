@@ -17,7 +17,9 @@ compiled code: no layout conversion in the loop). Against ``nk_int4``'s tensor-c
 ``frag_dequant_matmul``
     Prefill-sized M: dequantize to a dense weight, then cuBLAS.
 ``frag_auto``
-    The tuner's choice among the three for this shape and M (timed on the first call).
+    The tuner's choice for this shape and M (timed on the first call) among the three and the CUDA
+    kernels on the same layout: :mod:`.cuda_frag` (``mma.sync``, up to 64 rows) and, on sm_90 from 33
+    rows, the warp-specialized :mod:`.cuda_ws` (TMA + ``wgmma``), which wins most shapes from 128 rows.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fastawq.kernels import cuda_frag, layouts
+from fastawq.kernels import cuda_frag, cuda_ws, layouts
 from fastawq.kernels.triton_awq import (
     _PLANS,
     TUNE_LOG,
@@ -425,6 +427,8 @@ def candidates(m: int, n: int, k: int, group_size: int, dtype: torch.dtype = tor
         # seventh version): timed only when asked for, on sm_90
         wgmma = os.environ.get("FASTAWQ_CUDA_WGMMA") == "1" and torch.cuda.get_device_capability() == (9, 0)
         out += [("cuda_mma", cfg) for cfg in cuda_frag.candidates(m, g, wgmma=wgmma)]
+        if cuda_ws.why_not(torch.device("cuda", torch.cuda.current_device()), dtype, k, n, g) is None:
+            out += [("cuda_ws", cfg) for cfg in cuda_ws.candidates(m, n)]  # Hopper: warp-specialized
     return out
 
 
@@ -451,6 +455,8 @@ def _run(
         return frag_dequant_matmul(x2d, w, g, bias)
     if isinstance(cfg, cuda_frag.CudaConfig):
         return cuda_frag.frag_mma_cuda(x2d, w, g, bias, cfg)
+    if isinstance(cfg, cuda_ws.WsConfig):
+        return cuda_ws.frag_ws(x2d, w, g, bias, cfg)
     assert isinstance(cfg, TileConfig)
     return (frag_gemv if name == "frag_gemv" else frag_mma)(x2d, w, g, bias, cfg)
 
@@ -462,6 +468,8 @@ def _plan_of(c: Candidate, x2d: torch.Tensor, m: int, n: int, k: int, g: int, ha
         return None
     if isinstance(cfg, cuda_frag.CudaConfig):
         return cuda_frag.plan(x2d.device, x2d.dtype, m, n, k, g, cfg)
+    if isinstance(cfg, cuda_ws.WsConfig):
+        return cuda_ws.plan(x2d.device, x2d.dtype, m, n, k, g, cfg)
     assert isinstance(cfg, TileConfig)
     make = plan_frag_gemv if name == "frag_gemv" else plan_frag_mma
     return make(m, n, k, g, x2d.dtype, has_bias, cfg)

@@ -1,0 +1,466 @@
+"""A warp-specialized Hopper kernel on the ``nk_frag`` layout (sm_90, compiled at run time with NVRTC).
+
+The pipelined ``wgmma`` path of :mod:`.cuda_frag` spends its time on the per-step block barrier and on
+every warp copying x; its ablation (BENCHMARKS.md, seventh version) showed that no tile choice fixes
+that. This kernel splits the work by role, the mixed-input design of CUTLASS and Machete:
+
+- one **producer** warp group, of which one thread issues every copy: x through TMA (a tensor map with
+  the 128-byte swizzle that ``wgmma`` reads), the packed weight's 512-byte fragment blocks and the
+  scale/zero words through bulk copies, into ``S`` shared-memory stages guarded by ``mbarrier`` pairs
+  (full: the copies' bytes have landed; empty: every consumer thread is done with the stage);
+- ``C`` **consumer** warp groups, 64 output rows each, that only wait, decode ((q − z)·s into one of
+  two A-fragment register sets, :func:`fastawq.kernels.cuda_frag.HEADER`'s ``decode_scaled``) and issue
+  ``wgmma`` (A from registers, B = the x tile); a stage is released once the ``wgmma``s that read it
+  have finished (``wait_group 1`` one stage later). No block-wide barrier in the loop.
+
+A tile is ``64·C`` output rows × ``8·MT`` rows of x. The grid is persistent (CTAs per SM × SMs): CTA
+``b`` first takes whole tiles ``b, b + grid, …`` and then an equal share of the remaining tiles' 64-input
+chunks (stream-K); a tile whose chunks are spread over several CTAs is summed in fp32 in the per-stream
+workspace of :mod:`.triton_awq` (in the consumers' register order, 16-byte reductions) and written by
+the last CTA to finish its part, which re-zeroes the slot and its counter. Inside a CUDA graph capture
+every tile is whole.
+
+Limits (:meth:`WsConfig.problem` and :func:`why_not`): fp16/bf16, group sizes 64/128/256, N a multiple
+of 64·C, K a multiple of 64, x rows 16-byte aligned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from fastawq.kernels import cuda_frag, cuda_rt, layouts
+
+NAME = "fastawq_frag_ws"
+
+_KERNEL = r"""
+#define BT (8 * MT)
+#define NT (128 * (C + 1))
+#define XBYTES (BT * 128)
+#define WBYTES (C * 4 * 512)
+#define SZBYTES (C * 64 * 4)
+#define STAGE ((XBYTES + WBYTES + SZBYTES + 1023) / 1024 * 1024)
+
+struct __align__(64) TMap { u64 v[16]; };
+
+__device__ __forceinline__ void bar_init(u32 bar, u32 count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" :: "r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void bar_wait(u32 bar, u32 parity) {
+  u32 done;
+  do {
+    asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+                 : "=r"(done) : "r"(bar), "r"(parity) : "memory");
+  } while (!done);
+}
+__device__ __forceinline__ void bar_arrive(u32 bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" :: "r"(bar) : "memory");
+}
+__device__ __forceinline__ void bar_expect(u32 bar, u32 bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" :: "r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void bulk(u32 dst, const void* src, u32 bytes, u32 bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+               :: "r"(dst), "l"(src), "r"(bytes), "r"(bar) : "memory");
+}
+__device__ __forceinline__ void tma2d(u32 dst, const TMap* map, int c0, int c1, u32 bar) {
+  asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];"
+               :: "r"(dst), "l"((u64)map), "r"(c0), "r"(c1), "r"(bar) : "memory");
+}
+
+// the pieces of work of this CTA, in order: whole tiles b, b + grid, … below dp, then its share (per
+// chunks) of the chunks of tiles dp…: f(tile, first chunk, end chunk)
+template <class F>
+__device__ __forceinline__ void for_pieces(int kc, int dp, int per, int units, F f) {
+  for (int t = blockIdx.x; t < dp; t += gridDim.x) f(t, 0, kc);
+  int u = blockIdx.x * per;
+  const int u1 = min(u + per, units);
+  while (u < u1) {
+    const int t = dp + u / kc, c0 = u % kc;
+    const int c1 = min(kc, c0 + (u1 - u));
+    f(t, c0, c1);
+    u += c1 - c0;
+  }
+}
+
+// one chunk of 64 inputs for one consumer warp group: wait for the stage, decode this thread's fragments
+// into register set H (of NSETS), multiply, and release the stage read NSETS − 1 chunks ago once its
+// wgmmas are done (wait_group NSETS − 1: that many chunks of products stay in flight during a decode)
+template <int H>
+__device__ __forceinline__ void chunk(u32 st, u32 full, u32 parity, u32 old_empty, bool release, int wrow, int row,
+                                      float (&acc)[MT][4], u32 (&af)[NSETS][4][4]) {
+  bar_wait(full, parity);
+  u32 w[4], szlo, szhi;
+  asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(w[0]), "=r"(w[1]), "=r"(w[2]), "=r"(w[3])
+               : "r"(st + XBYTES + wrow));
+  asm volatile("ld.shared.u32 %0, [%1];" : "=r"(szlo) : "r"(st + XBYTES + WBYTES + row * 4));
+  asm volatile("ld.shared.u32 %0, [%1];" : "=r"(szhi) : "r"(st + XBYTES + WBYTES + (row + 8) * 4));
+  const u32 zlo = zpair((szlo >> 16) & 0xFF), zhi = zpair((szhi >> 16) & 0xFF);
+  const u32 slo = spair(szlo), shi = spair(szhi);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) decode_scaled(w[j], zlo, zhi, slo, shi, af[H][j]);
+  asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+  const u64 desc = gmma_desc(st);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) wgmma(acc, af[H][j], desc + ((j * 32) >> 4));  // k16 step j: 32 bytes into the line
+  asm volatile("wgmma.commit_group.sync.aligned;\nwgmma.wait_group.sync.aligned %0;" :: "n"(NSETS - 1) : "memory");
+#pragma unroll
+  for (int j = 0; j < 4; ++j) keep(af[(H + 1) % NSETS][j]);  // read by the wgmmas just finished
+  if (release) bar_arrive(old_empty);
+}
+
+extern "C" __global__ void __launch_bounds__(NT, OCC) fastawq_frag_ws(
+    const __grid_constant__ TMap xmap, const u32* __restrict__ qw, const u32* __restrict__ sz,
+    const u16* __restrict__ bias, u16* __restrict__ y, float* __restrict__ ws, int* __restrict__ cnt,
+    int M, int N, int kc, int nrb, int dp, int per, int units, int has_bias) {
+  extern __shared__ __align__(1024) unsigned char smem[];
+  __shared__ __align__(8) u64 bars[2 * S];
+  __shared__ int last_of[C];
+  const u32 base = (smem_addr(smem) + 1023) & ~1023u;  // TMA's 128-byte swizzle wants 1024-byte atoms
+  const u32 full0 = smem_addr(bars), empty0 = full0 + 8 * S;
+  const int wg = threadIdx.x >> 7;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < S; ++s) {
+      bar_init(full0 + 8 * s, 1);
+      bar_init(empty0 + 8 * s, 128 * C);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\nfence.proxy.async.shared::cta;" ::: "memory");
+  }
+  __syncthreads();
+
+  if (wg == 0) {  // the producer
+#if C > 1 && OCC == 1
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
+#endif
+    if (threadIdx.x != 0) return;
+    int s = 0, n = 0;  // stage, and how many times the ring has been filled (its parity the empty phase)
+    for_pieces(kc, dp, per, units, [&](int t, int c0, int c1) {
+      const int tm = t / nrb, rb = t % nrb;
+      for (int c = c0; c < c1; ++c) {
+        if (n > 0) bar_wait(empty0 + 8 * s, (n - 1) & 1);
+        const u32 st = base + s * STAGE, full = full0 + 8 * s;
+        bar_expect(full, XBYTES + WBYTES + SZBYTES);
+        tma2d(st, &xmap, c * 64, tm * BT, full);
+#pragma unroll
+        for (int b = 0; b < 4 * C; ++b)
+          bulk(st + XBYTES + b * 512, qw + ((u64)(rb * 4 * C + b) * kc + c) * 128, 512, full);
+        bulk(st + XBYTES + WBYTES, sz + (u64)(c * 64 / G) * N + rb * 64 * C, SZBYTES, full);
+        if (++s == S) {
+          s = 0;
+          ++n;
+        }
+      }
+    });
+    return;
+  }
+
+  // a consumer: warp group cw owns rows 64·cw … of the tile
+#if C > 1 && OCC == 1
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" :: "n"(CONSUMER_REGS));
+#endif
+  const int cw = wg - 1, tid = threadIdx.x & 127, lane = tid & 31, wq = tid >> 5;
+  const int g = lane >> 2, tq = lane & 3;
+  const int row = cw * 64 + wq * 16 + g;  // this thread's rows in the tile: row and row + 8
+  const int wrow = (cw * 4 + wq) * 512 + lane * 16;
+  u32 af[NSETS][4][4];
+#pragma unroll
+  for (int h = 0; h < NSETS; ++h)
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) af[h][j][i] = 0u;
+  float acc[MT][4];
+  // stage s of chunk number it (counted over all pieces, as the producer does) and its phase parity; the
+  // stage released after each chunk (NSETS − 1 chunks back), and the register set: all kept incrementally
+  int s = 0, h = 0, old = S - (NSETS - 1);
+  u32 parity = 0;
+  for_pieces(kc, dp, per, units, [&](int t, int c0, int c1) {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[mt][i] = 0.f;
+    for (int c = c0; c < c1; ++c) {
+      const u32 st = base + s * STAGE, full = full0 + 8 * s, old_empty = empty0 + 8 * old;
+      const bool release = c - c0 >= NSETS - 1;
+      if (h == 0) chunk<0>(st, full, parity, old_empty, release, wrow, row, acc, af);
+#if NSETS > 2
+      else if (h == 2) chunk<2>(st, full, parity, old_empty, release, wrow, row, acc, af);
+#endif
+      else chunk<1>(st, full, parity, old_empty, release, wrow, row, acc, af);
+      h = h + 1 == NSETS ? 0 : h + 1;
+      old = old + 1 == S ? 0 : old + 1;
+      if (++s == S) {
+        s = 0;
+        parity ^= 1;
+      }
+    }
+    asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) keepf(acc[mt]);
+    // the stages this piece has not released yet: its last min(NSETS − 1, chunks) ones
+    for (int r = min(NSETS - 1, c1 - c0); r > 0; --r) bar_arrive(empty0 + 8 * ((s + S - r) % S));
+
+    const int tm = t / nrb, rb = t % nrb;
+    const int n_lo = rb * 64 * C + row, n_hi = n_lo + 8;
+    const float blo = has_bias ? tofloat(bias[n_lo]) : 0.f, bhi = has_bias ? tofloat(bias[n_hi]) : 0.f;
+    if (c1 - c0 < kc) {  // part of a tile: add into its workspace slot; the last part writes y
+      const int slot = (t - dp) * C + cw;
+      float* wsp = ws + (u64)slot * (MT * 512) + tid * 4;
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+        asm volatile("red.relaxed.gpu.global.add.v4.f32 [%0], {%1, %2, %3, %4};" :: "l"(wsp + mt * 512),
+                     "f"(acc[mt][0]), "f"(acc[mt][1]), "f"(acc[mt][2]), "f"(acc[mt][3]) : "memory");
+      __threadfence();
+      asm volatile("bar.sync %0, 128;" :: "r"(1 + cw) : "memory");
+      if (tid == 0) {
+        const int u0 = (t - dp) * kc;
+        const int parts = (u0 + kc - 1) / per - u0 / per + 1;
+        const int done = atomicAdd(cnt + slot, 1);
+        last_of[cw] = done == parts - 1;
+        if (done == parts - 1) cnt[slot] = 0;
+      }
+      asm volatile("bar.sync %0, 128;" :: "r"(1 + cw) : "memory");
+      if (!last_of[cw]) return;
+      __threadfence();
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        float4* p = reinterpret_cast<float4*>(wsp + mt * 512);
+        const float4 v = __ldcg(p);
+        __stcg(p, make_float4(0.f, 0.f, 0.f, 0.f));
+        acc[mt][0] = v.x; acc[mt][1] = v.y; acc[mt][2] = v.z; acc[mt][3] = v.w;
+      }
+    }
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const int m = tm * BT + mt * 8 + 2 * tq + i;
+        if (m < M) {
+          y[(u64)m * N + n_lo] = fromfloat(acc[mt][i] + blo);
+          y[(u64)m * N + n_hi] = fromfloat(acc[mt][2 + i] + bhi);
+        }
+      }
+  });
+}
+"""
+
+GROUP_SIZES = layouts.FRAG_GROUP_SIZES
+
+#: the largest dynamic shared memory a config may ask for (an H100 allows 227 KiB a block)
+SMEM_MAX = 220 * 1024
+
+
+@dataclass(frozen=True)
+class WsConfig:
+    """Tiles of the warp-specialized kernel: ``c`` consumer warp groups (64 output rows each), ``mt`` n8
+    tiles of x rows (``8·mt`` ≤ 256 rows a tile), ``stages`` shared-memory stages, ``occ`` CTAs per SM in
+    the persistent grid, whether tiles may be split along K (stream-K) when they do not fill it, and the
+    consumers' register sets of decoded weights."""
+
+    mt: int = 2
+    c: int = 2
+    stages: int = 8
+    occ: int = 1
+    stream_k: bool = True
+    #: register sets of decoded A fragments: sets − 1 chunks of wgmma stay in flight while one is decoded
+    sets: int = 3
+
+    def describe(self) -> str:
+        s = f"ws mt{self.mt} c{self.c} s{self.stages} occ{self.occ} r{self.sets}"
+        return s + ("" if self.stream_k else " nosk")
+
+    @property
+    def threads(self) -> int:
+        return 128 * (self.c + 1)
+
+    @property
+    def rows(self) -> int:
+        """Output rows of a tile."""
+        return 64 * self.c
+
+    def stage_bytes(self) -> int:
+        raw = self.mt * 8 * 128 + self.c * 4 * 512 + self.c * 64 * 4
+        return -(-raw // 1024) * 1024
+
+    def smem_bytes(self) -> int:
+        return self.stages * self.stage_bytes() + 1024  # + room to align the first stage to 1024 bytes
+
+    def consumer_regs(self) -> int:
+        """Registers a consumer thread gets after the producer gives its own back (``setmaxnreg``)."""
+        return (512 - 40) // self.c // 8 * 8
+
+    def register_budget(self) -> int:
+        """Registers a consumer thread may use."""
+        if self.c > 1 and self.occ == 1:
+            return self.consumer_regs()
+        return min(255, 65536 // (self.threads * self.occ) // 8 * 8)
+
+    def problem(self) -> str | None:
+        """Why this config cannot be compiled (None: it can)."""
+        d = self.describe()
+        if self.mt not in (1, 2, 4, 8, 16, 24, 32):
+            return f"config {d}: mt must be 1, 2, 4, 8, 16, 24 or 32 (x tiles of 8 to 256 rows)"
+        if self.c not in (1, 2, 3):  # four hung on the H100 (setmaxnreg with 640 threads; not understood)
+            return f"config {d}: 1 to 3 consumer warp groups"
+        if self.sets not in (2, 3):
+            return f"config {d}: 2 or 3 register sets"
+        if self.stages < self.sets:
+            return f"config {d}: at least as many stages as register sets"
+        if self.occ not in (1, 2) or (self.occ == 2 and self.c > 2):
+            return f"config {d}: 2 CTAs per SM take at most two consumer warp groups"
+        if 4 * self.mt + 16 * self.sets + 32 > self.register_budget():  # else ptxas serializes the wgmmas
+            return f"config {d}: the accumulators and register sets do not fit {self.register_budget()} registers"
+        if self.smem_bytes() * self.occ > SMEM_MAX:
+            return f"config {d} needs {self.smem_bytes() * self.occ} bytes of shared memory an SM (at most {SMEM_MAX})"
+        return None
+
+
+def source(dtype: torch.dtype, group_size: int, cfg: WsConfig) -> str:
+    bf16 = 1 if dtype == torch.bfloat16 else 0
+    defs = {"BF16": bf16, "G": group_size, "MT": cfg.mt, "C": cfg.c, "S": cfg.stages, "OCC": cfg.occ,
+            "NSETS": cfg.sets, "CONSUMER_REGS": cfg.consumer_regs(), "WG": 1}  # fmt: skip
+    header = cuda_frag.HEADER.replace("//@WGMMA@\n", cuda_frag.wgmma_source(cfg.mt))
+    return "".join(f"#define {k} {v}\n" for k, v in defs.items()) + header + _KERNEL
+
+
+def why_not(device: torch.device, dtype: torch.dtype, k: int, n: int, group_size: int) -> str | None:
+    """Why the warp-specialized kernel cannot run this call (None: it can, for some config)."""
+    reason = cuda_rt.why_unavailable(device)
+    if reason is not None:
+        return reason
+    if torch.cuda.get_device_capability(device) != (9, 0):
+        return "the warp-specialized kernel needs an sm_90 GPU (TMA, wgmma)"
+    if dtype not in (torch.float16, torch.bfloat16):
+        return f"the warp-specialized kernel takes fp16 or bf16 activations, got {dtype}"
+    if n % 64:
+        return f"the warp-specialized kernel needs out_features % 64 == 0, got {n}"
+    return layouts.frag_supported(k, n, group_size)
+
+
+def x_tiles(m: int) -> int:
+    """The ``mt`` for M rows of x: one tile for all of them up to 256 rows, else tiles of 128 rows."""
+    mt = 1
+    while mt < 16 and 8 * mt < m:
+        mt *= 2
+    return 32 if 128 < m <= 256 else mt
+
+
+def candidates(m: int, n: int) -> list[WsConfig]:
+    """What the frag tuner times for M rows of x and N output rows: the fastest configs of the H100 sweep
+    (BENCHMARKS.md, eighth version). Up to 32 rows the Triton and ``mma.sync`` kernels win every shape."""
+    if m <= 32:
+        out = []
+    elif m <= 64:
+        out = [WsConfig(8, 2, 10, sets=2), WsConfig(8, 2, 10)]
+    elif m <= 128:
+        out = [WsConfig(16, 2, 10, sets=2), WsConfig(16, 2, 8, sets=2), WsConfig(16, 2, 8)]
+    else:
+        out = [WsConfig(32, 2, 5, sets=2), WsConfig(32, 2, 5), WsConfig(32, 2, 5, stream_k=False),
+               WsConfig(16, 2, 8, stream_k=False)]  # fmt: skip
+    return [c for c in out if c.problem() is None and n % c.rows == 0]
+
+
+def default_config(m: int, n: int) -> WsConfig:
+    """An untuned config: the sweep's best at small M (one consumer group, 2 CTAs an SM), else the first
+    candidate."""
+    cands = candidates(m, n)
+    return cands[0] if cands else WsConfig(x_tiles(m), 1, 12, occ=2)
+
+
+@dataclass(frozen=True, eq=False)
+class WsPlan:
+    """A compiled launch of the warp-specialized kernel for one shape: call it like a kernel entry point."""
+
+    fn: cuda_rt.Function
+    cfg: WsConfig
+    m: int
+    n: int
+    k: int
+    group_size: int
+    smem: int
+    sms: int
+
+    def schedule(self, stream_k: bool) -> tuple[int, int, int, int, int]:
+        """(grid, dp, per, units, workspace slots): tiles below dp are whole; the rest is split in chunks."""
+        bt, kc = 8 * self.cfg.mt, self.k // 64
+        tiles = -(-self.m // bt) * (self.n // self.cfg.rows)
+        grid0 = self.sms * self.cfg.occ
+        if not stream_k or tiles % grid0 == 0:
+            return min(grid0, tiles), tiles, 0, 0, 0
+        dp = max(0, tiles // grid0 - 1) * grid0  # the last full round and the rest are shared out by chunks
+        units = (tiles - dp) * kc
+        grid = min(grid0, units)
+        return grid, dp, -(-units // grid), units, tiles - dp
+
+    def __call__(self, x2d: torch.Tensor, w: dict[str, torch.Tensor], bias: torch.Tensor | None) -> torch.Tensor:
+        from fastawq.kernels.triton_awq import _workspace  # the shared per-stream split-K workspace
+
+        if x2d.stride(1) != 1 or x2d.stride(0) % 8 or x2d.data_ptr() % 16:  # TMA: 16-byte rows
+            x2d = x2d.clone(memory_format=torch.contiguous_format)
+        m, n, cfg = self.m, self.n, self.cfg
+        y = torch.empty(m, n, device=x2d.device, dtype=x2d.dtype)
+        grid, dp, per, units, slots = self.schedule(cfg.stream_k)
+        ws, cnt = y, y  # not touched without split tiles
+        if slots:
+            buf = _workspace(x2d.device, slots * cfg.c * cfg.mt * 512, slots * cfg.c)
+            if buf is None:  # too large, or inside a CUDA graph capture: whole tiles only
+                grid, dp, per, units, slots = self.schedule(False)
+            else:
+                ws, cnt = buf
+        b = bias.to(x2d.dtype) if bias is not None else y
+        xmap = cuda_rt.tensor_map_2d(x2d, box=(64, 8 * cfg.mt))
+        args = self.fn.args(_SIGNATURE)
+        args.set(xmap, w["qweight_frag"].data_ptr(), w["sz_gn"].data_ptr(), b.data_ptr(), y.data_ptr(), ws.data_ptr(),
+                 cnt.data_ptr(), m, n, self.k // 64, n // cfg.rows, dp, per, units, int(bias is not None))  # fmt: skip
+        stream = torch.cuda.current_stream(x2d.device).cuda_stream
+        elsewhere = x2d.device.index is not None and x2d.device.index != torch.cuda.current_device()
+        with torch.cuda.device(x2d.device) if elsewhere else contextlib.nullcontext():
+            self.fn.launch((grid, 1, 1), cfg.threads, args, stream, self.smem)
+        return y
+
+
+#: the x tensor map; qweight, scales/zeros, bias, y, workspace, counters;
+#: M, N, K/64, row tiles, dp (whole tiles), per (chunks a CTA), units (chunks shared out), has_bias
+_SIGNATURE = "tppppppiiiiiiii"
+
+_PLANS: dict[tuple[object, ...], WsPlan] = {}
+
+
+def plan(device: torch.device, dtype: torch.dtype, m: int, n: int, k: int, group_size: int, cfg: WsConfig) -> WsPlan:
+    """The compiled launch of ``cfg`` for an [M, K] × [K, N] call (compiled with NVRTC on first use)."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    key = (index, dtype, m, n, k, group_size, cfg)
+    p = _PLANS.get(key)
+    if p is not None:
+        return p
+    reason = why_not(torch.device("cuda", index), dtype, k, n, group_size)
+    if reason is None and k % group_size:
+        reason = f"K={k} is not a multiple of the group size {group_size}"
+    if reason is None and n % cfg.rows:
+        reason = f"N={n} is not a multiple of the config's {cfg.rows} rows a tile"
+    if reason is not None:
+        raise ValueError(f"the warp-specialized kernel cannot take this layer: {reason}")
+    problem = cfg.problem()
+    if problem is not None:
+        raise ValueError(problem)
+    smem = cfg.smem_bytes()
+    fn = cuda_rt.load(source(dtype, group_size, cfg), NAME, torch.device("cuda", index), smem)
+    sms = torch.cuda.get_device_properties(index).multi_processor_count
+    p = _PLANS[key] = WsPlan(fn, cfg, m, n, k, group_size, smem, sms)
+    return p
+
+
+def frag_ws(
+    x2d: torch.Tensor, w: dict[str, torch.Tensor], group_size: int, bias: torch.Tensor | None,
+    config: WsConfig | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """``x2d @ dequant(W).T (+ bias)`` on the ``nk_frag`` tensors ``w`` (``qweight_frag``, ``sz_gn``)."""
+    qw, sz = w["qweight_frag"], w["sz_gn"]
+    m, k = x2d.shape
+    n = sz.shape[1]
+    if qw.shape[1] * 64 != k:
+        raise ValueError(f"input has {k} features, the layer expects {qw.shape[1] * 64}")
+    cfg = config or default_config(m, n)
+    return plan(x2d.device, x2d.dtype, m, n, k, group_size, cfg)(x2d, w, bias)

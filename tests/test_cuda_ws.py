@@ -1,0 +1,189 @@
+"""The warp-specialized Hopper kernel on ``nk_frag`` against float64 (GPU tests need an sm_90 GPU).
+
+Without one, only what needs no GPU runs: configs name their problems, the source is well formed, the
+schedule covers every chunk of every tile exactly once, and the kernel says why it cannot run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import pytest
+import torch
+
+from fastawq.kernels import cuda_rt, cuda_ws, layouts, triton_awq
+
+from test_kernels import DEV, HAS_CUDA, SQNR_FLOOR, random_gemm, sqnr_db
+
+gpu = pytest.mark.gpu
+needs_hopper = pytest.mark.skipif(
+    not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU"
+)
+
+CONFIGS = [
+    cuda_ws.WsConfig(mt=1, c=1, stages=4),
+    cuda_ws.WsConfig(mt=2, c=2, stages=6),
+    cuda_ws.WsConfig(mt=4, c=1, stages=3, occ=2),
+    cuda_ws.WsConfig(mt=8, c=3, stages=4),
+    cuda_ws.WsConfig(mt=16, c=2, stages=4),
+    cuda_ws.WsConfig(mt=32, c=2, stages=3),
+    cuda_ws.WsConfig(mt=16, c=1, stages=4, stream_k=False),
+    cuda_ws.WsConfig(mt=4, c=3, stages=5),
+    cuda_ws.WsConfig(mt=2, c=2, stages=4, occ=2, sets=2),
+    cuda_ws.WsConfig(mt=16, c=2, stages=3, sets=2),
+]
+
+# (m, k, n, g): odd M, several tiles of x, N of one tile (every CTA a few chunks of it, stream-K), and
+# more tiles than SMs (whole tiles first, then the rest shared out)
+SHAPES = [(1, 512, 128, 64), (7, 768, 384, 128), (16, 1024, 192, 256), (29, 512, 128, 128), (70, 384, 384, 64),
+          (133, 512, 256, 128), (300, 1024, 384, 128), (600, 256, 3840, 128)]  # fmt: skip
+
+
+@gpu
+@needs_hopper
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=[c.describe() for c in CONFIGS])
+@pytest.mark.parametrize(("m", "k", "n", "g"), SHAPES)
+def test_ws_kernel_matches_float64(cfg: cuda_ws.WsConfig, m: int, k: int, n: int, g: int, dtype: torch.dtype) -> None:
+    if n % cfg.rows:
+        pytest.skip(f"N={n} is not a multiple of {cfg.rows} rows")
+    t, w = random_gemm(k, n, g, seed=m * 1000 + k + n, device=DEV)
+    wf = layouts.gemm_to_frag(t)
+    gen = torch.Generator().manual_seed(m + k)
+    for with_bias in (True, False):  # twice: split tiles must leave their workspace zeroed for the next call
+        x = torch.randn(m, k, generator=gen).to(dtype)
+        bias = torch.randn(n, generator=gen).half() if with_bias else None
+        got = cuda_ws.frag_ws(x.to(DEV), wf, g, bias.to(DEV) if bias is not None else None, cfg)
+        ref = x.double() @ w + (bias.double() if bias is not None else 0)
+        assert got.dtype == dtype and got.shape == (m, n)
+        assert sqnr_db(got, ref) > SQNR_FLOOR[dtype], (cfg, with_bias)
+    assert all(bool((ws == 0).all()) and bool((c == 0).all()) for ws, c in triton_awq._WORKSPACES.values())
+
+
+@gpu
+@needs_hopper
+def test_ws_kernel_reads_a_strided_input_and_replays_in_a_graph() -> None:
+    k, n, g, m = 1024, 256, 128, 24
+    t, w = random_gemm(k, n, g, seed=5, device=DEV)
+    wf = layouts.gemm_to_frag(t)
+    gen = torch.Generator().manual_seed(9)
+    big = torch.randn(m, 2 * k + 8, generator=gen).half().cuda()
+    x = big[:, 8 : 8 + k]  # row stride 2K + 8, 16-byte aligned: read in place through the tensor map
+    cfg = cuda_ws.WsConfig(mt=4, c=2, stages=4)  # 2 row tiles over 132 SMs: stream-K outside a capture
+    assert sqnr_db(cuda_ws.frag_ws(x, wf, g, None, cfg), x.double().cpu() @ w) > SQNR_FLOOR[torch.float16]
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        cuda_ws.frag_ws(x, wf, g, None, cfg)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):  # no workspace inside a capture: whole tiles only
+        y = cuda_ws.frag_ws(x, wf, g, None, cfg)
+    for _ in range(3):
+        fresh = torch.randn(m, k, generator=gen).half()
+        x.copy_(fresh.cuda())
+        graph.replay()
+        torch.cuda.synchronize()
+        assert sqnr_db(y, fresh.double() @ w) > SQNR_FLOOR[torch.float16]
+
+
+def _plan(cfg: cuda_ws.WsConfig, m: int, n: int, k: int, sms: int) -> cuda_ws.WsPlan:
+    return cuda_ws.WsPlan(fn=None, cfg=cfg, m=m, n=n, k=k, group_size=128, smem=0, sms=sms)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("stream_k", [True, False])
+@pytest.mark.parametrize(("m", "n", "k", "sms"), [(16, 4096, 4096, 132), (128, 28672, 4096, 132), (7, 128, 512, 132),
+                                                  (4096, 4096, 4096, 132), (600, 3840, 256, 132),
+                                                  (33, 640, 8192, 7)])  # fmt: skip
+def test_schedule_covers_every_chunk_once(m: int, n: int, k: int, sms: int, stream_k: bool) -> None:
+    """The kernel's piece loop, replayed in Python over the host's schedule."""
+    for cfg in (cuda_ws.WsConfig(mt=2, c=2), cuda_ws.WsConfig(mt=16, c=1, occ=2)):
+        p = _plan(cfg, m, n, k, sms)
+        grid, dp, per, units, slots = p.schedule(stream_k)
+        kc, tiles = k // 64, -(-m // (8 * cfg.mt)) * (n // cfg.rows)
+        assert grid <= sms * cfg.occ and slots == tiles - dp and (per == 0) == (dp == tiles)
+        seen = torch.zeros(tiles, kc, dtype=torch.int32)
+        parts = torch.zeros(tiles, dtype=torch.int32)
+        for b in range(grid):
+            for t in range(b, dp, grid):
+                seen[t] += 1
+            u, u1 = b * per, min(b * per + per, units)
+            while u < u1:
+                t, c0 = dp + u // kc, u % kc
+                c1 = min(kc, c0 + u1 - u)
+                seen[t, c0:c1] += 1
+                parts[t] += 1
+                u += c1 - c0
+        assert bool((seen == 1).all())
+        for t in range(dp, tiles):  # the count the kernel's last part waits for
+            u0 = (t - dp) * kc
+            assert parts[t] == (u0 + kc - 1) // per - u0 // per + 1
+
+
+def test_config_problems_are_named() -> None:
+    assert cuda_ws.WsConfig().problem() is None
+    cases = [
+        (cuda_ws.WsConfig(mt=3), "mt must be"),
+        (cuda_ws.WsConfig(c=4), "consumer warp groups"),
+        (cuda_ws.WsConfig(stages=2), "as many stages as register sets"),
+        (cuda_ws.WsConfig(sets=4), "register sets"),
+        (cuda_ws.WsConfig(c=3, occ=2), "2 CTAs per SM"),
+        (cuda_ws.WsConfig(mt=2, c=2, occ=2), "do not fit"),
+        (cuda_ws.WsConfig(mt=32, c=2, stages=8), "shared memory"),
+    ]
+    for cfg, words in cases:
+        assert words in str(cfg.problem()), cfg
+    for m in (1, 8, 16, 32, 64, 128, 129, 256, 512, 4096):
+        mt = cuda_ws.x_tiles(m)
+        assert 8 * mt >= min(m, 128) and (m <= 128 or mt in (16, 32))
+        for n in (4096, 1536, 640):
+            for cfg in cuda_ws.candidates(m, n):
+                assert cfg.problem() is None and n % cfg.rows == 0
+
+
+def test_source_defines_the_tile() -> None:
+    src = cuda_ws.source(torch.bfloat16, 64, cuda_ws.WsConfig(mt=8, c=2, stages=5))
+    for define in ("#define BF16 1", "#define G 64", "#define MT 8", "#define C 2", "#define S 5", "m64n64k16"):
+        assert define in src
+    assert "//@WGMMA@" not in src and f"void __launch_bounds__(NT, OCC) {cuda_ws.NAME}(" in src
+
+
+def test_tensor_map_arguments_are_copied_in_place() -> None:
+    args = cuda_rt.Args("tpi")
+    raw = bytes(range(128))
+    args.set(raw, 1 << 40, -3)
+    assert ctypes.string_at(args.params[0], 128) == raw
+    assert ctypes.cast(args.params[1], ctypes.POINTER(ctypes.c_uint64)).contents.value == 1 << 40
+    with pytest.raises(AssertionError):
+        args.set(b"short", 1, 2)
+
+
+def test_ws_kernel_says_why_it_cannot_run() -> None:
+    assert "CUDA device" in str(cuda_ws.why_not(torch.device("cpu"), torch.float16, 4096, 4096, 128))
+
+
+@gpu
+@needs_hopper
+@pytest.mark.parametrize("m", [100, 512])
+def test_frag_tuner_times_the_ws_kernel_and_its_pick_is_right(m: int) -> None:
+    from fastawq.kernels import triton_frag
+
+    k, n, g = 2048, 768, 128
+    t, w = random_gemm(k, n, g, seed=m, device=DEV)
+    wf = layouts.gemm_to_frag(t)
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(m)).half()
+    got = triton_frag.frag_auto(x.to(DEV), wf, g, None)
+    timed = triton_awq.TUNE_LOG[triton_frag.FRAG_TUNER.key(x.to(DEV), n, k, g, None)]
+    assert sum(name == "cuda_ws" for name, _, _ in timed) == len(cuda_ws.candidates(m, n)) > 0
+    assert sqnr_db(got, x.double() @ w) > SQNR_FLOOR[torch.float16]
+    again = triton_frag.frag_auto(x.to(DEV), wf, g, None)  # the tuned launch, cached
+    assert sqnr_db(again, x.double() @ w) > SQNR_FLOOR[torch.float16]
+
+
+def test_forcing_the_ws_kernel_on_a_cpu_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastawq.errors import FastAWQError
+    from fastawq.kernels import dispatch
+
+    monkeypatch.setenv("FASTAWQ_KERNEL", "cuda_ws")
+    with pytest.raises(FastAWQError, match="cuda_ws.*CUDA device"):
+        dispatch.select(torch.randn(2, 256).half(), 256, 64, 64)
