@@ -27,21 +27,24 @@ from fastawq.kernels.cuda_ws import WsConfig
 from kernels import SHAPES, copy_bandwidth, frag_of, gpu_time_us, int4_bytes, kernel_time_us, random_nk
 
 
-def configs(m: int, n: int, quick: bool) -> list[WsConfig]:
+def configs(m: int, n: int, k: int, quick: bool) -> list[WsConfig]:
     """The tuner's candidates plus a sweep around them: consumer groups, CTAs per SM, register sets,
-    stages (8 and as many as fit), stream-K on and off."""
-    out = list(cuda_ws.candidates(m, n))
+    stages (8 and as many as fit), 64 or 128 inputs a stage, stream-K on and off."""
+    out = list(cuda_ws.candidates(m, n, k))
     mts = {cuda_ws.x_tiles(m)} | ({16, 32} if m > 128 else set())
     for mt in sorted(mts):
         shapes = [(2, 1, 3), (2, 1, 2), (1, 2, 3), (3, 1, 3), (2, 2, 2), (1, 1, 3)]  # (c, occ, sets)
         for c, occ, sets in shapes[:3] if quick else shapes:
-            room = (cuda_ws.SMEM_MAX // occ - 1024) // WsConfig(mt, c).stage_bytes()
-            for s in sorted({8, min(room, 32)}):
-                out.append(WsConfig(mt, c, min(s, room), occ, True, sets))
-        out.append(WsConfig(mt, 2, min(8, (cuda_ws.SMEM_MAX - 1024) // WsConfig(mt, 2).stage_bytes()), 1, False))
+            for kch in (1, 2):
+                room = (cuda_ws.SMEM_MAX // occ - 1024) // WsConfig(mt, c, kch=kch).stage_bytes()
+                for s in sorted({8 // kch, min(room, 32)}) if not quick else (room,):
+                    out.append(WsConfig(mt, c, min(s, room), occ, True, sets, kch))
+        for kch in (1, 2):
+            room = (cuda_ws.SMEM_MAX - 1024) // WsConfig(mt, 2, kch=kch).stage_bytes()
+            out.append(WsConfig(mt, 2, min(8 // kch, room), 1, False, 2, kch))
     seen: list[WsConfig] = []
     for cfg in out:
-        if cfg not in seen and cfg.problem() is None and n % cfg.rows == 0:
+        if cfg not in seen and cfg.problem() is None and n % cfg.rows == 0 and k % (64 * cfg.kch) == 0:
             seen.append(cfg)
     return seen
 
@@ -78,7 +81,7 @@ def main() -> None:
             row: dict[str, Any] = {"k": k, "n": n, "m": m, "bound_us": int4_bytes(m, k, n, g) / bw * 1e6}
             row["cublas_us"] = kernel_time_us(lambda x=x, dense=dense: torch.nn.functional.linear(x, dense))  # type: ignore[misc]
             results = []
-            for cfg in configs(m, n, args.quick):
+            for cfg in configs(m, n, k, args.quick):
                 try:
                     got = cuda_ws.frag_ws(x, wf, g, None, cfg)
                     err = float((got.float() - ref).norm() / ref.norm())
@@ -94,7 +97,7 @@ def main() -> None:
             row["ws_all"] = results
             if ok:
                 best = ok[0]
-                cfg = next(c for c in configs(m, n, args.quick) if c.describe() == best["cfg"])
+                cfg = next(c for c in configs(m, n, k, args.quick) if c.describe() == best["cfg"])
                 row["ws_cfg"] = best["cfg"]
                 row["ws_us"] = kernel_time_us(lambda x=x, cfg=cfg, wf=wf: cuda_ws.frag_ws(x, wf, g, None, cfg))  # type: ignore[misc]
                 row["rel_err"] = best["rel_err"]

@@ -31,6 +31,9 @@ CONFIGS = [
     cuda_ws.WsConfig(mt=4, c=3, stages=5),
     cuda_ws.WsConfig(mt=2, c=2, stages=4, occ=2, sets=2),
     cuda_ws.WsConfig(mt=16, c=2, stages=3, sets=2),
+    cuda_ws.WsConfig(mt=8, c=2, stages=3, sets=2, kch=2),
+    cuda_ws.WsConfig(mt=32, c=2, stages=3, sets=2, kch=2, stream_k=False),
+    cuda_ws.WsConfig(mt=4, c=1, stages=3, kch=2),
 ]
 
 # (m, k, n, g): odd M, several tiles of x, N of one tile (every CTA a few chunks of it, stream-K), and
@@ -45,8 +48,8 @@ SHAPES = [(1, 512, 128, 64), (7, 768, 384, 128), (16, 1024, 192, 256), (29, 512,
 @pytest.mark.parametrize("cfg", CONFIGS, ids=[c.describe() for c in CONFIGS])
 @pytest.mark.parametrize(("m", "k", "n", "g"), SHAPES)
 def test_ws_kernel_matches_float64(cfg: cuda_ws.WsConfig, m: int, k: int, n: int, g: int, dtype: torch.dtype) -> None:
-    if n % cfg.rows:
-        pytest.skip(f"N={n} is not a multiple of {cfg.rows} rows")
+    if n % cfg.rows or k % (64 * cfg.kch):
+        pytest.skip(f"N={n} is not a multiple of {cfg.rows} rows, or K={k} of {64 * cfg.kch} inputs")
     t, w = random_gemm(k, n, g, seed=m * 1000 + k + n, device=DEV)
     wf = layouts.gemm_to_frag(t)
     gen = torch.Generator().manual_seed(m + k)
@@ -58,6 +61,21 @@ def test_ws_kernel_matches_float64(cfg: cuda_ws.WsConfig, m: int, k: int, n: int
         assert got.dtype == dtype and got.shape == (m, n)
         assert sqnr_db(got, ref) > SQNR_FLOOR[dtype], (cfg, with_bias)
     assert all(bool((ws == 0).all()) and bool((c == 0).all()) for ws, c in triton_awq._WORKSPACES.values())
+
+
+@gpu
+@needs_hopper
+@pytest.mark.parametrize("m", [40, 100, 300])
+def test_every_tuner_candidate_matches_float64(m: int) -> None:
+    k, n, g = 1024, 640, 128
+    t, w = random_gemm(k, n, g, seed=m, device=DEV)
+    wf = layouts.gemm_to_frag(t)
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(m)).half()
+    cands = cuda_ws.candidates(m, n, k)
+    assert cands
+    for cfg in cands:
+        got = cuda_ws.frag_ws(x.to(DEV), wf, g, None, cfg)
+        assert sqnr_db(got, x.double() @ w) > SQNR_FLOOR[torch.float16], cfg
 
 
 @gpu
@@ -97,10 +115,10 @@ def _plan(cfg: cuda_ws.WsConfig, m: int, n: int, k: int, sms: int) -> cuda_ws.Ws
                                                   (33, 640, 8192, 7)])  # fmt: skip
 def test_schedule_covers_every_chunk_once(m: int, n: int, k: int, sms: int, stream_k: bool) -> None:
     """The kernel's piece loop, replayed in Python over the host's schedule."""
-    for cfg in (cuda_ws.WsConfig(mt=2, c=2), cuda_ws.WsConfig(mt=16, c=1, occ=2)):
+    for cfg in (cuda_ws.WsConfig(mt=2, c=2), cuda_ws.WsConfig(mt=16, c=1, occ=2), cuda_ws.WsConfig(mt=8, kch=2)):
         p = _plan(cfg, m, n, k, sms)
         grid, dp, per, units, slots = p.schedule(stream_k)
-        kc, tiles = k // 64, -(-m // (8 * cfg.mt)) * (n // cfg.rows)
+        kc, tiles = k // (64 * cfg.kch), -(-m // (8 * cfg.mt)) * (n // cfg.rows)
         assert grid <= sms * cfg.occ and slots == tiles - dp and (per == 0) == (dp == tiles)
         seen = torch.zeros(tiles, kc, dtype=torch.int32)
         parts = torch.zeros(tiles, dtype=torch.int32)
@@ -129,6 +147,7 @@ def test_config_problems_are_named() -> None:
         (cuda_ws.WsConfig(sets=4), "register sets"),
         (cuda_ws.WsConfig(c=3, occ=2), "2 CTAs per SM"),
         (cuda_ws.WsConfig(mt=2, c=2, occ=2), "do not fit"),
+        (cuda_ws.WsConfig(kch=3), "1 or 2 chunks"),
         (cuda_ws.WsConfig(mt=32, c=2, stages=8), "shared memory"),
     ]
     for cfg, words in cases:
@@ -137,8 +156,9 @@ def test_config_problems_are_named() -> None:
         mt = cuda_ws.x_tiles(m)
         assert 8 * mt >= min(m, 128) and (m <= 128 or mt in (16, 32))
         for n in (4096, 1536, 640):
-            for cfg in cuda_ws.candidates(m, n):
-                assert cfg.problem() is None and n % cfg.rows == 0
+            for k in (4096, 576):
+                for cfg in cuda_ws.candidates(m, n, k):
+                    assert cfg.problem() is None and n % cfg.rows == 0 and k % (64 * cfg.kch) == 0
 
 
 def test_source_defines_the_tile() -> None:
@@ -174,10 +194,28 @@ def test_frag_tuner_times_the_ws_kernel_and_its_pick_is_right(m: int) -> None:
     x = torch.randn(m, k, generator=torch.Generator().manual_seed(m)).half()
     got = triton_frag.frag_auto(x.to(DEV), wf, g, None)
     timed = triton_awq.TUNE_LOG[triton_frag.FRAG_TUNER.key(x.to(DEV), n, k, g, None)]
-    assert sum(name == "cuda_ws" for name, _, _ in timed) == len(cuda_ws.candidates(m, n)) > 0
+    assert sum(name == "cuda_ws" for name, _, _ in timed) == len(cuda_ws.candidates(m, n, k)) > 0
     assert sqnr_db(got, x.double() @ w) > SQNR_FLOOR[torch.float16]
     again = triton_frag.frag_auto(x.to(DEV), wf, g, None)  # the tuned launch, cached
     assert sqnr_db(again, x.double() @ w) > SQNR_FLOOR[torch.float16]
+
+
+@gpu
+@needs_hopper
+def test_forced_ws_kernel_runs_the_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastawq.kernels import dispatch
+
+    from test_kernels import _module
+
+    mod, w = _module(512, 128, 128, seed=2)
+    mod = mod.cuda()
+    monkeypatch.setenv("FASTAWQ_KERNEL", "cuda_ws")
+    dispatch.reset()
+    x = torch.randn(40, 512, generator=torch.Generator().manual_seed(1)).half()
+    with torch.no_grad():
+        y = mod(x.cuda())
+    assert mod.layout == layouts.NK_FRAG
+    assert sqnr_db(y, x.double() @ w + mod.bias.double().cpu()) > SQNR_FLOOR[torch.float16]
 
 
 def test_forcing_the_ws_kernel_on_a_cpu_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -38,10 +38,14 @@ NAME = "fastawq_frag_ws"
 _KERNEL = r"""
 #define BT (8 * MT)
 #define NT (128 * (C + 1))
+// a stage holds KCH chunks of 64 inputs: KCH x tiles (1024-byte multiples), then each 16-row block's KCH
+// fragment blocks side by side (as in memory), then the scale/zero words of each chunk
 #define XBYTES (BT * 128)
 #define WBYTES (C * 4 * 512)
 #define SZBYTES (C * 64 * 4)
-#define STAGE ((XBYTES + WBYTES + SZBYTES + 1023) / 1024 * 1024)
+#define WOFF (KCH * XBYTES)
+#define SOFF (KCH * (XBYTES + WBYTES))
+#define STAGE ((KCH * (XBYTES + WBYTES + SZBYTES) + 1023) / 1024 * 1024)
 
 struct __align__(64) TMap { u64 v[16]; };
 
@@ -85,29 +89,35 @@ __device__ __forceinline__ void for_pieces(int kc, int dp, int per, int units, F
   }
 }
 
-// one chunk of 64 inputs for one consumer warp group: wait for the stage, decode this thread's fragments
-// into register set H (of NSETS), multiply, and release the stage read NSETS − 1 chunks ago once its
-// wgmmas are done (wait_group NSETS − 1: that many chunks of products stay in flight during a decode)
+// one stage (KCH chunks of 64 inputs) for one consumer warp group: wait for it, decode this thread's
+// fragments into register set H (of NSETS), multiply, and release the stage read NSETS − 1 stages ago once
+// its wgmmas are done (wait_group NSETS − 1: that many stages of products stay in flight during a decode)
 template <int H>
 __device__ __forceinline__ void chunk(u32 st, u32 full, u32 parity, u32 old_empty, bool release, int wrow, int row,
-                                      float (&acc)[MT][4], u32 (&af)[NSETS][4][4]) {
+                                      float (&acc)[MT][4], u32 (&af)[NSETS][4 * KCH][4]) {
   bar_wait(full, parity);
-  u32 w[4], szlo, szhi;
-  asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(w[0]), "=r"(w[1]), "=r"(w[2]), "=r"(w[3])
-               : "r"(st + XBYTES + wrow));
-  asm volatile("ld.shared.u32 %0, [%1];" : "=r"(szlo) : "r"(st + XBYTES + WBYTES + row * 4));
-  asm volatile("ld.shared.u32 %0, [%1];" : "=r"(szhi) : "r"(st + XBYTES + WBYTES + (row + 8) * 4));
-  const u32 zlo = zpair((szlo >> 16) & 0xFF), zhi = zpair((szhi >> 16) & 0xFF);
-  const u32 slo = spair(szlo), shi = spair(szhi);
 #pragma unroll
-  for (int j = 0; j < 4; ++j) decode_scaled(w[j], zlo, zhi, slo, shi, af[H][j]);
+  for (int j = 0; j < KCH; ++j) {
+    u32 w[4], szlo, szhi;
+    asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(w[0]), "=r"(w[1]), "=r"(w[2]), "=r"(w[3])
+                 : "r"(st + WOFF + wrow + j * 512));
+    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(szlo) : "r"(st + SOFF + j * SZBYTES + row * 4));
+    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(szhi) : "r"(st + SOFF + j * SZBYTES + (row + 8) * 4));
+    const u32 zlo = zpair((szlo >> 16) & 0xFF), zhi = zpair((szhi >> 16) & 0xFF);
+    const u32 slo = spair(szlo), shi = spair(szhi);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) decode_scaled(w[i], zlo, zhi, slo, shi, af[H][4 * j + i]);
+  }
   asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
-  const u64 desc = gmma_desc(st);
 #pragma unroll
-  for (int j = 0; j < 4; ++j) wgmma(acc, af[H][j], desc + ((j * 32) >> 4));  // k16 step j: 32 bytes into the line
+  for (int j = 0; j < KCH; ++j) {
+    const u64 desc = gmma_desc(st + j * XBYTES);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) wgmma(acc, af[H][4 * j + i], desc + ((i * 32) >> 4));  // k16 step i: 32 bytes in
+  }
   asm volatile("wgmma.commit_group.sync.aligned;\nwgmma.wait_group.sync.aligned %0;" :: "n"(NSETS - 1) : "memory");
 #pragma unroll
-  for (int j = 0; j < 4; ++j) keep(af[(H + 1) % NSETS][j]);  // read by the wgmmas just finished
+  for (int j = 0; j < 4 * KCH; ++j) keep(af[(H + 1) % NSETS][j]);  // read by the wgmmas just finished
   if (release) bar_arrive(old_empty);
 }
 
@@ -141,12 +151,15 @@ extern "C" __global__ void __launch_bounds__(NT, OCC) fastawq_frag_ws(
       for (int c = c0; c < c1; ++c) {
         if (n > 0) bar_wait(empty0 + 8 * s, (n - 1) & 1);
         const u32 st = base + s * STAGE, full = full0 + 8 * s;
-        bar_expect(full, XBYTES + WBYTES + SZBYTES);
-        tma2d(st, &xmap, c * 64, tm * BT, full);
+        bar_expect(full, KCH * (XBYTES + WBYTES + SZBYTES));
+#pragma unroll
+        for (int j = 0; j < KCH; ++j) tma2d(st + j * XBYTES, &xmap, (c * KCH + j) * 64, tm * BT, full);
 #pragma unroll
         for (int b = 0; b < 4 * C; ++b)
-          bulk(st + XBYTES + b * 512, qw + ((u64)(rb * 4 * C + b) * kc + c) * 128, 512, full);
-        bulk(st + XBYTES + WBYTES, sz + (u64)(c * 64 / G) * N + rb * 64 * C, SZBYTES, full);
+          bulk(st + WOFF + b * KCH * 512, qw + ((u64)(rb * 4 * C + b) * kc + c) * (KCH * 128), KCH * 512, full);
+#pragma unroll
+        for (int j = 0; j < KCH; ++j)
+          bulk(st + SOFF + j * SZBYTES, sz + (u64)((c * KCH + j) * 64 / G) * N + rb * 64 * C, SZBYTES, full);
         if (++s == S) {
           s = 0;
           ++n;
@@ -163,12 +176,12 @@ extern "C" __global__ void __launch_bounds__(NT, OCC) fastawq_frag_ws(
   const int cw = wg - 1, tid = threadIdx.x & 127, lane = tid & 31, wq = tid >> 5;
   const int g = lane >> 2, tq = lane & 3;
   const int row = cw * 64 + wq * 16 + g;  // this thread's rows in the tile: row and row + 8
-  const int wrow = (cw * 4 + wq) * 512 + lane * 16;
-  u32 af[NSETS][4][4];
+  const int wrow = (cw * 4 + wq) * (KCH * 512) + lane * 16;
+  u32 af[NSETS][4 * KCH][4];
 #pragma unroll
   for (int h = 0; h < NSETS; ++h)
 #pragma unroll
-    for (int j = 0; j < 4; ++j)
+    for (int j = 0; j < 4 * KCH; ++j)
 #pragma unroll
       for (int i = 0; i < 4; ++i) af[h][j][i] = 0u;
   float acc[MT][4];
@@ -264,12 +277,14 @@ class WsConfig:
     stages: int = 8
     occ: int = 1
     stream_k: bool = True
-    #: register sets of decoded A fragments: sets − 1 chunks of wgmma stay in flight while one is decoded
+    #: register sets of decoded A fragments: sets − 1 stages of wgmma stay in flight while one is decoded
     sets: int = 3
+    #: chunks of 64 inputs a stage (and a wait / a release / a wgmma batch)
+    kch: int = 1
 
     def describe(self) -> str:
         s = f"ws mt{self.mt} c{self.c} s{self.stages} occ{self.occ} r{self.sets}"
-        return s + ("" if self.stream_k else " nosk")
+        return s + (f" k{64 * self.kch}" if self.kch > 1 else "") + ("" if self.stream_k else " nosk")
 
     @property
     def threads(self) -> int:
@@ -281,7 +296,7 @@ class WsConfig:
         return 64 * self.c
 
     def stage_bytes(self) -> int:
-        raw = self.mt * 8 * 128 + self.c * 4 * 512 + self.c * 64 * 4
+        raw = self.kch * (self.mt * 8 * 128 + self.c * 4 * 512 + self.c * 64 * 4)
         return -(-raw // 1024) * 1024
 
     def smem_bytes(self) -> int:
@@ -310,7 +325,9 @@ class WsConfig:
             return f"config {d}: at least as many stages as register sets"
         if self.occ not in (1, 2) or (self.occ == 2 and self.c > 2):
             return f"config {d}: 2 CTAs per SM take at most two consumer warp groups"
-        if 4 * self.mt + 16 * self.sets + 32 > self.register_budget():  # else ptxas serializes the wgmmas
+        if self.kch not in (1, 2):
+            return f"config {d}: a stage holds 1 or 2 chunks of 64 inputs"
+        if 4 * self.mt + 16 * self.sets * self.kch + 32 > self.register_budget():  # else ptxas serializes the wgmmas
             return f"config {d}: the accumulators and register sets do not fit {self.register_budget()} registers"
         if self.smem_bytes() * self.occ > SMEM_MAX:
             return f"config {d} needs {self.smem_bytes() * self.occ} bytes of shared memory an SM (at most {SMEM_MAX})"
@@ -320,7 +337,8 @@ class WsConfig:
 def source(dtype: torch.dtype, group_size: int, cfg: WsConfig) -> str:
     bf16 = 1 if dtype == torch.bfloat16 else 0
     defs = {"BF16": bf16, "G": group_size, "MT": cfg.mt, "C": cfg.c, "S": cfg.stages, "OCC": cfg.occ,
-            "NSETS": cfg.sets, "CONSUMER_REGS": cfg.consumer_regs(), "WG": 1}  # fmt: skip
+            "NSETS": cfg.sets, "KCH": cfg.kch, "CONSUMER_REGS": cfg.consumer_regs(),
+            "WG": 1}  # fmt: skip
     header = cuda_frag.HEADER.replace("//@WGMMA@\n", cuda_frag.wgmma_source(cfg.mt))
     return "".join(f"#define {k} {v}\n" for k, v in defs.items()) + header + _KERNEL
 
@@ -347,25 +365,27 @@ def x_tiles(m: int) -> int:
     return 32 if 128 < m <= 256 else mt
 
 
-def candidates(m: int, n: int) -> list[WsConfig]:
-    """What the frag tuner times for M rows of x and N output rows: the fastest configs of the H100 sweep
+def candidates(m: int, n: int, k: int) -> list[WsConfig]:
+    """What the frag tuner times for M rows of x and a [K, N] weight: the fastest configs of the H100 sweeps
     (BENCHMARKS.md, eighth version). Up to 32 rows the Triton and ``mma.sync`` kernels win every shape."""
     if m <= 32:
         out = []
     elif m <= 64:
-        out = [WsConfig(8, 2, 10, sets=2), WsConfig(8, 2, 10)]
+        out = [WsConfig(8, 2, 5, sets=2, kch=2), WsConfig(8, 2, 10, sets=2), WsConfig(8, 1, 9, occ=2)]
     elif m <= 128:
-        out = [WsConfig(16, 2, 10, sets=2), WsConfig(16, 2, 8, sets=2), WsConfig(16, 2, 8)]
+        out = [WsConfig(16, 2, 5, sets=2, kch=2), WsConfig(16, 2, 5, kch=2), WsConfig(16, 2, 4, sets=2, kch=2,
+               stream_k=False), WsConfig(16, 2, 10, sets=2)]  # fmt: skip
     else:
-        out = [WsConfig(32, 2, 5, sets=2), WsConfig(32, 2, 5), WsConfig(32, 2, 5, stream_k=False),
-               WsConfig(16, 2, 8, stream_k=False)]  # fmt: skip
-    return [c for c in out if c.problem() is None and n % c.rows == 0]
+        out = [WsConfig(32, 2, 3, sets=2, kch=2), WsConfig(32, 2, 3, sets=2, kch=2, stream_k=False),
+               WsConfig(16, 2, 5, sets=2, kch=2), WsConfig(16, 2, 4, sets=2, kch=2, stream_k=False),
+               WsConfig(32, 2, 5, sets=2), WsConfig(32, 2, 5, sets=2, stream_k=False)]  # fmt: skip
+    return [c for c in out if c.problem() is None and n % c.rows == 0 and k % (64 * c.kch) == 0]
 
 
-def default_config(m: int, n: int) -> WsConfig:
+def default_config(m: int, n: int, k: int) -> WsConfig:
     """An untuned config: the sweep's best at small M (one consumer group, 2 CTAs an SM), else the first
     candidate."""
-    cands = candidates(m, n)
+    cands = candidates(m, n, k)
     return cands[0] if cands else WsConfig(x_tiles(m), 1, 12, occ=2)
 
 
@@ -384,7 +404,7 @@ class WsPlan:
 
     def schedule(self, stream_k: bool) -> tuple[int, int, int, int, int]:
         """(grid, dp, per, units, workspace slots): tiles below dp are whole; the rest is split in chunks."""
-        bt, kc = 8 * self.cfg.mt, self.k // 64
+        bt, kc = 8 * self.cfg.mt, self.k // (64 * self.cfg.kch)
         tiles = -(-self.m // bt) * (self.n // self.cfg.rows)
         grid0 = self.sms * self.cfg.occ
         if not stream_k or tiles % grid0 == 0:
@@ -413,7 +433,8 @@ class WsPlan:
         xmap = cuda_rt.tensor_map_2d(x2d, box=(64, 8 * cfg.mt))
         args = self.fn.args(_SIGNATURE)
         args.set(xmap, w["qweight_frag"].data_ptr(), w["sz_gn"].data_ptr(), b.data_ptr(), y.data_ptr(), ws.data_ptr(),
-                 cnt.data_ptr(), m, n, self.k // 64, n // cfg.rows, dp, per, units, int(bias is not None))  # fmt: skip
+                 cnt.data_ptr(), m, n, self.k // (64 * cfg.kch), n // cfg.rows, dp, per, units,
+                 int(bias is not None))  # fmt: skip
         stream = torch.cuda.current_stream(x2d.device).cuda_stream
         elsewhere = x2d.device.index is not None and x2d.device.index != torch.cuda.current_device()
         with torch.cuda.device(x2d.device) if elsewhere else contextlib.nullcontext():
@@ -422,7 +443,8 @@ class WsPlan:
 
 
 #: the x tensor map; qweight, scales/zeros, bias, y, workspace, counters;
-#: M, N, K/64, row tiles, dp (whole tiles), per (chunks a CTA), units (chunks shared out), has_bias
+#: M, N, stages a tile (K / (64·kch)), row tiles, dp (whole tiles), per (stages a CTA), units (stages shared
+#: out), has_bias
 _SIGNATURE = "tppppppiiiiiiii"
 
 _PLANS: dict[tuple[object, ...], WsPlan] = {}
@@ -440,6 +462,8 @@ def plan(device: torch.device, dtype: torch.dtype, m: int, n: int, k: int, group
         reason = f"K={k} is not a multiple of the group size {group_size}"
     if reason is None and n % cfg.rows:
         reason = f"N={n} is not a multiple of the config's {cfg.rows} rows a tile"
+    if reason is None and k % (64 * cfg.kch):
+        reason = f"K={k} is not a multiple of the config's {64 * cfg.kch} inputs a stage"
     if reason is not None:
         raise ValueError(f"the warp-specialized kernel cannot take this layer: {reason}")
     problem = cfg.problem()
@@ -462,5 +486,5 @@ def frag_ws(
     n = sz.shape[1]
     if qw.shape[1] * 64 != k:
         raise ValueError(f"input has {k} features, the layer expects {qw.shape[1] * 64}")
-    cfg = config or default_config(m, n)
+    cfg = config or default_config(m, n, k)
     return plan(x2d.device, x2d.dtype, m, n, k, group_size, cfg)(x2d, w, bias)

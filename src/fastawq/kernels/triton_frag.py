@@ -428,7 +428,7 @@ def candidates(m: int, n: int, k: int, group_size: int, dtype: torch.dtype = tor
         wgmma = os.environ.get("FASTAWQ_CUDA_WGMMA") == "1" and torch.cuda.get_device_capability() == (9, 0)
         out += [("cuda_mma", cfg) for cfg in cuda_frag.candidates(m, g, wgmma=wgmma)]
         if cuda_ws.why_not(torch.device("cuda", torch.cuda.current_device()), dtype, k, n, g) is None:
-            out += [("cuda_ws", cfg) for cfg in cuda_ws.candidates(m, n)]  # Hopper: warp-specialized
+            out += [("cuda_ws", cfg) for cfg in cuda_ws.candidates(m, n, k)]  # Hopper: warp-specialized
     return out
 
 
