@@ -19,7 +19,8 @@ use; Triton chooses both itself. In this kernel (macros: ``G``, ``MT``, ``RB``, 
   dequantized in registers as (q − z)·s into one of two A-fragment sets while the ``wgmma`` products of the previous
   group read the other (``wait_group 1``); x is a K-major tile in the 128-byte swizzle; up to 128 rows of x
   per program. Correct, but still slower than the Triton kernels (BENCHMARKS.md, seventh version), so the
-  tuner times it only with ``FASTAWQ_CUDA_WGMMA=1``.
+  tuner times it only with ``FASTAWQ_CUDA_WGMMA=1``; the warp-specialized :mod:`.cuda_ws` is the ``wgmma``
+  kernel that the tuner uses.
 
 Rows of x: each program covers ``8·MT`` of them (``MT`` n8 tiles); more rows take more programs along the
 grid's z axis, each reading the weight again, so the tuner offers the ``mma.sync`` path up to 64 rows.

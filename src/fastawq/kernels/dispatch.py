@@ -11,8 +11,9 @@ CUDA          fp16 / bf16        ``triton``: tensor-core split-K kernel, GEMV, f
 CUDA          fp16 / bf16        ``triton_frag`` (opt in, ``kernel="triton_frag"``): the same choice on
                                  the ``nk_frag`` layout, among its Triton kernels and the CUDA C++
                                  kernels compiled at run time with NVRTC (:mod:`.cuda_frag`, and on
-                                 sm_90 the warp-specialized :mod:`.cuda_ws` from 33 rows); faster from
-                                 2 rows up, and 1.2 – 1.6× faster than ``triton`` from 256 rows
+                                 sm_90 the warp-specialized :mod:`.cuda_ws` from 33 rows); faster than
+                                 ``triton`` from 2 to 512 rows on most shapes (an H100: 1.05 – 1.7× at
+                                 256 – 512 rows), about even at 4096
 CUDA          fp16 / bf16        ``cuda_frag`` / ``cuda_ws`` (forced only): one CUDA kernel alone, untuned
 CUDA          fp32               ``reference`` (notice once: load the model in fp16/bf16)
 CPU           any float          ``cpu_int4`` (PyTorch's int4 kernel, bf16 compute) where the shape
