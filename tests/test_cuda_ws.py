@@ -155,10 +155,10 @@ def test_config_problems_are_named() -> None:
     for m in (1, 8, 16, 32, 64, 128, 129, 256, 512, 4096):
         mt = cuda_ws.x_tiles(m)
         assert 8 * mt >= min(m, 128) and (m <= 128 or mt in (16, 32))
-        for n in (4096, 1536, 640):
+        for n in (4096, 1536, 640, 4160):
             for k in (4096, 576):
-                for cfg in cuda_ws.candidates(m, n, k):
-                    assert cfg.problem() is None and n % cfg.rows == 0 and k % (64 * cfg.kch) == 0
+                for cfg in cuda_ws.candidates(m, n, k) + [cuda_ws.default_config(m, n, k)]:
+                    assert cfg.problem() is None and n % cfg.rows == 0 and k % (64 * cfg.kch) == 0, (m, n, k, cfg)
 
 
 def test_source_defines_the_tile() -> None:

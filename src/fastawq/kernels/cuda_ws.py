@@ -8,20 +8,21 @@ that. This kernel splits the work by role, the mixed-input design of CUTLASS and
   the 128-byte swizzle that ``wgmma`` reads), the packed weight's 512-byte fragment blocks and the
   scale/zero words through bulk copies, into ``S`` shared-memory stages guarded by ``mbarrier`` pairs
   (full: the copies' bytes have landed; empty: every consumer thread is done with the stage);
-- ``C`` **consumer** warp groups, 64 output rows each, that only wait, decode ((q − z)·s into one of
-  two A-fragment register sets, :func:`fastawq.kernels.cuda_frag.HEADER`'s ``decode_scaled``) and issue
-  ``wgmma`` (A from registers, B = the x tile); a stage is released once the ``wgmma``s that read it
-  have finished (``wait_group 1`` one stage later). No block-wide barrier in the loop.
+- ``C`` **consumer** warp groups, 64 output rows each, that only wait, decode ((q − z)·s, ``decode_scaled``
+  of :data:`fastawq.kernels.cuda_frag.HEADER`, into one of ``NSETS`` A-fragment register sets) and
+  issue ``wgmma`` (A from registers, B = the x tile); a stage is released once the ``wgmma``s that read
+  it have finished (``wait_group NSETS − 1``, that many stages later). No block-wide barrier in the loop.
 
-A tile is ``64·C`` output rows × ``8·MT`` rows of x. The grid is persistent (CTAs per SM × SMs): CTA
-``b`` first takes whole tiles ``b, b + grid, …`` and then an equal share of the remaining tiles' 64-input
-chunks (stream-K); a tile whose chunks are spread over several CTAs is summed in fp32 in the per-stream
-workspace of :mod:`.triton_awq` (in the consumers' register order, 16-byte reductions) and written by
-the last CTA to finish its part, which re-zeroes the slot and its counter. Inside a CUDA graph capture
-every tile is whole.
+A stage holds ``KCH`` chunks of 64 inputs (one wait, one release and one batch of ``4·KCH`` ``wgmma``s
+each; two chunks halve that overhead, which was what limited the kernel). A tile is ``64·C`` output rows
+× ``8·MT`` rows of x. The grid is persistent (CTAs per SM × SMs): CTA ``b`` first takes whole tiles
+``b, b + grid, …`` and then an equal share of the remaining tiles' stages (stream-K); a tile whose stages
+are spread over several CTAs is summed in fp32 in the per-stream workspace of :mod:`.triton_awq` (in the
+consumers' register order, 16-byte reductions) and written by the last CTA to finish its part, which
+re-zeroes the slot and its counter. Inside a CUDA graph capture every tile is whole.
 
 Limits (:meth:`WsConfig.problem` and :func:`why_not`): fp16/bf16, group sizes 64/128/256, N a multiple
-of 64·C, K a multiple of 64, x rows 16-byte aligned.
+of 64·C, K a multiple of 64·KCH, x rows 16-byte aligned.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ __device__ __forceinline__ void tma2d(u32 dst, const TMap* map, int c0, int c1, 
 }
 
 // the pieces of work of this CTA, in order: whole tiles b, b + grid, … below dp, then its share (per
-// chunks) of the chunks of tiles dp…: f(tile, first chunk, end chunk)
+// stages) of the kc stages of each tile from dp on: f(tile, first stage, end stage)
 template <class F>
 __device__ __forceinline__ void for_pieces(int kc, int dp, int per, int units, F f) {
   for (int t = blockIdx.x; t < dp; t += gridDim.x) f(t, 0, kc);
@@ -93,7 +94,7 @@ __device__ __forceinline__ void for_pieces(int kc, int dp, int per, int units, F
 // fragments into register set H (of NSETS), multiply, and release the stage read NSETS − 1 stages ago once
 // its wgmmas are done (wait_group NSETS − 1: that many stages of products stay in flight during a decode)
 template <int H>
-__device__ __forceinline__ void chunk(u32 st, u32 full, u32 parity, u32 old_empty, bool release, int wrow, int row,
+__device__ __forceinline__ void consume(u32 st, u32 full, u32 parity, u32 old_empty, bool release, int wrow, int row,
                                       float (&acc)[MT][4], u32 (&af)[NSETS][4 * KCH][4]) {
   bar_wait(full, parity);
 #pragma unroll
@@ -185,8 +186,8 @@ extern "C" __global__ void __launch_bounds__(NT, OCC) fastawq_frag_ws(
 #pragma unroll
       for (int i = 0; i < 4; ++i) af[h][j][i] = 0u;
   float acc[MT][4];
-  // stage s of chunk number it (counted over all pieces, as the producer does) and its phase parity; the
-  // stage released after each chunk (NSETS − 1 chunks back), and the register set: all kept incrementally
+  // the ring position s of the next stage (counted over all pieces, as the producer counts) and its phase
+  // parity, the stage released after it (NSETS − 1 back) and its register set h: all kept incrementally
   int s = 0, h = 0, old = S - (NSETS - 1);
   u32 parity = 0;
   for_pieces(kc, dp, per, units, [&](int t, int c0, int c1) {
@@ -197,11 +198,11 @@ extern "C" __global__ void __launch_bounds__(NT, OCC) fastawq_frag_ws(
     for (int c = c0; c < c1; ++c) {
       const u32 st = base + s * STAGE, full = full0 + 8 * s, old_empty = empty0 + 8 * old;
       const bool release = c - c0 >= NSETS - 1;
-      if (h == 0) chunk<0>(st, full, parity, old_empty, release, wrow, row, acc, af);
+      if (h == 0) consume<0>(st, full, parity, old_empty, release, wrow, row, acc, af);
 #if NSETS > 2
-      else if (h == 2) chunk<2>(st, full, parity, old_empty, release, wrow, row, acc, af);
+      else if (h == 2) consume<2>(st, full, parity, old_empty, release, wrow, row, acc, af);
 #endif
-      else chunk<1>(st, full, parity, old_empty, release, wrow, row, acc, af);
+      else consume<1>(st, full, parity, old_empty, release, wrow, row, acc, af);
       h = h + 1 == NSETS ? 0 : h + 1;
       old = old + 1 == S ? 0 : old + 1;
       if (++s == S) {
@@ -212,7 +213,7 @@ extern "C" __global__ void __launch_bounds__(NT, OCC) fastawq_frag_ws(
     asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) keepf(acc[mt]);
-    // the stages this piece has not released yet: its last min(NSETS − 1, chunks) ones
+    // the stages this piece has not released yet: its last min(NSETS − 1, stages) ones
     for (int r = min(NSETS - 1, c1 - c0); r > 0; --r) bar_arrive(empty0 + 8 * ((s + S - r) % S));
 
     const int tm = t / nrb, rb = t % nrb;
@@ -269,8 +270,8 @@ SMEM_MAX = 220 * 1024
 class WsConfig:
     """Tiles of the warp-specialized kernel: ``c`` consumer warp groups (64 output rows each), ``mt`` n8
     tiles of x rows (``8·mt`` ≤ 256 rows a tile), ``stages`` shared-memory stages, ``occ`` CTAs per SM in
-    the persistent grid, whether tiles may be split along K (stream-K) when they do not fill it, and the
-    consumers' register sets of decoded weights."""
+    the persistent grid, whether tiles may be split along K (stream-K) when they do not fill it, the
+    consumers' register sets of decoded weights, and ``kch`` chunks of 64 inputs a stage."""
 
     mt: int = 2
     c: int = 2
@@ -383,10 +384,15 @@ def candidates(m: int, n: int, k: int) -> list[WsConfig]:
 
 
 def default_config(m: int, n: int, k: int) -> WsConfig:
-    """An untuned config: the sweep's best at small M (one consumer group, 2 CTAs an SM), else the first
-    candidate."""
+    """An untuned config: the first candidate; else (up to 32 rows, or N not a multiple of 128) one consumer
+    group, with 2 CTAs an SM up to 32 rows (the sweep's best there) and as many stages as fit otherwise."""
     cands = candidates(m, n, k)
-    return cands[0] if cands else WsConfig(x_tiles(m), 1, 12, occ=2)
+    if cands:
+        return cands[0]
+    mt = x_tiles(m)
+    if m <= 32:
+        return WsConfig(mt, 1, 12, occ=2)
+    return WsConfig(mt, 1, min(8, (SMEM_MAX - 1024) // WsConfig(mt, 1).stage_bytes()), sets=2)
 
 
 @dataclass(frozen=True, eq=False)
@@ -403,13 +409,14 @@ class WsPlan:
     sms: int
 
     def schedule(self, stream_k: bool) -> tuple[int, int, int, int, int]:
-        """(grid, dp, per, units, workspace slots): tiles below dp are whole; the rest is split in chunks."""
+        """(grid, dp, per, units, workspace slots): tiles below dp are whole; the ``units`` stages of the rest
+        are shared out, ``per`` a CTA."""
         bt, kc = 8 * self.cfg.mt, self.k // (64 * self.cfg.kch)
         tiles = -(-self.m // bt) * (self.n // self.cfg.rows)
         grid0 = self.sms * self.cfg.occ
         if not stream_k or tiles % grid0 == 0:
             return min(grid0, tiles), tiles, 0, 0, 0
-        dp = max(0, tiles // grid0 - 1) * grid0  # the last full round and the rest are shared out by chunks
+        dp = max(0, tiles // grid0 - 1) * grid0  # the last full round and the rest are shared out by stages
         units = (tiles - dp) * kc
         grid = min(grid0, units)
         return grid, dp, -(-units // grid), units, tiles - dp
