@@ -6,6 +6,8 @@ the kernel says why it cannot run on a CPU tensor.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
@@ -177,34 +179,45 @@ def test_cuda_kernel_replays_in_a_cuda_graph_without_split_k(wgmma: bool) -> Non
     gen = torch.Generator().manual_seed(9)
     x = torch.randn(m, k, generator=gen).half().cuda()
     cuda_frag.frag_mma_cuda(x, wf, g, None, cfg)  # compiles outside the capture
+    check_graph_replay(lambda: cuda_frag.frag_mma_cuda(x, wf, g, None, cfg), x, w, gen)
+
+
+def check_graph_replay(run: Callable[[], torch.Tensor], x: torch.Tensor, w: torch.Tensor, gen: torch.Generator) -> None:
+    """``run()`` (a kernel call on ``x``) warmed up on a side stream, captured in a CUDA graph, and replayed on
+    fresh values written into ``x``: each replay's result against float64."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
-        cuda_frag.frag_mma_cuda(x, wf, g, None, cfg)
+        run()
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        y = cuda_frag.frag_mma_cuda(x, wf, g, None, cfg)
+        y = run()
     for _ in range(3):
-        fresh = torch.randn(m, k, generator=gen).half()
+        fresh = torch.randn(*x.shape, generator=gen).half()
         x.copy_(fresh.cuda())
         graph.replay()
         torch.cuda.synchronize()
         assert sqnr_db(y, fresh.double() @ w) > SQNR_FLOOR[torch.float16]
 
 
-@gpu
-@needs_cuda
-def test_forced_cuda_kernel_runs_the_module(monkeypatch: pytest.MonkeyPatch) -> None:
+def check_forced_module(monkeypatch: pytest.MonkeyPatch, kernel: str, rows: int) -> None:
+    """A module forced (``FASTAWQ_KERNEL``) to ``kernel`` repacks to ``nk_frag`` and matches float64."""
     mod, w = _module(512, 128, 128, seed=2)
     mod = mod.cuda()
-    monkeypatch.setenv("FASTAWQ_KERNEL", "cuda_frag")
+    monkeypatch.setenv("FASTAWQ_KERNEL", kernel)
     dispatch.reset()
-    x = torch.randn(3, 512, generator=torch.Generator().manual_seed(1)).half()
+    x = torch.randn(rows, 512, generator=torch.Generator().manual_seed(1)).half()
     with torch.no_grad():
         y = mod(x.cuda())
     assert mod.layout == layouts.NK_FRAG
     assert sqnr_db(y, x.double() @ w + mod.bias.double().cpu()) > SQNR_FLOOR[torch.float16]
+
+
+@gpu
+@needs_cuda
+def test_forced_cuda_kernel_runs_the_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    check_forced_module(monkeypatch, "cuda_frag", 3)
 
 
 def test_runtime_compiler_says_why_it_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from fastawq.kernels import cuda_rt, cuda_ws, layouts, triton_awq
+from test_cuda_frag import check_forced_module, check_graph_replay
 
 from test_kernels import DEV, HAS_CUDA, SQNR_FLOOR, random_gemm, sqnr_db
 
@@ -89,20 +90,7 @@ def test_ws_kernel_reads_a_strided_input_and_replays_in_a_graph() -> None:
     x = big[:, 8 : 8 + k]  # row stride 2K + 8, 16-byte aligned: read in place through the tensor map
     cfg = cuda_ws.WsConfig(mt=4, c=2, stages=4)  # 2 row tiles over 132 SMs: stream-K outside a capture
     assert sqnr_db(cuda_ws.frag_ws(x, wf, g, None, cfg), x.double().cpu() @ w) > SQNR_FLOOR[torch.float16]
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        cuda_ws.frag_ws(x, wf, g, None, cfg)
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):  # no workspace inside a capture: whole tiles only
-        y = cuda_ws.frag_ws(x, wf, g, None, cfg)
-    for _ in range(3):
-        fresh = torch.randn(m, k, generator=gen).half()
-        x.copy_(fresh.cuda())
-        graph.replay()
-        torch.cuda.synchronize()
-        assert sqnr_db(y, fresh.double() @ w) > SQNR_FLOOR[torch.float16]
+    check_graph_replay(lambda: cuda_ws.frag_ws(x, wf, g, None, cfg), x, w, gen)  # captured: whole tiles only
 
 
 def _plan(cfg: cuda_ws.WsConfig, m: int, n: int, k: int, sms: int) -> cuda_ws.WsPlan:
@@ -203,19 +191,7 @@ def test_frag_tuner_times_the_ws_kernel_and_its_pick_is_right(m: int) -> None:
 @gpu
 @needs_hopper
 def test_forced_ws_kernel_runs_the_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    from fastawq.kernels import dispatch
-
-    from test_kernels import _module
-
-    mod, w = _module(512, 128, 128, seed=2)
-    mod = mod.cuda()
-    monkeypatch.setenv("FASTAWQ_KERNEL", "cuda_ws")
-    dispatch.reset()
-    x = torch.randn(40, 512, generator=torch.Generator().manual_seed(1)).half()
-    with torch.no_grad():
-        y = mod(x.cuda())
-    assert mod.layout == layouts.NK_FRAG
-    assert sqnr_db(y, x.double() @ w + mod.bias.double().cpu()) > SQNR_FLOOR[torch.float16]
+    check_forced_module(monkeypatch, "cuda_ws", 40)
 
 
 def test_forcing_the_ws_kernel_on_a_cpu_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -225,3 +201,12 @@ def test_forcing_the_ws_kernel_on_a_cpu_is_one_clear_error(monkeypatch: pytest.M
     monkeypatch.setenv("FASTAWQ_KERNEL", "cuda_ws")
     with pytest.raises(FastAWQError, match="cuda_ws.*CUDA device"):
         dispatch.select(torch.randn(2, 256).half(), 256, 64, 64)
+
+
+def test_inputs_are_copied_only_when_their_rows_are_not_16_byte_aligned() -> None:
+    big = torch.randn(4, 2 * 64 + 8).half()
+    aligned = big[:, 8 : 8 + 64]  # 16-byte offset, row stride 136 elements (272 bytes)
+    assert cuda_rt.rows_16b(aligned) is aligned
+    for bad in (big[:, 1 : 1 + 64], torch.randn(64, 4).half().t(), torch.randn(4, 67).half()[:, :64]):
+        fixed = cuda_rt.rows_16b(bad)
+        assert fixed is not bad and fixed.is_contiguous() and torch.equal(fixed, bad)

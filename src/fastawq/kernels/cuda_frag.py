@@ -28,7 +28,6 @@ grid's z axis, each reading the weight again, so the tuner offers the ``mma.sync
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from dataclasses import dataclass
 
@@ -627,8 +626,7 @@ class CudaPlan:
     def __call__(self, x2d: torch.Tensor, w: dict[str, torch.Tensor], bias: torch.Tensor | None) -> torch.Tensor:
         from fastawq.kernels.triton_awq import _workspace  # the shared per-stream split-K workspace
 
-        if x2d.stride(1) != 1 or x2d.stride(0) % 8 or x2d.data_ptr() % 16:  # 16-byte cp.async of x
-            x2d = x2d.clone(memory_format=torch.contiguous_format)
+        x2d = cuda_rt.rows_16b(x2d)  # 16-byte cp.async of x
         m, n = self.m, self.n
         y = torch.empty(m, n, device=x2d.device, dtype=x2d.dtype)
         grid, gps = self.grid(self.cfg.split)
@@ -644,10 +642,7 @@ class CudaPlan:
         args = self.fn.args(_SIGNATURE)
         args.set(x2d.data_ptr(), qw.data_ptr(), sz.data_ptr(), b.data_ptr(), y.data_ptr(), ws.data_ptr(),
                  cnt.data_ptr(), m, n, self.k, x2d.stride(0), gps, int(bias is not None))  # fmt: skip
-        stream = torch.cuda.current_stream(x2d.device).cuda_stream
-        elsewhere = x2d.device.index is not None and x2d.device.index != torch.cuda.current_device()
-        with torch.cuda.device(x2d.device) if elsewhere else contextlib.nullcontext():  # the module's context
-            self.fn.launch(grid, self.cfg.warps * 32, args, stream, self.smem)
+        self.fn.launch_on(x2d.device, grid, self.cfg.warps * 32, args, self.smem)
         return y
 
 
@@ -683,16 +678,20 @@ def plan(
     return p
 
 
+def frag_dims(x2d: torch.Tensor, w: dict[str, torch.Tensor]) -> tuple[int, int, int]:
+    """(M, N, K) of a call on the ``nk_frag`` tensors ``w``; an input of the wrong width is an error."""
+    m, k = x2d.shape
+    if w["qweight_frag"].shape[1] * 64 != k:
+        raise ValueError(f"input has {k} features, the layer expects {w['qweight_frag'].shape[1] * 64}")
+    return m, w["sz_gn"].shape[1], k
+
+
 def frag_mma_cuda(
     x2d: torch.Tensor, w: dict[str, torch.Tensor], group_size: int, bias: torch.Tensor | None,
     config: CudaConfig | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """``x2d @ dequant(W).T (+ bias)`` on the ``nk_frag`` tensors ``w`` (``qweight_frag``, ``sz_gn``)."""
-    qw, sz = w["qweight_frag"], w["sz_gn"]
-    m, k = x2d.shape
-    n = sz.shape[1]
-    if qw.shape[1] * 64 != k:
-        raise ValueError(f"input has {k} features, the layer expects {qw.shape[1] * 64}")
+    m, n, k = frag_dims(x2d, w)
     if x2d.dtype not in (torch.float16, torch.bfloat16):
         raise ValueError(f"the CUDA fragment kernel takes fp16 or bf16 activations, got {x2d.dtype}")
     cfg = config or default_config(m, n, k, group_size)

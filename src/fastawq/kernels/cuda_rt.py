@@ -8,6 +8,7 @@ device's own architecture and kept for the process. Nothing here runs at import;
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -171,6 +172,22 @@ class Function:
         res = _launcher()(self.handle, gx, gy, gz, block, 1, 1, smem, stream, args.params, None)
         if res != 0:
             _check_drv(res, f"launching {self.name}")
+
+    def launch_on(self, device: torch.device, grid: tuple[int, int, int], block: int, args: Args, smem: int) -> None:
+        """:meth:`launch` on ``device``'s current stream, in that device's context when it is not the
+        current one (a module on another GPU)."""
+        stream = torch.cuda.current_stream(device).cuda_stream
+        elsewhere = device.index is not None and device.index != torch.cuda.current_device()
+        with torch.cuda.device(device) if elsewhere else contextlib.nullcontext():
+            self.launch(grid, block, args, stream, smem)
+
+
+def rows_16b(t: torch.Tensor) -> torch.Tensor:
+    """``t`` (2-D, 16-bit) itself when its rows are contiguous and start on 16-byte boundaries (16-byte copies
+    and TMA read it in place), else a contiguous copy."""
+    if t.stride(1) != 1 or t.stride(0) % 8 or t.data_ptr() % 16:
+        return t.clone(memory_format=torch.contiguous_format)
+    return t
 
 
 @functools.cache

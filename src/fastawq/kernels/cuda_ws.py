@@ -27,7 +27,6 @@ of 64·C, K a multiple of 64·KCH, x rows 16-byte aligned.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -424,8 +423,7 @@ class WsPlan:
     def __call__(self, x2d: torch.Tensor, w: dict[str, torch.Tensor], bias: torch.Tensor | None) -> torch.Tensor:
         from fastawq.kernels.triton_awq import _workspace  # the shared per-stream split-K workspace
 
-        if x2d.stride(1) != 1 or x2d.stride(0) % 8 or x2d.data_ptr() % 16:  # TMA: 16-byte rows
-            x2d = x2d.clone(memory_format=torch.contiguous_format)
+        x2d = cuda_rt.rows_16b(x2d)  # TMA: 16-byte rows
         m, n, cfg = self.m, self.n, self.cfg
         y = torch.empty(m, n, device=x2d.device, dtype=x2d.dtype)
         grid, dp, per, units, slots = self.schedule(cfg.stream_k)
@@ -442,10 +440,7 @@ class WsPlan:
         args.set(xmap, w["qweight_frag"].data_ptr(), w["sz_gn"].data_ptr(), b.data_ptr(), y.data_ptr(), ws.data_ptr(),
                  cnt.data_ptr(), m, n, self.k // (64 * cfg.kch), n // cfg.rows, dp, per, units,
                  int(bias is not None))  # fmt: skip
-        stream = torch.cuda.current_stream(x2d.device).cuda_stream
-        elsewhere = x2d.device.index is not None and x2d.device.index != torch.cuda.current_device()
-        with torch.cuda.device(x2d.device) if elsewhere else contextlib.nullcontext():
-            self.fn.launch((grid, 1, 1), cfg.threads, args, stream, self.smem)
+        self.fn.launch_on(x2d.device, (grid, 1, 1), cfg.threads, args, self.smem)
         return y
 
 
@@ -488,10 +483,6 @@ def frag_ws(
     config: WsConfig | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """``x2d @ dequant(W).T (+ bias)`` on the ``nk_frag`` tensors ``w`` (``qweight_frag``, ``sz_gn``)."""
-    qw, sz = w["qweight_frag"], w["sz_gn"]
-    m, k = x2d.shape
-    n = sz.shape[1]
-    if qw.shape[1] * 64 != k:
-        raise ValueError(f"input has {k} features, the layer expects {qw.shape[1] * 64}")
+    m, n, k = cuda_frag.frag_dims(x2d, w)
     cfg = config or default_config(m, n, k)
     return plan(x2d.device, x2d.dtype, m, n, k, group_size, cfg)(x2d, w, bias)
