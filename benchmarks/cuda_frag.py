@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 from typing import Any
 
@@ -21,9 +20,18 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from fastawq.kernels import cuda_frag, triton_awq, triton_frag
+from fastawq.kernels import cuda_frag
 from fastawq.kernels.cuda_frag import CudaConfig
-from kernels import SHAPES, copy_bandwidth, frag_of, gpu_time_us, int4_bytes, kernel_time_us, random_nk
+from kernels import (
+    SHAPES,
+    add_config_sweep_args,
+    gpu_time_us,
+    kernel_time_us,
+    sweep_cases,
+    sweep_setup,
+    time_checked,
+    time_tuned,
+)
 
 
 def configs(m: int, quick: bool, wgmma: bool = False, mma: bool = True) -> list[CudaConfig]:
@@ -108,89 +116,45 @@ def stream_probe(bw: float) -> list[dict[str, Any]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--json", default="cuda-frag.json")
-    ap.add_argument("--ms", default="1,8,16,32,64")
-    ap.add_argument("--shapes", default="")
-    ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"])
-    ap.add_argument("--group-size", type=int, default=128)
-    ap.add_argument("--triton", action="store_true", help="also time the tuned Triton kernels")
-    ap.add_argument("--quick", action="store_true", help="fewer tile configs")
+    add_config_sweep_args(ap, "cuda-frag.json", "1,8,16,32,64")
     ap.add_argument("--wgmma", action="store_true", help="also the warp-group (wgmma) variant, up to 128 rows")
     ap.add_argument("--no-mma", action="store_true", help="leave the mma.sync configs out (with --wgmma)")
     ap.add_argument("--probe", action="store_true", help="only the CUDA streaming probe (the M = 1 ceiling)")
     args = ap.parse_args()
-    dtype = getattr(torch, args.dtype)
-    g = args.group_size
-    ms = [int(v) for v in args.ms.split(",")]
-    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")] if args.shapes else SHAPES
-    bw = copy_bandwidth()
-    info = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "python": platform.python_version(),
-            "copy_bandwidth_TBps": bw / 1e12, "dtype": args.dtype, "group_size": g}  # fmt: skip
-    print(info, flush=True)
+    dtype, g, ms, shapes, bw, info = sweep_setup(args)
     if args.probe:
         with open(args.json, "w") as f:
             json.dump({"info": info, "probe": stream_probe(bw)}, f, indent=1)
         return
     rows: list[dict[str, Any]] = []
-    for k, n in shapes:
-        gen = torch.Generator().manual_seed(k + n)
-        w = random_nk(k, n, g, gen)
-        wf = frag_of(w)
-        deq = triton_awq.dequantize(w, g, torch.float32)
-        dense = (torch.randn(n, k, generator=gen) * 0.02).to(dtype).cuda()
-        for m in ms:
-            x = torch.randn(m, k, generator=gen).to(dtype).cuda()
-            ref = x.float() @ deq.t()
-            row: dict[str, Any] = {"k": k, "n": n, "m": m, "bound_us": int4_bytes(m, k, n, g) / bw * 1e6}
-            row["cublas_us"] = kernel_time_us(lambda x=x, dense=dense: torch.nn.functional.linear(x, dense))  # type: ignore[misc]
-            results = []
-            for cfg in configs(m, args.quick, args.wgmma, not args.no_mma):
-                try:
-                    got = cuda_frag.frag_mma_cuda(x, wf, g, None, cfg)
-                    err = float((got.float() - ref).norm() / ref.norm())
-                    if not err < 0.02:
-                        raise ValueError(f"relative error {err:.3g}")
-                    t = kernel_time_us(
-                        lambda x=x, cfg=cfg, wf=wf: cuda_frag.frag_mma_cuda(x, wf, g, None, cfg), reps=10
-                    )  # type: ignore[misc]
-                    results.append({"cfg": cfg.describe(), "us": t, "rel_err": err})
-                except Exception as exc:
-                    results.append({"cfg": cfg.describe(), "error": f"{type(exc).__name__}: {str(exc)[-300:]}"})
-                    if sum("error" in r for r in results) == 1:
-                        print("first failure:", cfg, str(exc)[-2000:], flush=True)
-            ok = sorted((r for r in results if "us" in r), key=lambda r: r["us"])
-            row["cuda_all"] = results
-            if ok:
-                best = ok[0]
-                cfg = next(
-                    c for c in configs(m, args.quick, args.wgmma, not args.no_mma) if c.describe() == best["cfg"]
-                )
-                row["cuda_cfg"] = best["cfg"]
-                row["cuda_us"] = kernel_time_us(
-                    lambda x=x, cfg=cfg, wf=wf: cuda_frag.frag_mma_cuda(x, wf, g, None, cfg)
-                )  # type: ignore[misc]
-                row["gpu_cuda_us"] = gpu_time_us(
-                    lambda x=x, cfg=cfg, wf=wf: cuda_frag.frag_mma_cuda(x, wf, g, None, cfg)
-                )  # type: ignore[misc]
-                row["gpu_cublas_us"] = gpu_time_us(lambda x=x, dense=dense: torch.nn.functional.linear(x, dense))  # type: ignore[misc]
-                row["rel_err"] = best["rel_err"]
-            if args.triton:
-                row["triton_frag_us"] = kernel_time_us(lambda x=x, wf=wf: triton_frag.frag_auto(x, wf, g, None))  # type: ignore[misc]
-                row["triton_frag_choice"] = triton_frag.choice(x, wf, g, None)
-                row["triton_nk_us"] = kernel_time_us(lambda x=x, w=w: triton_awq.auto(x, w, g, None))  # type: ignore[misc]
-                row["triton_nk_choice"] = triton_awq.choice(x, w, g, None)
-            rows.append(row)
-            msg = (f"K={k:5d} N={n:5d} M={m:3d} bound {row['bound_us']:6.1f} cuBLAS {row['cublas_us']:6.1f} "
-                   f"cuda {row.get('cuda_us', float('nan')):6.1f} ({row.get('cuda_cfg', '-')}) "
-                   f"x{row['cublas_us'] / row.get('cuda_us', float('nan')):.2f} "
-                   f"{100 * row['bound_us'] / row.get('cuda_us', float('nan')):.0f}% of bound; "
-                   f"gpu {row.get('gpu_cuda_us', float('nan')):6.1f} "
-                   f"vs {row.get('gpu_cublas_us', float('nan')):6.1f}")  # fmt: skip
-            if args.triton:
-                msg += f" | triton_frag {row['triton_frag_us']:6.1f} nk {row['triton_nk_us']:6.1f}"
-            print(msg, flush=True)
-            with open(args.json, "w") as f:
-                json.dump({"info": info, "rows": rows}, f, indent=1)
+    for case in sweep_cases(shapes, ms, g, dtype, bw):
+        k, n, m, x, wf, row = case.k, case.n, case.m, case.x, case.wf, case.row
+        cfgs = configs(m, args.quick, args.wgmma, not args.no_mma)
+        results = time_checked(cfgs, lambda cfg, x=x, wf=wf: cuda_frag.frag_mma_cuda(x, wf, g, None, cfg), case.ref)  # type: ignore[misc]
+        ok = sorted((r for r in results if "us" in r), key=lambda r: r["us"])
+        row["cuda_all"] = results
+        if ok:
+            best = ok[0]
+            cfg = next(c for c in cfgs if c.describe() == best["cfg"])
+            row["cuda_cfg"] = best["cfg"]
+            row["cuda_us"] = kernel_time_us(lambda x=x, cfg=cfg, wf=wf: cuda_frag.frag_mma_cuda(x, wf, g, None, cfg))  # type: ignore[misc]
+            row["gpu_cuda_us"] = gpu_time_us(lambda x=x, cfg=cfg, wf=wf: cuda_frag.frag_mma_cuda(x, wf, g, None, cfg))  # type: ignore[misc]
+            row["gpu_cublas_us"] = gpu_time_us(lambda x=x, d=case.dense: torch.nn.functional.linear(x, d))  # type: ignore[misc]
+            row["rel_err"] = best["rel_err"]
+        if args.triton:
+            time_tuned(case, g)
+        rows.append(row)
+        msg = (f"K={k:5d} N={n:5d} M={m:3d} bound {row['bound_us']:6.1f} cuBLAS {row['cublas_us']:6.1f} "
+               f"cuda {row.get('cuda_us', float('nan')):6.1f} ({row.get('cuda_cfg', '-')}) "
+               f"x{row['cublas_us'] / row.get('cuda_us', float('nan')):.2f} "
+               f"{100 * row['bound_us'] / row.get('cuda_us', float('nan')):.0f}% of bound; "
+               f"gpu {row.get('gpu_cuda_us', float('nan')):6.1f} "
+               f"vs {row.get('gpu_cublas_us', float('nan')):6.1f}")  # fmt: skip
+        if args.triton:
+            msg += f" | triton_frag {row['triton_frag_us']:6.1f} nk {row['triton_nk_us']:6.1f}"
+        print(msg, flush=True)
+        with open(args.json, "w") as f:
+            json.dump({"info": info, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

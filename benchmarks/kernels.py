@@ -25,7 +25,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -165,6 +166,95 @@ def module_for(w: dict[str, torch.Tensor], k: int, n: int, g: int, layout: str =
 def frag_of(w: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The same weight in the ``nk_frag`` layout."""
     return {"qweight_frag": layouts.pack_frag(unpack_seq(w["qweight_nk"])), "sz_gn": w["sz_gn"]}
+
+
+# ---------------------------------------------------- config sweeps of the CUDA kernels (cuda_frag.py, cuda_ws.py)
+
+
+def add_config_sweep_args(ap: argparse.ArgumentParser, json_default: str, ms_default: str) -> None:
+    """The options the CUDA config sweeps share."""
+    ap.add_argument("--json", default=json_default)
+    ap.add_argument("--ms", default=ms_default)
+    ap.add_argument("--shapes", default="")
+    ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"])
+    ap.add_argument("--group-size", type=int, default=128)
+    ap.add_argument("--triton", action="store_true", help="also time the tuned kernels of both layouts")
+    ap.add_argument("--quick", action="store_true", help="fewer configs")
+
+
+@dataclass
+class SweepCase:
+    """One (K, N, M) of a config sweep: x, the weight in both layouts, the fp32 reference, a dense fp16
+    weight, and the JSON row (with the same-run cuBLAS time) that the sweep fills in."""
+
+    k: int
+    n: int
+    m: int
+    x: torch.Tensor
+    w: dict[str, torch.Tensor]
+    wf: dict[str, torch.Tensor]
+    ref: torch.Tensor
+    dense: torch.Tensor
+    row: dict[str, Any]
+
+
+def sweep_setup(
+    args: argparse.Namespace,
+) -> tuple[torch.dtype, int, list[int], list[tuple[int, ...]], float, dict[str, Any]]:
+    """(dtype, group size, Ms, shapes, copy bandwidth, run info) of a config sweep; the info is printed."""
+    shapes: list[tuple[int, ...]] = list(SHAPES)
+    if args.shapes:
+        shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    bw = copy_bandwidth()
+    info = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "python": platform.python_version(),
+            "copy_bandwidth_TBps": bw / 1e12, "dtype": args.dtype, "group_size": args.group_size}  # fmt: skip
+    print(info, flush=True)
+    return getattr(torch, args.dtype), args.group_size, [int(v) for v in args.ms.split(",")], shapes, bw, info
+
+
+def sweep_cases(
+    shapes: list[tuple[int, ...]], ms: list[int], g: int, dtype: torch.dtype, bw: float
+) -> Iterator[SweepCase]:
+    """The sweep's cases, shape by shape (one random weight each), with fp16 cuBLAS timed for each."""
+    for k, n in shapes:
+        gen = torch.Generator().manual_seed(k + n)
+        w = random_nk(k, n, g, gen)
+        wf = frag_of(w)
+        deq = triton_awq.dequantize(w, g, torch.float32)
+        dense = (torch.randn(n, k, generator=gen) * 0.02).to(dtype).cuda()
+        for m in ms:
+            x = torch.randn(m, k, generator=gen).to(dtype).cuda()
+            row: dict[str, Any] = {"k": k, "n": n, "m": m, "bound_us": int4_bytes(m, k, n, g) / bw * 1e6}
+            row["cublas_us"] = kernel_time_us(lambda x=x, dense=dense: torch.nn.functional.linear(x, dense))  # type: ignore[misc]
+            yield SweepCase(k, n, m, x, w, wf, x.float() @ deq.t(), dense, row)
+
+
+def time_checked(cfgs: list[Any], run: Callable[[Any], torch.Tensor], ref: torch.Tensor) -> list[dict[str, Any]]:
+    """Each config's kernel time (10 calls) after its result is checked against ``ref`` (relative error
+    < 0.02: a wrong config cannot win); failures are recorded with their error, the first one printed."""
+    results: list[dict[str, Any]] = []
+    for cfg in cfgs:
+        try:
+            got = run(cfg)
+            err = float((got.float() - ref).norm() / ref.norm())
+            if not err < 0.02:
+                raise ValueError(f"relative error {err:.3g}")
+            t = kernel_time_us(lambda cfg=cfg: run(cfg), reps=10)  # type: ignore[misc]
+            results.append({"cfg": cfg.describe(), "us": t, "rel_err": err})
+        except Exception as exc:
+            results.append({"cfg": cfg.describe(), "error": f"{type(exc).__name__}: {str(exc)[-300:]}"})
+            if sum("error" in r for r in results) == 1:
+                print("first failure:", cfg, str(exc)[-2000:], flush=True)
+    return results
+
+
+def time_tuned(case: SweepCase, g: int) -> None:
+    """The tuned kernels of both layouts (``triton_frag.frag_auto``, ``triton_awq.auto``) into the row."""
+    x, w, wf, row = case.x, case.w, case.wf, case.row
+    row["triton_frag_us"] = kernel_time_us(lambda: triton_frag.frag_auto(x, wf, g, None))
+    row["triton_frag_choice"] = triton_frag.choice(x, wf, g, None)
+    row["triton_nk_us"] = kernel_time_us(lambda: triton_awq.auto(x, w, g, None))
+    row["triton_nk_choice"] = triton_awq.choice(x, w, g, None)
 
 
 def check(fn: Callable[[], torch.Tensor], x: torch.Tensor, w: dict[str, torch.Tensor], g: int) -> float:
