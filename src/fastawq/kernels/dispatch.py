@@ -119,16 +119,15 @@ def _why_not_frag(device: torch.device, dtype: torch.dtype, k: int, n: int, grou
     return _why_not_triton(device, dtype, k, n, group_size) or layouts.frag_supported(k, n, group_size)
 
 
-def _why_not_cuda_frag(device: torch.device, dtype: torch.dtype, k: int, n: int, group_size: int) -> str | None:
-    from fastawq.kernels import cuda_frag
+def _why_not_in(module: str) -> Callable[[torch.device, torch.dtype, int, int, int], str | None]:
+    """``<module>.why_not`` of a run-time-compiled CUDA kernel, imported when first asked."""
 
-    return cuda_frag.why_not(device, dtype, k, n, group_size)
+    def why_not(device: torch.device, dtype: torch.dtype, k: int, n: int, group_size: int) -> str | None:
+        mod = importlib.import_module(f"fastawq.kernels.{module}")
+        reason: str | None = mod.why_not(device, dtype, k, n, group_size)
+        return reason
 
-
-def _why_not_cuda_ws(device: torch.device, dtype: torch.dtype, k: int, n: int, group_size: int) -> str | None:
-    from fastawq.kernels import cuda_ws
-
-    return cuda_ws.why_not(device, dtype, k, n, group_size)
+    return why_not
 
 
 def _why_not_cpu(device: torch.device, dtype: torch.dtype, k: int, n: int, group_size: int) -> str | None:
@@ -155,8 +154,8 @@ KERNELS: dict[str, Kernel] = {
         Kernel("triton_mma", layouts.NK_INT4, _lazy_fn("mma"), _why_not_triton),
         Kernel("triton_dequant", layouts.NK_INT4, _lazy_fn("dequant_matmul"), _why_not_triton),
         Kernel("triton_frag", layouts.NK_FRAG, _lazy_fn("frag_auto", "triton_frag"), _why_not_frag),
-        Kernel("cuda_frag", layouts.NK_FRAG, _lazy_fn("frag_mma_cuda", "cuda_frag"), _why_not_cuda_frag),
-        Kernel("cuda_ws", layouts.NK_FRAG, _lazy_fn("frag_ws", "cuda_ws"), _why_not_cuda_ws),
+        Kernel("cuda_frag", layouts.NK_FRAG, _lazy_fn("frag_mma_cuda", "cuda_frag"), _why_not_in("cuda_frag")),
+        Kernel("cuda_ws", layouts.NK_FRAG, _lazy_fn("frag_ws", "cuda_ws"), _why_not_in("cuda_ws")),
         Kernel("cpu_int4", layouts.CPU_INT4PACK, _run_cpu_int4, _why_not_cpu),
     )
 }
