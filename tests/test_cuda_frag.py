@@ -7,6 +7,7 @@ the kernel says why it cannot run on a CPU tensor.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -227,6 +228,34 @@ def test_runtime_compiler_says_why_it_cannot_run(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(cuda_rt, "_nvrtc", lambda: None)
     with pytest.raises(cuda_rt.CudaError, match="NVRTC is not available"):
         cuda_rt.compile_cubin('extern "C" __global__ void k() {}', "k", "90")
+
+
+def test_cubins_are_kept_on_disk_between_processes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A second load of the same source skips NVRTC; another source, architecture or a cut-short file
+    compiles again; FASTAWQ_CUBIN_CACHE=0 always compiles."""
+    from fastawq.kernels import cuda_rt
+
+    monkeypatch.setenv("FASTAWQ_CACHE", str(tmp_path))
+    compiled: list[tuple[str, str]] = []
+
+    def fake_compile(source: str, name: str, arch: str) -> bytes:
+        compiled.append((source, arch))
+        return b"\x7fELF" + f"{source}|{arch}".encode()
+
+    monkeypatch.setattr(cuda_rt, "compile_cubin", fake_compile)
+    src_a, src_b = 'extern "C" __global__ void k() {}', 'extern "C" __global__ void k() { }'
+    first = cuda_rt.cached_cubin(src_a, "k", "90a")
+    assert cuda_rt.cached_cubin(src_a, "k", "90a") == first and len(compiled) == 1
+    assert cuda_rt.cached_cubin(src_b, "k", "90a") != first and len(compiled) == 2
+    assert cuda_rt.cached_cubin(src_a, "k", "80") != first and len(compiled) == 3
+    path = cuda_rt.cubin_path(src_a, "k", "90a")
+    assert path.startswith(str(tmp_path))
+    with open(path, "wb") as f:
+        f.write(b"\x7fEL")  # cut short
+    assert cuda_rt.cached_cubin(src_a, "k", "90a") == first and len(compiled) == 4
+    assert cuda_rt.cached_cubin(src_a, "k", "90a") == first and len(compiled) == 4
+    monkeypatch.setenv("FASTAWQ_CUBIN_CACHE", "0")
+    assert cuda_rt.cached_cubin(src_a, "k", "90a") == first and len(compiled) == 5
 
 
 def test_forcing_the_cuda_kernel_on_a_cpu_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,7 +2,9 @@
 
 No CUDA toolkit and no build step: NVRTC ships with PyTorch's CUDA wheels (``libnvrtc``) and the driver
 (``libcuda``) with the GPU driver. A source is compiled once per (source, device) to a cubin for the
-device's own architecture and kept for the process. Nothing here runs at import; callers check
+device's own architecture and kept for the process; the cubin is also kept on disk
+(``<cache>/cubin``, keyed by source, architecture and NVRTC version; ``FASTAWQ_CUBIN_CACHE=0`` turns
+that off), so a later process skips NVRTC. Nothing here runs at import; callers check
 :func:`why_unavailable` first, so a machine without NVRTC falls back to the Triton kernels.
 """
 
@@ -13,6 +15,7 @@ import ctypes
 import ctypes.util
 import functools
 import glob
+import hashlib
 import os
 import sys
 import threading
@@ -82,6 +85,9 @@ def _check_drv(res: int, what: str) -> None:
         raise CudaError(f"{what} failed: CUDA error {res} ({(msg.value or b'?').decode()})")
 
 
+_NVRTC_OPTIONS = "--std=c++17 -default-device"
+
+
 def compile_cubin(source: str, name: str, arch: str) -> bytes:
     """Compile ``source`` with NVRTC for ``sm_<arch>``; the log is in the error on failure."""
     lib = _nvrtc()
@@ -92,7 +98,7 @@ def compile_cubin(source: str, name: str, arch: str) -> bytes:
     if res != 0:
         raise CudaError(f"nvrtcCreateProgram failed ({res})")
     try:
-        opts = [f"--gpu-architecture=sm_{arch}".encode(), b"--std=c++17", b"-default-device"]
+        opts = [f"--gpu-architecture=sm_{arch}".encode(), *(o.encode() for o in _NVRTC_OPTIONS.split())]
         arr = (_c.c_char_p * len(opts))(*opts)
         res = lib.nvrtcCompileProgram(prog, len(opts), arr)
         if res != 0:
@@ -110,6 +116,43 @@ def compile_cubin(source: str, name: str, arch: str) -> bytes:
         return buf.raw
     finally:
         lib.nvrtcDestroyProgram(_c.byref(prog))
+
+
+def _nvrtc_version() -> str:
+    lib = _nvrtc()
+    major, minor = _c.c_int(), _c.c_int()
+    if lib is None or lib.nvrtcVersion(_c.byref(major), _c.byref(minor)) != 0:
+        return "unknown"
+    return f"{major.value}.{minor.value}"
+
+
+def cubin_path(source: str, name: str, arch: str) -> str:
+    """Where the disk cache keeps the cubin of ``source`` for ``sm_<arch>`` from this NVRTC."""
+    from fastawq.assets import cache_dir
+
+    key = "\0".join((source, name, arch, _nvrtc_version(), _NVRTC_OPTIONS))
+    return str(cache_dir() / "cubin" / f"{name}-sm{arch}-{hashlib.sha256(key.encode()).hexdigest()[:24]}.cubin")
+
+
+def cached_cubin(source: str, name: str, arch: str) -> bytes:
+    """:func:`compile_cubin` through the disk cache. A cache that cannot be read or written only costs the
+    compile; a file that is not an ELF image (cut short, say) is compiled again and replaced."""
+    if os.environ.get("FASTAWQ_CUBIN_CACHE", "1") == "0":
+        return compile_cubin(source, name, arch)
+    path = cubin_path(source, name, arch)
+    with contextlib.suppress(OSError):
+        with open(path, "rb") as f:
+            data = f.read()
+        if data.startswith(b"\x7fELF"):
+            return data
+    cubin = compile_cubin(source, name, arch)
+    with contextlib.suppress(OSError):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(cubin)
+        os.replace(tmp, path)  # readers see the whole file or none
+    return cubin
 
 
 class TensorMap(_c.Structure):
@@ -257,7 +300,7 @@ def load(source: str, name: str, device: torch.device, smem: int = 0) -> Functio
             return fn
         major, minor = torch.cuda.get_device_capability(index)
         # sm_90a: Hopper's architecture-specific instructions (wgmma); the cubin is for this device only
-        cubin = compile_cubin(source, name, f"{major}{minor}" + ("a" if (major, minor) == (9, 0) else ""))
+        cubin = cached_cubin(source, name, f"{major}{minor}" + ("a" if (major, minor) == (9, 0) else ""))
         drv = _driver()
         assert drv is not None
         with torch.cuda.device(index):
