@@ -10,7 +10,8 @@ What is measured (CUDA events around each call, L2 flushed before every call: "k
 - the int4 memory bound: (packed weights + fp16 scales + 4-bit zeros + x + y) / copy bandwidth;
 - eager time: back-to-back ``AWQLinear`` / ``nn.Linear`` module calls, warm L2, wall clock per call,
   Python launch overhead included;
-- --frag: the same weight in the opt-in ``nk_frag`` layout (``triton_frag``), tuned the same way;
+- --other: the same weight in the layout the dispatcher did not pick (``nk_frag`` is the default on sm_90,
+  ``nk_int4`` elsewhere), tuned the same way;
 - --gpu-time: CUPTI kernel durations (torch.profiler), without the ~4 µs the events add.
 Weights are random (codes, zero points, scales; never zeros). Output: a printed table and JSON.
 """
@@ -56,8 +57,8 @@ def _flush_buffer() -> torch.Tensor:
 #: after the previous layer's kernel in a real forward pass); "write": by overwriting 256 MiB, which
 #: leaves ~50 MiB of dirty lines that the timed kernel then pays to write back (triton's do_bench way).
 FLUSH_MODE = ["read"]
-#: also time the opt-in ``nk_frag`` layout (--frag), and CUPTI kernel durations (--gpu-time)
-FRAG = [False]
+#: also time the other layout's tuned kernel (--other), and CUPTI kernel durations (--gpu-time)
+OTHER = [False]
 GPU_TIME = [False]
 
 
@@ -159,7 +160,7 @@ def module_for(w: dict[str, torch.Tensor], k: int, n: int, g: int, layout: str =
     for name, t in w.items():
         mod.register_buffer(name, t, persistent=False)
     mod.layout = layout
-    mod.kernel = "triton_frag" if layout == layouts.NK_FRAG else None
+    mod.kernel = "triton_frag" if layout == layouts.NK_FRAG else "triton"  # the layout's tuned kernel
     return mod
 
 
@@ -264,49 +265,61 @@ def check(fn: Callable[[], torch.Tensor], x: torch.Tensor, w: dict[str, torch.Te
     return float((fn().float() - ref).norm() / ref.norm())
 
 
+#: the tuned kernel of each GPU layout: (run, its choice, its tuner)
+TUNED = {
+    "triton": (triton_awq.auto, triton_awq.choice, triton_awq.NK_TUNER),
+    "triton_frag": (triton_frag.frag_auto, triton_frag.choice, triton_frag.FRAG_TUNER),
+}
+
+
 def bench_case(m: int, k: int, n: int, g: int, dtype: torch.dtype, bw: float) -> dict[str, Any]:
+    """One table row: cuBLAS, the kernel the dispatcher picks (``fastawq_*``) and, with --other, the
+    tuned kernel of the other layout on the same weight (``other_*``)."""
     gen = torch.Generator().manual_seed(m * 7 + k + n + g)
     w = random_nk(k, n, g, gen)
     x = torch.randn(m, k, generator=gen).to(dtype).cuda()
     dense = (torch.randn(n, k, generator=gen) * 0.02).to(dtype).cuda()
     auto = dispatch.auto_kernel_for(x.device, dtype, k, n, g, m)
-    run = dispatch.KERNELS[auto].run
     row: dict[str, Any] = {"m": m, "k": k, "n": n, "group_size": g, "dtype": str(dtype).split(".")[-1], "auto": auto}
     row["cublas_us"] = kernel_time_us(lambda: torch.nn.functional.linear(x, dense))
-    row["fastawq_us"] = kernel_time_us(lambda: run(x, w, g, None))  # the first call tunes (warm-up)
-    row["choice"] = triton_awq.choice(x, w, g, None)
-    row["tuning"] = triton_awq.TUNE_LOG.get(triton_awq.NK_TUNER.key(x, n, k, g, None), [])
     row["bound_us"] = int4_bytes(m, k, n, g) / bw * 1e6
-    row["speedup"] = row["cublas_us"] / row["fastawq_us"]
-    row["pct_of_bound"] = 100 * row["bound_us"] / row["fastawq_us"]
-    row["rel_err"] = check(lambda: run(x, w, g, None), x, w, g)
-    if GPU_TIME[0]:
-        row["gpu_cublas_us"] = gpu_time_us(lambda: torch.nn.functional.linear(x, dense))
-        row["gpu_fastawq_us"] = gpu_time_us(lambda: run(x, w, g, None))
-        row["gpu_pct_of_bound"] = 100 * row["bound_us"] / row["gpu_fastawq_us"]
-    mod = module_for(w, k, n, g)
     lin = torch.nn.Linear(k, n, bias=False, device="cuda", dtype=dtype)
     lin.weight.data.copy_(dense)
     with torch.no_grad():
-        row["eager_fastawq_us"] = eager_time_us(lambda: mod(x))
         row["eager_cublas_us"] = eager_time_us(lambda: lin(x))
-    if FRAG[0] and layouts.frag_supported(k, n, g) is None:  # the opt-in layout on the same weight
-        wf = frag_of(w)
-        row["frag_us"] = kernel_time_us(lambda: triton_frag.frag_auto(x, wf, g, None))
-        row["frag_choice"] = triton_frag.choice(x, wf, g, None)
-        row["frag_speedup"] = row["cublas_us"] / row["frag_us"]
-        row["frag_rel_err"] = check(lambda: triton_frag.frag_auto(x, wf, g, None), x, w, g)
+    if GPU_TIME[0]:
+        row["gpu_cublas_us"] = gpu_time_us(lambda: torch.nn.functional.linear(x, dense))
+    kernels = [("fastawq", auto)]
+    if OTHER[0] and layouts.frag_supported(k, n, g) is None:
+        kernels.append(("other", "triton" if auto == "triton_frag" else "triton_frag"))
+    for prefix, kernel in kernels:
+        layout = dispatch.KERNELS[kernel].layout
+        wk = frag_of(w) if layout == layouts.NK_FRAG else w
+        run, choice, tuner = TUNED[kernel]
+
+        def call(run: Callable[..., torch.Tensor] = run, wk: dict[str, torch.Tensor] = wk) -> torch.Tensor:
+            return run(x, wk, g, None)
+
+        row[f"{prefix}_kernel"] = kernel
+        row[f"{prefix}_us"] = kernel_time_us(call)  # the first call tunes (warm-up)
+        row[f"{prefix}_choice"] = choice(x, wk, g, None)
+        row[f"{prefix}_tuning"] = triton_awq.TUNE_LOG.get(tuner.key(x, n, k, g, None), [])
+        row[f"{prefix}_speedup"] = row["cublas_us"] / row[f"{prefix}_us"]
+        row[f"{prefix}_pct_of_bound"] = 100 * row["bound_us"] / row[f"{prefix}_us"]
+        row[f"{prefix}_rel_err"] = check(call, x, w, g)
         if GPU_TIME[0]:
-            row["gpu_frag_us"] = gpu_time_us(lambda: triton_frag.frag_auto(x, wf, g, None))
-        fmod = module_for(wf, k, n, g, layouts.NK_FRAG)
+            row[f"gpu_{prefix}_us"] = gpu_time_us(call)
+            row[f"gpu_{prefix}_pct_of_bound"] = 100 * row["bound_us"] / row[f"gpu_{prefix}_us"]
+        mod = module_for(wk, k, n, g, layout)
         with torch.no_grad():
-            row["eager_frag_us"] = eager_time_us(lambda: fmod(x))
+            row[f"eager_{prefix}_us"] = eager_time_us(lambda mod=mod: mod(x))  # type: ignore[misc]
     return row
 
 
 #: the kernels a sweep candidate names (``frag_*``: on the nk_frag layout)
 SWEEP_KERNELS = {
-    "gemv": triton_awq.gemv, "gemm": triton_awq.gemm, "mma": triton_awq.mma, "frag_mma": triton_frag.frag_mma
+    "gemv": triton_awq.gemv, "gemm": triton_awq.gemm, "mma": triton_awq.mma, "frag_mma": triton_frag.frag_mma,
+    "frag_gemv": triton_frag.frag_gemv,
 }  # fmt: skip
 
 
@@ -327,6 +340,12 @@ def sweep_weights(w: dict[str, torch.Tensor]) -> Callable[[str], dict[str, torch
 def sweep_candidates(kinds: str, m: int, g: int) -> list[tuple[str, TileConfig]]:
     """The tile configs a sweep times at M rows (group size g)."""
     cands: list[tuple[str, TileConfig]] = []
+    if kinds == "fraggemv":  # the nk_frag GEMV (warps per step, K splits, Triton stages, register prefetch)
+        for kw, split, st, pf in itertools.product((1, 2, 4, 8), (1, 2, 4), (1, 2, 3, 4), (0, 1)):
+            cands.append(("frag_gemv", TileConfig(1, 16, g, kw, st, split=split, prefetch=pf)))
+        # next to the nk_int4 GEMVs the default tuner times (same run)
+        cands += [c for c in triton_awq.candidates(m, 4096, 4096, g) if c[0] == "gemv" and c[1] is not None]
+        return cands
     if kinds == "fragmma":  # the nk_frag tensor-core kernel's tiles, warps, stages and K splits
         if m <= 32:
             bms, splits, stages = [max(16, triton.next_power_of_2(m))], (1, 2, 4, 8), (2, 3, 4)
@@ -413,8 +432,11 @@ def compile_slice(args: argparse.Namespace, shapes: list[tuple[int, ...]], ms: l
                 continue
             w = random_nk(k, n, g, torch.Generator().manual_seed(k + n))
             x = torch.randn(m, k, dtype=dt, device="cuda")
-            cands: list[tuple[Any, Any, Any]] = [(triton_awq._run, c, w) for c in triton_awq.candidates(m, n, k, g, dt)]
-            if FRAG[0] and layouts.frag_supported(k, n, g) is None:
+            auto = dispatch.auto_kernel_for(x.device, dt, k, n, g, m)
+            cands: list[tuple[Any, Any, Any]] = []
+            if auto == "triton" or OTHER[0]:
+                cands += [(triton_awq._run, c, w) for c in triton_awq.candidates(m, n, k, g, dt)]
+            if (auto == "triton_frag" or OTHER[0]) and layouts.frag_supported(k, n, g) is None:
                 wf = frag_of(w)
                 cands += [(triton_frag._run, c, wf) for c in triton_frag.candidates(m, n, k, g, dt)]
             for run, c, wk in cands:
@@ -482,6 +504,9 @@ def sweep(
                 f"{best['cfg'] if best else ''}",
                 flush=True,
             )
+            for kind in sorted({r["kind"] for r in ok}) if len({r["kind"] for r in ok}) > 1 else ():
+                top = next(r for r in ok if r["kind"] == kind)
+                print(f"    best {kind}: {top['us']:7.1f}us {top['cfg']}", flush=True)
             for variant in ("pairs", "fp32"):
                 sub = [r for r in ok if r["cfg"].get("pairs", False) == (variant == "pairs")]
                 if sub and kinds == "pairs":
@@ -598,7 +623,19 @@ def main() -> None:
     ap.add_argument(
         "--sweep",
         default="",
-        choices=["", "classic", "mma", "pairs", "pairsplit", "dequant", "stages", "pipeline", "fragdequant", "fragmma"]
+        choices=[
+            "",
+            "classic",
+            "mma",
+            "pairs",
+            "pairsplit",
+            "dequant",
+            "stages",
+            "pipeline",
+            "fragdequant",
+            "fragmma",
+            "fraggemv",
+        ]
         + ["splitk"],
         help="search tile configs instead of the table: GEMV/GEMM (classic), the tensor-core kernel, or the"
         " packed-pair GEMV; the dequantize kernel's tiles; the MMA's pipeline depth (stages) or load scheme"
@@ -617,14 +654,16 @@ def main() -> None:
     ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"], help="for --sweep")
     ap.add_argument("--flush", default="read", choices=["read", "write"], help="how the L2 is flushed")
     ap.add_argument("--jobs", type=int, default=1, help="compile in this many processes first")
-    ap.add_argument("--frag", action="store_true", help="also time the opt-in nk_frag layout (triton_frag)")
+    ap.add_argument(
+        "--other", "--frag", action="store_true", help="also time the other layout (nk_frag or nk_int4) tuned"
+    )
     ap.add_argument("--gpu-time", action="store_true", help="also report CUPTI kernel durations (torch.profiler)")
     ap.add_argument("--compile-slice", default="", help=argparse.SUPPRESS)  # "i/n": a --jobs worker
     args = ap.parse_args()
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")] if args.shapes else SHAPES
     ms = [int(v) for v in args.ms.split(",")] if args.ms else MS
     sweep_ms = ms if args.ms else [1, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
-    FRAG[0] = args.frag
+    OTHER[0] = args.other
     if args.compile_slice:
         compile_slice(args, shapes, sweep_ms if args.sweep else ms)
         return
@@ -639,7 +678,7 @@ def main() -> None:
         print(f"compiled in {time.perf_counter() - t0:.0f}s by {args.jobs} processes", flush=True)
     torch.manual_seed(0)
     FLUSH_MODE[0] = args.flush
-    FRAG[0] = args.frag
+    OTHER[0] = args.other
     GPU_TIME[0] = args.gpu_time
     bw = copy_bandwidth()
     info = {
@@ -672,28 +711,31 @@ def main() -> None:
 
     rows = []
     header = (
-        f"{'dtype':5s} {'g':>4s} {'K':>6s} {'N':>6s} {'M':>5s} {'kernel (tuned)':31s} {'fastawq':>9s} {'cuBLAS':>9s} "
+        f"{'dtype':5s} {'g':>4s} {'K':>6s} {'N':>6s} {'M':>5s} {'kernel (tuned)':38s} {'fastawq':>9s} {'cuBLAS':>9s} "
         f"{'speedup':>7s} {'%bound':>7s} {'eager':>9s} {'eager cuBLAS':>12s}"
-        + (f" {'frag':>8s} {'speedup':>7s} {'eager':>8s}" if args.frag else "")
+        + (f" {'other':>8s} {'speedup':>7s} {'eager':>8s}" if args.other else "")
         + (f" {'GPU: cuBLAS':>11s} {'fastawq':>8s} {'%bound':>7s}" if args.gpu_time else "")
-        + (f" {'frag':>7s}" if args.gpu_time and args.frag else "")
+        + (f" {'other':>7s}" if args.gpu_time and args.other else "")
     )
     print(header)
     for m, k, n, g, dtype in table_cases(args, shapes, ms):
         r = bench_case(m, k, n, g, dtype, bw)
         rows.append(r)
+        other = "other_us" in r
+        lay = "frag" if r["fastawq_kernel"] == "triton_frag" else "nk"
         print(
-            f"{r['dtype']:5s} {g:4d} {k:6d} {n:6d} {m:5d} {r['choice']:31s} {r['fastawq_us']:8.1f}u "
-            f"{r['cublas_us']:8.1f}u {r['speedup']:6.2f}x {r['pct_of_bound']:6.1f}% "
+            f"{r['dtype']:5s} {g:4d} {k:6d} {n:6d} {m:5d} {lay:4s} "
+            f"{r['fastawq_choice'][:33]:33s} {r['fastawq_us']:8.1f}u {r['cublas_us']:8.1f}u "
+            f"{r['fastawq_speedup']:6.2f}x {r['fastawq_pct_of_bound']:6.1f}% "
             f"{r['eager_fastawq_us']:8.1f}u {r['eager_cublas_us']:11.1f}u"
-            + (f" {r['frag_us']:7.1f}u {r['frag_speedup']:6.2f}x {r['eager_frag_us']:7.1f}u" if "frag_us" in r else "")
+            + (f" {r['other_us']:7.1f}u {r['other_speedup']:6.2f}x {r['eager_other_us']:7.1f}u" if other else "")
             + (
-                f" {r['gpu_cublas_us']:10.1f}u {r['gpu_fastawq_us']:7.1f}u {r['gpu_pct_of_bound']:6.1f}%"
+                f" {r['gpu_cublas_us']:10.1f}u {r['gpu_fastawq_us']:7.1f}u {r['gpu_fastawq_pct_of_bound']:6.1f}%"
                 if "gpu_cublas_us" in r
                 else ""
             )
-            + (f" {r['gpu_frag_us']:6.1f}u" if "gpu_frag_us" in r else "")
-            + f"  err {r['rel_err']:.1e}",
+            + (f" {r['gpu_other_us']:6.1f}u" if "gpu_other_us" in r else "")
+            + f"  err {r['fastawq_rel_err']:.1e}",
             flush=True,
         )
         with open(args.json, "w") as f:  # after every row: a run cut short keeps what it measured

@@ -418,14 +418,34 @@ def test_wrong_input_width_is_rejected() -> None:
 def test_auto_choice_by_device_dtype_and_rows() -> None:
     cuda = torch.device("cuda")
     if dispatch.triton_available():
-        assert dispatch.auto_kernel_for(cuda, torch.float16, 4096, 4096, 128, m=1) == "triton"
-        assert dispatch.auto_kernel_for(cuda, torch.bfloat16, 4096, 4096, 128, m=64) == "triton"
+        fast = "triton_frag" if dispatch.is_hopper(cuda) else "triton"  # see the next test
+        assert dispatch.auto_kernel_for(cuda, torch.float16, 4096, 4096, 128, m=1) == fast
+        assert dispatch.auto_kernel_for(cuda, torch.bfloat16, 4096, 4096, 128, m=64) == fast
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert dispatch.auto_kernel_for(cuda, torch.float32, 4096, 4096, 128, m=1) == "reference"
         assert dispatch.auto_kernel_for(torch.device("mps"), torch.float16, 64, 64, 32, m=1) == "reference"
     if layouts.cpu_int4pack_available():
         assert dispatch.auto_kernel_for(torch.device("cpu"), torch.float32, 576, 1536, 64, m=1) == "cpu_int4"
+
+
+@pytest.mark.skipif(not dispatch.triton_available(), reason="triton is not installed")
+@pytest.mark.parametrize(("capability", "expected"), [((9, 0), "triton_frag"), ((8, 0), "triton"), ((10, 0), "triton")])
+def test_auto_choice_prefers_nk_frag_on_hopper(
+    monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int], expected: str
+) -> None:
+    """sm_90 takes the nk_frag kernels where the layer fits that layout; other cards and layers keep nk_int4."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    cuda = torch.device("cuda", 0)
+    for dtype in (torch.float16, torch.bfloat16):
+        assert dispatch.auto_kernel_for(cuda, dtype, 4096, 4096, 128, m=1) == expected
+        assert dispatch.auto_kernel_for(cuda, dtype, 4096, 4096, 64, m=300) == expected
+    # layers nk_frag cannot hold: group size 32, N not a multiple of 16, K not a multiple of 64
+    assert dispatch.auto_kernel_for(cuda, torch.float16, 4096, 4096, 32, m=1) == "triton"
+    assert dispatch.auto_kernel_for(cuda, torch.float16, 4096, 4104, 128, m=1) == "triton"
+    assert dispatch.auto_kernel_for(cuda, torch.float16, 576, 1536, 32, m=1) == "triton"
+    assert dispatch.KERNELS[expected].layout == (layouts.NK_FRAG if expected == "triton_frag" else layouts.NK_INT4)
 
 
 @pytest.mark.gpu
@@ -438,7 +458,7 @@ def test_module_on_gpu_every_auto_path(m: int, dtype: torch.dtype) -> None:
     x = torch.randn(m, 1024, generator=torch.Generator().manual_seed(m)).to(dtype)
     with torch.no_grad():
         got = mod(x.cuda())
-    assert mod.layout == layouts.NK_INT4
+    assert mod.layout == (layouts.NK_FRAG if dispatch.is_hopper(torch.device("cuda")) else layouts.NK_INT4)
     assert sqnr_db(got, x.double() @ w + mod.bias.double().cpu()) > SQNR_FLOOR[dtype]
     sd = mod.state_dict()
     assert sd["qweight"].shape == (1024, 96) and sd["qweight"].device.type == "cuda"

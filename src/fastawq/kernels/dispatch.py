@@ -5,15 +5,18 @@ The choice depends on the device, the activation dtype and the number of rows M:
 ============  =================  =====================================================================
 device        dtype              kernel
 ============  =================  =====================================================================
-CUDA          fp16 / bf16        ``triton``: tensor-core split-K kernel, GEMV, fused GEMM or
-                                 dequantize + cuBLAS, whichever was fastest for this shape and M
-                                 bucket on this card (timed on the first call, see :mod:`.triton_awq`)
-CUDA          fp16 / bf16        ``triton_frag`` (opt in, ``kernel="triton_frag"``): the same choice on
-                                 the ``nk_frag`` layout, among its Triton kernels and the CUDA C++
-                                 kernels compiled at run time with NVRTC (:mod:`.cuda_frag`, and on
-                                 sm_90 the warp-specialized :mod:`.cuda_ws` from 33 rows); faster than
-                                 ``triton`` from 2 to 512 rows on most shapes (an H100: 1.05 – 1.7× at
-                                 256 – 512 rows), about even at 4096
+sm_90 (H100,  fp16 / bf16        ``triton_frag`` where the layer fits ``nk_frag`` (N % 16, K % 64,
+H200)                            group size 64/128/256): on the ``nk_frag`` layout, whichever was
+                                 fastest for this shape and M bucket on this card (timed on the first
+                                 call) among its Triton kernels and the CUDA C++ kernels compiled at
+                                 run time with NVRTC (:mod:`.cuda_frag`; the warp-specialized
+                                 :mod:`.cuda_ws` from 33 rows). On an H100 it is up to 1.5× faster
+                                 than ``triton`` from 8 to 128 rows, 1.2 – 1.75× at 256 – 512, and
+                                 3 – 14 % slower at one row on four of five shapes (BENCHMARKS.md)
+CUDA          fp16 / bf16        ``triton`` (other cards, other layers): tensor-core split-K kernel,
+                                 GEMV, fused GEMM or dequantize + cuBLAS, whichever was fastest for
+                                 this shape and M bucket on this card (timed on the first call, see
+                                 :mod:`.triton_awq`), on the ``nk_int4`` layout; also ``kernel="triton"``
 CUDA          fp16 / bf16        ``cuda_frag`` / ``cuda_ws`` (forced only): one CUDA kernel alone, untuned
 CUDA          fp32               ``reference`` (notice once: load the model in fp16/bf16)
 CPU           any float          ``cpu_int4`` (PyTorch's int4 kernel, bf16 compute) where the shape
@@ -212,12 +215,19 @@ _auto: dict[tuple[object, ...], str] = {}
 
 
 def auto_kernel_name(x2d: torch.Tensor, k: int, n: int, group_size: int) -> str:
-    """The automatic choice, remembered per (device type, dtype, shape): it does not depend on M."""
-    key = (x2d.device.type, x2d.dtype, k, n, group_size)
+    """The automatic choice, remembered per (device, dtype, shape): it does not depend on M."""
+    key = (x2d.device, x2d.dtype, k, n, group_size)
     name = _auto.get(key)
     if name is None:
         name = _auto[key] = auto_kernel_for(x2d.device, x2d.dtype, k, n, group_size, m=x2d.shape[0])
     return name
+
+
+def is_hopper(device: torch.device) -> bool:
+    """Whether ``device`` is an sm_90 GPU (H100 / H200), where the ``nk_frag`` kernels are the default."""
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return False
+    return torch.cuda.get_device_capability(device) == (9, 0)
 
 
 def auto_kernel_for(device: torch.device, dtype: torch.dtype, k: int, n: int, group_size: int, m: int) -> str:
@@ -228,6 +238,8 @@ def auto_kernel_for(device: torch.device, dtype: torch.dtype, k: int, n: int, gr
             hint = " (load the model in fp16 or bf16)" if dtype == torch.float32 else ""
             notice_once(f"cuda:{reason}", f"fastawq: using the slow reference kernel on the GPU: {reason}{hint}")
             return "reference"
+        if is_hopper(device) and layouts.frag_supported(k, n, group_size) is None:
+            return "triton_frag"
         return "triton"
     if device.type == "cpu":
         reason = _why_not_cpu(device, dtype, k, n, group_size)

@@ -17,7 +17,7 @@ Layouts:
     fetches both, and a tile of rows reads one contiguous run. Same bytes as ``awq_gemm`` except the
     scale/zero pairs, which take 4 bytes instead of 2.5 (about 2 % more memory at group size 128).
 ``nk_frag``
-    For the fragment-order Triton kernels (opt in: ``kernel="triton_frag"``): ``qweight_frag`` int32
+    For the fragment-order kernels (the default on sm_90; elsewhere ``kernel="triton_frag"``): ``qweight_frag`` int32
     [N/16, K/64, 32, 4], one 512-byte block per 16 output rows × 64 inputs, in which lane ``l`` of a
     warp finds, as one 16-byte load, exactly the codes of its tensor-core A fragments (rows l/4 and
     l/4 + 8, inputs 2(l%4) + {0, 1, 8, 9} of each of four 16-input steps); ``sz_gn`` as in ``nk_int4``.

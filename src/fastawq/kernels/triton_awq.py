@@ -10,7 +10,7 @@ them on the first call of each shape and M bucket and keeps the fastest):
     of each group are applied to the fp32 result. Split-K programs (several along K per output tile)
     add fp32 partial sums into a per-stream workspace and the last to arrive writes y, up to 16 rows
     of x; above that they add into a zeroed output with atomics (:func:`_finish`). The decoded tile
-    reaches the MMA through shared memory; :mod:`.triton_frag` (opt-in layout) avoids that.
+    reaches the MMA through shared memory; :mod:`.triton_frag` (its own layout, the default on sm_90) avoids that.
 ``triton_gemv``
     M ≤ 4 rows. One program owns ``BN`` output columns and streams their packed rows along K. The
     ``pairs`` variant (the tuner's usual choice at batch 1) decodes each word into packed fp16/bf16
