@@ -340,9 +340,9 @@ def sweep_weights(w: dict[str, torch.Tensor]) -> Callable[[str], dict[str, torch
 def sweep_candidates(kinds: str, m: int, g: int) -> list[tuple[str, TileConfig]]:
     """The tile configs a sweep times at M rows (group size g)."""
     cands: list[tuple[str, TileConfig]] = []
-    if kinds == "fraggemv":  # the nk_frag GEMV (warps per step, K splits, Triton stages, register prefetch)
-        for kw, split, st, pf in itertools.product((1, 2, 4, 8), (1, 2, 4), (1, 2, 3, 4), (0, 1)):
-            cands.append(("frag_gemv", TileConfig(1, 16, g, kw, st, split=split, prefetch=pf)))
+    if kinds == "fraggemv":  # the nk_frag GEMV (inputs a warp, warps, K splits, Triton stages, register prefetch)
+        for bk, kw, split, st, pf in itertools.product((64, 128, 256), (2, 4, 8, 16), (1, 2, 4), (1, 3, 4), (0, 1)):
+            cands.append(("frag_gemv", TileConfig(1, 16, bk, kw, st, split=split, prefetch=pf)))
         # next to the nk_int4 GEMVs the default tuner times (same run)
         cands += [c for c in triton_awq.candidates(m, 4096, 4096, g) if c[0] == "gemv" and c[1] is not None]
         return cands

@@ -73,6 +73,9 @@ FRAG_CASES = [
     ("frag_gemv", TileConfig(1, 16, 128, 2, 1, split=2, prefetch=1), 1, 1024, 48, 128),
     ("frag_gemv", TileConfig(1, 16, 64, 4, 1, split=1, prefetch=0), 2, 512, 32, 64),  # one row per program
     ("frag_gemv", TileConfig(1, 16, 256, 8, 1, split=1, prefetch=1), 1, 512, 16, 256),  # warps > groups
+    ("frag_gemv", TileConfig(1, 16, 64, 4, 3, split=2), 3, 1024, 48, 128),  # half a group a warp
+    ("frag_gemv", TileConfig(1, 16, 256, 2, 1, split=1, prefetch=1), 1, 1024, 32, 64),  # 4 groups a warp
+    ("frag_gemv", TileConfig(1, 16, 512, 4, 1, split=1, prefetch=0), 1, 768, 16, 128),  # fewer steps than asked
     ("frag_dequant_matmul", None, 7, 256, 80, 64),
     ("frag_auto", None, 1, 256, 32, 128),
     ("frag_auto", None, 40, 256, 48, 64),

@@ -13,8 +13,8 @@ forced elsewhere with ``kernel="triton_frag"``.
     Tensor cores with the operands swapped (W·xᵀ, x padded to ≥ 16 rows), one group of K per step,
     each group's zero point subtracted in the decode and its scale applied to the fp32 result.
 ``frag_gemv``
-    M = 1 on CUDA cores: one block of 16 rows per program, its warps on consecutive groups, summed
-    across warps once at the end (no atomics unless K is also split over programs).
+    M = 1 on CUDA cores: one block of 16 rows per program, its warps on consecutive runs of 64 – 256
+    inputs, summed across warps once at the end (no atomics unless K is also split over programs).
 ``frag_dequant_matmul``
     Prefill-sized M: dequantize to a dense weight, then cuBLAS.
 ``frag_auto``
@@ -230,10 +230,11 @@ def _dot2(pa, pb, xa, xb, DT: tl.constexpr, ASM: tl.constexpr):
 def _frag_gemv_kernel(
     x_ptr, qw_ptr, sz_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr,
     M, N, K, stride_xm, stride_ym, steps_per_split,
-    G: tl.constexpr, HAS_BIAS: tl.constexpr, KW: tl.constexpr, ATOMIC: tl.constexpr, ASM: tl.constexpr,
-    PF: tl.constexpr, WS: tl.constexpr,
+    G: tl.constexpr, HAS_BIAS: tl.constexpr, KW: tl.constexpr, CW: tl.constexpr, ATOMIC: tl.constexpr,
+    ASM: tl.constexpr, PF: tl.constexpr, WS: tl.constexpr,
 ):  # fmt: skip
-    """y[row, 16 rows of block pid_n] over one slice of K; warp kw takes group KW·step + kw.
+    """y[row, 16 rows of block pid_n] over one slice of K; warp kw takes the CW chunks of 64 inputs
+    KW·CW·step + CW·kw + (0 … CW − 1).
 
     Each word's pairs are multiplied by the matching x pairs (fp16: pre-scaled by 1/64, scaled back in
     fp32 with the group's scale): rows g and g + 8 of the lane each get two f16x2/bf16x2 products
@@ -241,20 +242,21 @@ def _frag_gemv_kernel(
     """
     DT: tl.constexpr = x_ptr.dtype.element_ty
     XS: tl.constexpr = 64.0 if tl.float16 == DT else 1.0
-    C: tl.constexpr = G // 64
+    C: tl.constexpr = G // 64  # chunks a group
     nb = tl.program_id(0)
     row = tl.program_id(1)
     pid_k = tl.program_id(2)
     lane = tl.arange(0, 32)
     kk = tl.arange(0, KW)
-    # words [C, KW, 32, 4]: 16 bytes per lane, lanes along the block, warps over the step's groups
-    words = ((nb * (K // 64) + kk[None, :, None, None] * C + tl.arange(0, C)[:, None, None, None]) * 32
+    cc = tl.arange(0, CW)
+    # words [CW, KW, 32, 4]: 16 bytes per lane, lanes along the block, warps over the step's chunks
+    words = ((nb * (K // 64) + kk[None, :, None, None] * CW + cc[:, None, None, None]) * 32
              + lane[None, None, :, None]) * 4 + tl.arange(0, 4)[None, None, None, :]  # fmt: skip
     rows = (nb * 16 + lane // 4)[None, None, :, None]
     x_row = x_ptr.to(tl.pointer_type(tl.int32)) + row * (stride_xm // 2)
-    acc_lo = tl.zeros((C, KW, 32, 4), dtype=tl.float32)
-    acc_hi = tl.zeros((C, KW, 32, 4), dtype=tl.float32)
-    step_words = KW * C * 128
+    acc_lo = tl.zeros((CW, KW, 32, 4), dtype=tl.float32)
+    acc_hi = tl.zeros((CW, KW, 32, 4), dtype=tl.float32)
+    step_words = KW * CW * 128
     s_lo = pid_k * steps_per_split
     s_last = s_lo + steps_per_split - 1
     if PF:
@@ -265,22 +267,22 @@ def _frag_gemv_kernel(
             wd_next = tl.load(qw_ptr + words + tl.minimum(st + 1, s_last) * step_words)
         else:
             wd = tl.load(qw_ptr + words + st * step_words)
-        grp = st * KW + kk[None, :, None, None]
-        sz_lo = tl.load(sz_ptr + grp * N + rows)  # [1, KW, 32, 1]
+        grp = (st * KW * CW + kk[None, :, None, None] * CW + cc[:, None, None, None]) // C  # [CW, KW, 1, 1]
+        sz_lo = tl.load(sz_ptr + grp * N + rows)  # [CW, KW, 32, 1]
         sz_hi = tl.load(sz_ptr + grp * N + rows + 8)
-        zlo = tl.broadcast_to((sz_lo >> 16) & 0xFF, (C, KW, 32, 4))
-        zhi = tl.broadcast_to((sz_hi >> 16) & 0xFF, (C, KW, 32, 4))
+        zlo = tl.broadcast_to((sz_lo >> 16) & 0xFF, (CW, KW, 32, 4))
+        zhi = tl.broadcast_to((sz_hi >> 16) & 0xFF, (CW, KW, 32, 4))
         p0, p1, p2, p3 = _fpairs(wd, zlo, zhi, DT, ASM)
-        # the step's x pairs in one contiguous load (index (kw·C + c)·32 + 8j + 4·b + t for the pair
+        # the step's x pairs in one contiguous load (index (kw·CW + c)·32 + 8j + 4·b + t for the pair
         # xa (b = 0) or xb (b = 1) of step j of lane t), spread over the lanes by reshapes
-        xv = _x_scaled(tl.load(x_row + st * (KW * G // 2) + tl.arange(0, KW * C * 32)), DT, ASM)
-        xv = tl.permute(tl.reshape(xv, (KW, C, 1, 4, 2, 4)), (1, 0, 2, 5, 3, 4))  # c kw g t j b
-        xv = tl.reshape(tl.broadcast_to(xv, (C, KW, 8, 4, 4, 2)), (C, KW, 32, 4, 2))
+        xv = _x_scaled(tl.load(x_row + st * (KW * CW * 32) + tl.arange(0, KW * CW * 32)), DT, ASM)
+        xv = tl.permute(tl.reshape(xv, (KW, CW, 1, 4, 2, 4)), (1, 0, 2, 5, 3, 4))  # c kw g t j b
+        xv = tl.reshape(tl.broadcast_to(xv, (CW, KW, 8, 4, 4, 2)), (CW, KW, 32, 4, 2))
         xa, xb = tl.split(xv)
         acc_lo += _dot2(p0, p2, xa, xb, DT, ASM) * (_scale(sz_lo) * XS)
         acc_hi += _dot2(p1, p3, xa, xb, DT, ASM) * (_scale(sz_hi) * XS)
-    r_lo = tl.sum(tl.sum(tl.sum(tl.sum(tl.reshape(acc_lo, (C, KW, 8, 4, 4)), axis=4), axis=3), axis=1), axis=0)
-    r_hi = tl.sum(tl.sum(tl.sum(tl.sum(tl.reshape(acc_hi, (C, KW, 8, 4, 4)), axis=4), axis=3), axis=1), axis=0)
+    r_lo = tl.sum(tl.sum(tl.sum(tl.sum(tl.reshape(acc_lo, (CW, KW, 8, 4, 4)), axis=4), axis=3), axis=1), axis=0)
+    r_hi = tl.sum(tl.sum(tl.sum(tl.sum(tl.reshape(acc_hi, (CW, KW, 8, 4, 4)), axis=4), axis=3), axis=1), axis=0)
     r = tl.reshape(tl.permute(tl.join(r_lo, r_hi), (1, 0)), (16,))  # rows g, then g + 8
     offs_n = nb * 16 + tl.arange(0, 16)
     if HAS_BIAS:
@@ -340,20 +342,21 @@ def plan_frag_mma(m: int, n: int, k: int, g: int, dtype: torch.dtype, has_bias: 
 
 
 def plan_frag_gemv(m: int, n: int, k: int, g: int, dtype: torch.dtype, has_bias: bool, cfg: TileConfig) -> Plan:
-    """cfg: num_warps (groups per step, one per warp), split (K slices), num_stages, prefetch."""
+    """cfg: num_warps (warps a program, each on ``bk`` inputs a step), split (K slices), num_stages,
+    prefetch."""
     key = ("frag_gemv", m, n, k, g, dtype, has_bias, cfg)
     if (p := _PLANS.get(key)) is not None:
         return p
-    kw = cfg.num_warps
-    while (k // g) % kw:
-        kw //= 2
-    steps = k // g // kw
+    kw, cw = cfg.num_warps, max(1, cfg.bk // 64)
+    while (k // 64) % (kw * cw):
+        kw, cw = (kw // 2, cw) if kw > 1 else (kw, cw // 2)
+    steps = k // 64 // (kw * cw)
     split = max(1, min(cfg.split, steps))
     while steps % split:
         split -= 1
     return _plan(
         key, _frag_gemv_kernel, (n // 16, m, split), (steps // split,), kw, cfg.num_stages, split > 1, True,
-        weight="qweight_frag", G=g, HAS_BIAS=has_bias, KW=kw, ATOMIC=split > 1, ASM=_asm(), PF=cfg.prefetch > 0,
+        weight="qweight_frag", G=g, HAS_BIAS=has_bias, KW=kw, CW=cw, ATOMIC=split > 1, ASM=_asm(), PF=cfg.prefetch > 0,
     )  # fmt: skip
 
 
@@ -399,7 +402,7 @@ def frag_dequant_matmul(
 
 
 def _gemv_default(m: int, n: int, k: int, g: int) -> TileConfig:
-    return TileConfig(1, 16, g, 4, 1, split=1, prefetch=1)
+    return TileConfig(1, 16, 128, 2, 1, split=4)  # within 13 % of the best on the five H100 sweep shapes
 
 
 def _mma_default(m: int, n: int, k: int, g: int) -> TileConfig:
@@ -410,9 +413,10 @@ def candidates(m: int, n: int, k: int, group_size: int, dtype: torch.dtype = tor
     """What the tuner times (the fastest configs of the H100 fragment-layout sweeps in BENCHMARKS.md)."""
     g = group_size
     out: list[Candidate] = []
-    if m == 1:
-        for kw, split, stages in ((2, 1, 3), (4, 1, 1), (8, 1, 3), (2, 2, 3), (2, 4, 1), (4, 2, 1)):
-            out.append(("frag_gemv", TileConfig(1, 16, g, kw, stages, split=split, prefetch=1)))
+    if m == 1:  # (inputs a warp and step, warps, K splits, stages): --sweep fraggemv, H100, 2026-11-28
+        for bk, kw, split, stages in ((64, 4, 4, 1), (64, 4, 4, 4), (64, 2, 4, 1), (128, 2, 4, 1), (128, 2, 1, 3),
+                                      (128, 2, 1, 1), (256, 2, 4, 1)):  # fmt: skip
+            out.append(("frag_gemv", TileConfig(1, 16, bk, kw, stages, split=split)))
     if m <= 256:
         bm = min(128, max(16, _bucket(m)))
         splits = (1, 2, 4, 8) if m <= 64 else (1, 2, 4)
