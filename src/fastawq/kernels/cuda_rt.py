@@ -219,10 +219,21 @@ class Function:
     def launch_on(self, device: torch.device, grid: tuple[int, int, int], block: int, args: Args, smem: int) -> None:
         """:meth:`launch` on ``device``'s current stream, in that device's context when it is not the
         current one (a module on another GPU)."""
-        stream = torch.cuda.current_stream(device).cuda_stream
+        stream = current_stream_handle(device)
         elsewhere = device.index is not None and device.index != torch.cuda.current_device()
         with torch.cuda.device(device) if elsewhere else contextlib.nullcontext():
             self.launch(grid, block, args, stream, smem)
+
+
+def current_stream_handle(device: torch.device) -> int:
+    """The raw handle of ``device``'s current CUDA stream. torch's C accessor (what Triton's launcher
+    calls) costs well under a microsecond; ``torch.cuda.current_stream(device)`` builds a Stream object
+    each call, a few microseconds of host time that batch-1 decode pays per layer."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    if raw is not None:
+        return int(raw(index))
+    return int(torch.cuda.current_stream(index).cuda_stream)  # a torch without the accessor
 
 
 def rows_16b(t: torch.Tensor) -> torch.Tensor:

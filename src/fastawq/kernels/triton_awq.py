@@ -39,7 +39,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fastawq.kernels import layouts
+from fastawq.kernels import cuda_rt, layouts
 
 GROUP_SIZES = (16, 32, 64, 128, 256)
 
@@ -761,7 +761,7 @@ def _workspace(device: torch.device, numel: int, tiles: int) -> tuple[torch.Tens
     if device.type == "cuda":
         if torch.cuda.is_current_stream_capturing():
             return None
-        stream = torch.cuda.current_stream(device).cuda_stream
+        stream = cuda_rt.current_stream_handle(device)
     key = (device.index, stream)
     buf = _WORKSPACES.get(key)
     if buf is None or buf[0].numel() < numel or buf[1].numel() < tiles:
