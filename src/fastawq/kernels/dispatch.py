@@ -12,7 +12,7 @@ H200)                            group size 64/128/256): on the ``nk_frag`` layo
                                  run time with NVRTC (:mod:`.cuda_frag`; the warp-specialized
                                  :mod:`.cuda_ws` from 33 rows). On an H100 it is up to 1.5× faster
                                  than ``triton`` from 8 to 128 rows, 1.2 – 1.75× at 256 – 512, and
-                                 3 – 14 % slower at one row on four of five shapes (BENCHMARKS.md)
+                                 about 6 % slower at one row on three of five shapes (BENCHMARKS.md)
 CUDA          fp16 / bf16        ``triton`` (other cards, other layers): tensor-core split-K kernel,
                                  GEMV, fused GEMM or dequantize + cuBLAS, whichever was fastest for
                                  this shape and M bucket on this card (timed on the first call, see

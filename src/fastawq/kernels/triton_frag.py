@@ -5,8 +5,8 @@ In ``nk_frag`` (see :mod:`.layouts`) one 16-byte load gives a lane exactly the c
 pass through shared memory: Triton lays the loaded words out as [row blocks, chunks, 32 lanes, 4] and a
 reshape + permute of the decoded values *is* the dot operand's register layout (checked in the
 compiled code: no layout conversion in the loop). Against ``nk_int4``'s tensor-core kernel this is
-1.1–1.45× faster at 4 ≤ M ≤ 128 on an H100; at M = 1 the packed-pair GEMV on ``nk_int4`` stays 3–14 %
-ahead on most shapes (BENCHMARKS.md). This layout is the default on sm_90 (``dispatch``), and can be
+1.1–1.45× faster at 4 ≤ M ≤ 128 on an H100; at M = 1 the packed-pair GEMV on ``nk_int4`` stays about 6 %
+ahead on three of five shapes (BENCHMARKS.md). This layout is the default on sm_90 (``dispatch``), and can be
 forced elsewhere with ``kernel="triton_frag"``.
 
 ``frag_mma``
