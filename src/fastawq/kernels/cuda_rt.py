@@ -225,11 +225,16 @@ class Function:
             self.launch(grid, block, args, stream, smem)
 
 
+def device_index(device: torch.device) -> int:
+    """The CUDA device index of ``device`` (the current device for a bare ``cuda``)."""
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
 def current_stream_handle(device: torch.device) -> int:
     """The raw handle of ``device``'s current CUDA stream. torch's C accessor (what Triton's launcher
     calls) costs well under a microsecond; ``torch.cuda.current_stream(device)`` builds a Stream object
     each call, a few microseconds of host time that batch-1 decode pays per layer."""
-    index = device.index if device.index is not None else torch.cuda.current_device()
+    index = device_index(device)
     raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
     if raw is not None:
         return int(raw(index))
@@ -300,7 +305,7 @@ _LOADED: dict[tuple[str, str, int], Function] = {}
 def load(source: str, name: str, device: torch.device, smem: int = 0) -> Function:
     """The kernel ``name`` of ``source`` compiled for and loaded on ``device`` (cached), allowed ``smem``
     bytes of dynamic shared memory."""
-    index = device.index if device.index is not None else torch.cuda.current_device()
+    index = device_index(device)
     key = (source, name, index)
     fn = _LOADED.get(key)
     if fn is not None:

@@ -454,7 +454,7 @@ _PLANS: dict[tuple[object, ...], WsPlan] = {}
 
 def plan(device: torch.device, dtype: torch.dtype, m: int, n: int, k: int, group_size: int, cfg: WsConfig) -> WsPlan:
     """The compiled launch of ``cfg`` for an [M, K] × [K, N] call (compiled with NVRTC on first use)."""
-    index = device.index if device.index is not None else torch.cuda.current_device()
+    index = cuda_rt.device_index(device)
     key = (index, dtype, m, n, k, group_size, cfg)
     p = _PLANS.get(key)
     if p is not None:
