@@ -61,13 +61,20 @@ def test_cuda_frag_matches_float64(
         pytest.skip("group size must divide K")
     if cfg.problem(g) is not None:
         pytest.skip(str(cfg.problem(g)))
+    check_matches_float64(cuda_frag.frag_mma_cuda, cfg, m, k, n, g, dtype)
+
+
+def check_matches_float64(run: Callable[..., torch.Tensor], cfg: object, m: int, k: int, n: int, g: int,
+                          dtype: torch.dtype) -> None:  # fmt: skip
+    """``run(x, nk_frag tensors, g, bias, cfg)`` against float64 on fresh random data, with and without a
+    bias; afterwards every split-K workspace and counter is zero again (the next call relies on it)."""
     t, w = random_gemm(k, n, g, seed=m * 1000 + k + n, device=DEV)
     wf = layouts.gemm_to_frag(t)
     gen = torch.Generator().manual_seed(m + k)
     for with_bias in (True, False):  # twice: split-K must leave its workspace zeroed for the next call
         x = torch.randn(m, k, generator=gen).to(dtype)
         bias = torch.randn(n, generator=gen).half() if with_bias else None
-        got = cuda_frag.frag_mma_cuda(x.to(DEV), wf, g, bias.to(DEV) if bias is not None else None, cfg)
+        got = run(x.to(DEV), wf, g, bias.to(DEV) if bias is not None else None, cfg)
         ref = x.double() @ w + (bias.double() if bias is not None else 0)
         assert got.dtype == dtype and got.shape == (m, n)
         assert sqnr_db(got, ref) > SQNR_FLOOR[dtype], (cfg, with_bias)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from fastawq.kernels import cuda_rt, cuda_ws, layouts, triton_awq
-from test_cuda_frag import check_forced_module, check_graph_replay
+from test_cuda_frag import check_forced_module, check_graph_replay, check_matches_float64
 
 from test_kernels import DEV, HAS_CUDA, SQNR_FLOOR, random_gemm, sqnr_db
 
@@ -51,17 +51,7 @@ SHAPES = [(1, 512, 128, 64), (7, 768, 384, 128), (16, 1024, 192, 256), (29, 512,
 def test_ws_kernel_matches_float64(cfg: cuda_ws.WsConfig, m: int, k: int, n: int, g: int, dtype: torch.dtype) -> None:
     if n % cfg.rows or k % (64 * cfg.kch):
         pytest.skip(f"N={n} is not a multiple of {cfg.rows} rows, or K={k} of {64 * cfg.kch} inputs")
-    t, w = random_gemm(k, n, g, seed=m * 1000 + k + n, device=DEV)
-    wf = layouts.gemm_to_frag(t)
-    gen = torch.Generator().manual_seed(m + k)
-    for with_bias in (True, False):  # twice: split tiles must leave their workspace zeroed for the next call
-        x = torch.randn(m, k, generator=gen).to(dtype)
-        bias = torch.randn(n, generator=gen).half() if with_bias else None
-        got = cuda_ws.frag_ws(x.to(DEV), wf, g, bias.to(DEV) if bias is not None else None, cfg)
-        ref = x.double() @ w + (bias.double() if bias is not None else 0)
-        assert got.dtype == dtype and got.shape == (m, n)
-        assert sqnr_db(got, ref) > SQNR_FLOOR[dtype], (cfg, with_bias)
-    assert all(bool((ws == 0).all()) and bool((c == 0).all()) for ws, c in triton_awq._WORKSPACES.values())
+    check_matches_float64(cuda_ws.frag_ws, cfg, m, k, n, g, dtype)  # split tiles leave the workspace zeroed
 
 
 @gpu
