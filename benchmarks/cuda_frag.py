@@ -25,11 +25,10 @@ from fastawq.kernels.cuda_frag import CudaConfig
 from kernels import (
     SHAPES,
     add_config_sweep_args,
-    gpu_time_us,
     kernel_time_us,
     sweep_cases,
     sweep_setup,
-    time_checked,
+    time_best,
     time_tuned,
 )
 
@@ -130,17 +129,7 @@ def main() -> None:
     for case in sweep_cases(shapes, ms, g, dtype, bw):
         k, n, m, x, wf, row = case.k, case.n, case.m, case.x, case.wf, case.row
         cfgs = configs(m, args.quick, args.wgmma, not args.no_mma)
-        results = time_checked(cfgs, lambda cfg, x=x, wf=wf: cuda_frag.frag_mma_cuda(x, wf, g, None, cfg), case.ref)  # type: ignore[misc]
-        ok = sorted((r for r in results if "us" in r), key=lambda r: r["us"])
-        row["cuda_all"] = results
-        if ok:
-            best = ok[0]
-            cfg = next(c for c in cfgs if c.describe() == best["cfg"])
-            row["cuda_cfg"] = best["cfg"]
-            row["cuda_us"] = kernel_time_us(lambda x=x, cfg=cfg, wf=wf: cuda_frag.frag_mma_cuda(x, wf, g, None, cfg))  # type: ignore[misc]
-            row["gpu_cuda_us"] = gpu_time_us(lambda x=x, cfg=cfg, wf=wf: cuda_frag.frag_mma_cuda(x, wf, g, None, cfg))  # type: ignore[misc]
-            row["gpu_cublas_us"] = gpu_time_us(lambda x=x, d=case.dense: torch.nn.functional.linear(x, d))  # type: ignore[misc]
-            row["rel_err"] = best["rel_err"]
+        time_best(case, cfgs, lambda cfg, x=x, wf=wf: cuda_frag.frag_mma_cuda(x, wf, g, None, cfg), "cuda", True)  # type: ignore[misc]
         if args.triton:
             time_tuned(case, g)
         rows.append(row)

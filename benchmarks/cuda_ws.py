@@ -17,19 +17,15 @@ import os
 import sys
 from typing import Any
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from fastawq.kernels import cuda_ws
 from fastawq.kernels.cuda_ws import WsConfig
 from kernels import (
     add_config_sweep_args,
-    gpu_time_us,
-    kernel_time_us,
     sweep_cases,
     sweep_setup,
-    time_checked,
+    time_best,
     time_tuned,
 )
 
@@ -66,18 +62,7 @@ def main() -> None:
     for case in sweep_cases(shapes, ms, g, dtype, bw):
         k, n, m, x, wf, row = case.k, case.n, case.m, case.x, case.wf, case.row
         cfgs = configs(m, n, k, args.quick)
-        results = time_checked(cfgs, lambda cfg, x=x, wf=wf: cuda_ws.frag_ws(x, wf, g, None, cfg), case.ref)  # type: ignore[misc]
-        ok = sorted((r for r in results if "us" in r), key=lambda r: r["us"])
-        row["ws_all"] = results
-        if ok:
-            best = ok[0]
-            cfg = next(c for c in cfgs if c.describe() == best["cfg"])
-            row["ws_cfg"] = best["cfg"]
-            row["ws_us"] = kernel_time_us(lambda x=x, cfg=cfg, wf=wf: cuda_ws.frag_ws(x, wf, g, None, cfg))  # type: ignore[misc]
-            row["rel_err"] = best["rel_err"]
-            if args.gpu_time:
-                row["gpu_ws_us"] = gpu_time_us(lambda x=x, cfg=cfg, wf=wf: cuda_ws.frag_ws(x, wf, g, None, cfg))  # type: ignore[misc]
-                row["gpu_cublas_us"] = gpu_time_us(lambda x=x, d=case.dense: torch.nn.functional.linear(x, d))  # type: ignore[misc]
+        time_best(case, cfgs, lambda cfg, x=x, wf=wf: cuda_ws.frag_ws(x, wf, g, None, cfg), "ws", args.gpu_time)  # type: ignore[misc]
         if args.triton:
             time_tuned(case, g)
         rows.append(row)

@@ -249,6 +249,28 @@ def time_checked(cfgs: list[Any], run: Callable[[Any], torch.Tensor], ref: torch
     return results
 
 
+def time_best(
+    case: SweepCase, cfgs: list[Any], run: Callable[[Any], torch.Tensor], prefix: str, gpu_time: bool
+) -> None:
+    """Every config checked and timed (:func:`time_checked`) into ``row[prefix_all]``; the fastest one's
+    config, kernel time and error into ``prefix_cfg``, ``prefix_us``, ``rel_err``, and with ``gpu_time``
+    its CUPTI time and cuBLAS's into ``gpu_prefix_us``, ``gpu_cublas_us``."""
+    row = case.row
+    results = time_checked(cfgs, run, case.ref)
+    ok = sorted((r for r in results if "us" in r), key=lambda r: r["us"])
+    row[f"{prefix}_all"] = results
+    if not ok:
+        return
+    best = ok[0]
+    cfg = next(c for c in cfgs if c.describe() == best["cfg"])
+    row[f"{prefix}_cfg"] = best["cfg"]
+    row[f"{prefix}_us"] = kernel_time_us(lambda: run(cfg))
+    row["rel_err"] = best["rel_err"]
+    if gpu_time:
+        row[f"gpu_{prefix}_us"] = gpu_time_us(lambda: run(cfg))
+        row["gpu_cublas_us"] = gpu_time_us(lambda: torch.nn.functional.linear(case.x, case.dense))
+
+
 def time_tuned(case: SweepCase, g: int) -> None:
     """The tuned kernels of both layouts (``triton_frag.frag_auto``, ``triton_awq.auto``) into the row."""
     x, w, wf, row = case.x, case.w, case.wf, case.row
