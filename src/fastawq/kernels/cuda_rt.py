@@ -201,6 +201,17 @@ class Function:
 
     def __post_init__(self) -> None:
         self._local = threading.local()
+        self.smem = 0  # the dynamic shared memory the function is allowed now
+
+    def allow_smem(self, smem: int) -> None:
+        """Let launches take up to ``smem`` bytes of dynamic shared memory (the attribute only grows: one
+        cached function serves shapes that need different amounts)."""
+        if smem > self.smem:
+            drv = _driver()
+            assert drv is not None
+            # CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES (static shared memory comes on top)
+            _check_drv(drv.cuFuncSetAttribute(self.handle, 8, smem), "cuFuncSetAttribute(dynamic shared memory)")
+            self.smem = smem
 
     def args(self, signature: str) -> Args:
         """This thread's reusable arguments for ``signature``."""
@@ -304,30 +315,34 @@ _LOADED: dict[tuple[str, str, int], Function] = {}
 
 def load(source: str, name: str, device: torch.device, smem: int = 0) -> Function:
     """The kernel ``name`` of ``source`` compiled for and loaded on ``device`` (cached), allowed ``smem``
-    bytes of dynamic shared memory."""
+    bytes of dynamic shared memory (or more, if an earlier load asked for more)."""
     index = device_index(device)
     key = (source, name, index)
     fn = _LOADED.get(key)
-    if fn is not None:
-        return fn
-    with _LOCK:
-        fn = _LOADED.get(key)
-        if fn is not None:
-            return fn
-        major, minor = torch.cuda.get_device_capability(index)
-        # sm_90a: Hopper's architecture-specific instructions (wgmma); the cubin is for this device only
-        cubin = cached_cubin(source, name, f"{major}{minor}" + ("a" if (major, minor) == (9, 0) else ""))
-        drv = _driver()
-        assert drv is not None
+    if fn is None:
+        with _LOCK:
+            fn = _LOADED.get(key)
+            if fn is None:
+                fn = _LOADED[key] = _load(source, name, index)
+    if smem > fn.smem:
         with torch.cuda.device(index):
-            torch.cuda.current_stream().synchronize()  # makes torch's primary context current on this thread
-            mod = _c.c_void_p()
-            _check_drv(drv.cuModuleLoadData(_c.byref(mod), cubin), "cuModuleLoadData")
-            fun = _c.c_void_p()
-            _check_drv(drv.cuModuleGetFunction(_c.byref(fun), mod, name.encode()), "cuModuleGetFunction")
-            regs = _c.c_int()
-            drv.cuFuncGetAttribute(_c.byref(regs), 4, fun)  # CU_FUNC_ATTRIBUTE_NUM_REGS
-            if smem:  # CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES (static shared memory comes on top)
-                _check_drv(drv.cuFuncSetAttribute(fun, 8, smem), "cuFuncSetAttribute(dynamic shared memory)")
-        fn = _LOADED[key] = Function(fun, mod, regs.value, name)
-        return fn
+            fn.allow_smem(smem)
+    return fn
+
+
+def _load(source: str, name: str, index: int) -> Function:
+    """Compile (through the disk cache) and load ``name`` of ``source`` on device ``index``."""
+    major, minor = torch.cuda.get_device_capability(index)
+    # sm_90a: Hopper's architecture-specific instructions (wgmma); the cubin is for this device only
+    cubin = cached_cubin(source, name, f"{major}{minor}" + ("a" if (major, minor) == (9, 0) else ""))
+    drv = _driver()
+    assert drv is not None
+    with torch.cuda.device(index):
+        torch.cuda.current_stream().synchronize()  # makes torch's primary context current on this thread
+        mod = _c.c_void_p()
+        _check_drv(drv.cuModuleLoadData(_c.byref(mod), cubin), "cuModuleLoadData")
+        fun = _c.c_void_p()
+        _check_drv(drv.cuModuleGetFunction(_c.byref(fun), mod, name.encode()), "cuModuleGetFunction")
+        regs = _c.c_int()
+        drv.cuFuncGetAttribute(_c.byref(regs), 4, fun)  # CU_FUNC_ATTRIBUTE_NUM_REGS
+    return Function(fun, mod, regs.value, name)
