@@ -406,8 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--kernel",
         default="auto",
         help="4-bit matmul kernel: auto (triton_frag on H100/H200, triton on other GPUs, cpu_int4 on the CPU), "
-        "reference, triton, triton_frag, cuda_frag, cuda_ws, triton_mma, triton_gemv, triton_gemm, triton_dequant, "
-        "cpu_int4",
+        "reference, triton, triton_frag, cuda_frag, cuda_ws, cuda_gemv, triton_mma, triton_gemv, triton_gemm, "
+        "triton_dequant, cpu_int4",
     )
     gen.set_defaults(func=cmd_generate)
 

@@ -9,15 +9,17 @@ sm_90 (H100,  fp16 / bf16        ``triton_frag`` where the layer fits ``nk_frag`
 H200)                            group size 64/128/256): on the ``nk_frag`` layout, whichever was
                                  fastest for this shape and M bucket on this card (timed on the first
                                  call) among its Triton kernels and the CUDA C++ kernels compiled at
-                                 run time with NVRTC (:mod:`.cuda_frag`; the warp-specialized
-                                 :mod:`.cuda_ws` from 33 rows). On an H100 it is up to 1.5× faster
+                                 run time with NVRTC (:mod:`.cuda_frag`; the x-stationary decode kernel
+                                 :mod:`.cuda_gemv` up to 8 rows; the warp-specialized :mod:`.cuda_ws`
+                                 from 33 rows). On an H100 it is up to 1.5× faster
                                  than ``triton`` from 8 to 128 rows, 1.2 – 1.75× at 256 – 512, and
                                  about 6 % slower at one row on three of five shapes (BENCHMARKS.md)
 CUDA          fp16 / bf16        ``triton`` (other cards, other layers): tensor-core split-K kernel,
                                  GEMV, fused GEMM or dequantize + cuBLAS, whichever was fastest for
                                  this shape and M bucket on this card (timed on the first call, see
                                  :mod:`.triton_awq`), on the ``nk_int4`` layout; also ``kernel="triton"``
-CUDA          fp16 / bf16        ``cuda_frag`` / ``cuda_ws`` (forced only): one CUDA kernel alone, untuned
+CUDA          fp16 / bf16        ``cuda_frag`` / ``cuda_ws`` / ``cuda_gemv`` (forced only): one CUDA kernel
+                                 alone, untuned
 CUDA          fp32               ``reference`` (notice once: load the model in fp16/bf16)
 CPU           any float          ``cpu_int4`` (PyTorch's int4 kernel, bf16 compute) where the shape
                                  allows (N % 16 == 0, group size 32/64/128/256), else ``reference``
@@ -159,6 +161,7 @@ KERNELS: dict[str, Kernel] = {
         Kernel("triton_frag", layouts.NK_FRAG, _lazy_fn("frag_auto", "triton_frag"), _why_not_frag),
         Kernel("cuda_frag", layouts.NK_FRAG, _lazy_fn("frag_mma_cuda", "cuda_frag"), _why_not_in("cuda_frag")),
         Kernel("cuda_ws", layouts.NK_FRAG, _lazy_fn("frag_ws", "cuda_ws"), _why_not_in("cuda_ws")),
+        Kernel("cuda_gemv", layouts.NK_FRAG, _lazy_fn("frag_gemv_cuda", "cuda_gemv"), _why_not_in("cuda_gemv")),
         Kernel("cpu_int4", layouts.CPU_INT4PACK, _run_cpu_int4, _why_not_cpu),
     )
 }

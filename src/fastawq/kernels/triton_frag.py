@@ -31,7 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fastawq.kernels import cuda_frag, cuda_ws, layouts
+from fastawq.kernels import cuda_frag, cuda_gemv, cuda_ws, layouts
 from fastawq.kernels.triton_awq import (
     _PLANS,
     TUNE_LOG,
@@ -432,6 +432,7 @@ def candidates(m: int, n: int, k: int, group_size: int, dtype: torch.dtype = tor
         # seventh version): timed only when asked for, on sm_90
         wgmma = os.environ.get("FASTAWQ_CUDA_WGMMA") == "1" and torch.cuda.get_device_capability() == (9, 0)
         out += [("cuda_mma", cfg) for cfg in cuda_frag.candidates(m, g, wgmma=wgmma)]
+        out += [("cuda_gemv", cfg) for cfg in cuda_gemv.candidates(m, n, k, g)]  # x-stationary, up to 8 rows
         if cuda_ws.why_not(torch.device("cuda", torch.cuda.current_device()), dtype, k, n, g) is None:
             out += [("cuda_ws", cfg) for cfg in cuda_ws.candidates(m, n, k)]  # Hopper: warp-specialized
     return out
@@ -462,6 +463,8 @@ def _run(
         return cuda_frag.frag_mma_cuda(x2d, w, g, bias, cfg)
     if isinstance(cfg, cuda_ws.WsConfig):
         return cuda_ws.frag_ws(x2d, w, g, bias, cfg)
+    if isinstance(cfg, cuda_gemv.GemvConfig):
+        return cuda_gemv.frag_gemv_cuda(x2d, w, g, bias, cfg)
     assert isinstance(cfg, TileConfig)
     return (frag_gemv if name == "frag_gemv" else frag_mma)(x2d, w, g, bias, cfg)
 
@@ -475,6 +478,8 @@ def _plan_of(c: Candidate, x2d: torch.Tensor, m: int, n: int, k: int, g: int, ha
         return cuda_frag.plan(x2d.device, x2d.dtype, m, n, k, g, cfg)
     if isinstance(cfg, cuda_ws.WsConfig):
         return cuda_ws.plan(x2d.device, x2d.dtype, m, n, k, g, cfg)
+    if isinstance(cfg, cuda_gemv.GemvConfig):
+        return cuda_gemv.plan(x2d.device, x2d.dtype, m, n, k, g, cfg)
     assert isinstance(cfg, TileConfig)
     make = plan_frag_gemv if name == "frag_gemv" else plan_frag_mma
     return make(m, n, k, g, x2d.dtype, has_bias, cfg)

@@ -1,0 +1,376 @@
+"""A decode kernel for up to 8 rows of x on the ``nk_frag`` layout (CUDA C++, compiled at run time with NVRTC).
+
+At M ≤ 8 the product is a stream of the packed weight, and on an H100 the staged kernels of
+:mod:`.cuda_frag` and :mod:`.triton_frag` run out of issue slots before they run out of bandwidth: Nsight
+Compute counted about 290 instructions a warp for each KiB of weight, where the memory system delivers a
+KiB per SM every ~70 cycles (280 issue slots of its 4 schedulers). Most of them were not the decode but
+the per-step work around it: copying x into shared memory, a block barrier, address arithmetic and the
+per-group scale handling of a single 16-row block. This kernel turns the loop inside out (x-stationary):
+
+- each warp owns ``KC`` chunks (64 inputs each) of K and keeps the ``mma.m16n8k16`` B fragments of x for
+  them in registers, loaded once from global memory (rows past M are zero registers, not zero bytes);
+- it then walks the CTA's ``rbc`` blocks of 16 output rows: one 16-byte ``ld.global.nc`` per chunk and
+  lane (``DEPTH`` row blocks ahead in a register ring), the one-``lop3``-one-``fma`` decode of
+  :data:`.cuda_frag.HEADER` straight into A fragments, one ``mma`` per 16 inputs, each group's product
+  scaled once in fp32; the next row block's weight is one pointer increment away;
+- each warp leaves its fp32 partial sums of a row block in shared memory (no barrier in the loop); at the
+  end the CTA adds up its ``kw`` warps per output, and K slices beyond one CTA (grid y) add up in the
+  per-stream fp32 workspace of :mod:`.triton_awq` (the last CTA of a row range writes y and re-zeroes it).
+
+Inside a CUDA graph capture (no workspace) a split config runs as the default :mod:`.cuda_frag` kernel.
+Rows of x past 8 take more programs along the grid's z axis, each reading the weight again; the tuner
+offers this kernel up to 8 rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from fastawq.kernels import cuda_frag, cuda_rt, layouts
+
+NAME = "fastawq_frag_gemv"
+
+_KERNEL = r"""
+// a warp's groups: NGW groups of CPG chunks (KC chunks in all; a group may also span several warps)
+#define CPG (KC < CH ? KC : CH)
+#define NGW (KC / CPG)
+#if BF16
+#define MAGICF 128.f
+#else
+#define MAGICF 1024.f
+#endif
+
+// a word's four A-fragment pairs as magic + code (fp16: row g + 8 as magic + 16·code, in place); the zero
+// point is taken off after the product, with the group's sum of x. magic is a run-time value so that the
+// masks are the immediates of the lop3s (with both constants, ptxas re-materializes one for every lop3)
+__device__ __forceinline__ void raw(u32 w, u32 magic, u32 (&a)[4]) {
+#if BF16
+  a[0] = (w & 0x000F000Fu) | magic;
+  a[1] = ((w >> 4) & 0x000F000Fu) | magic;
+  a[2] = ((w >> 8) & 0x000F000Fu) | magic;
+  a[3] = ((w >> 12) & 0x000F000Fu) | magic;
+#else
+  const u32 w8 = w >> 8;
+  a[0] = (w & 0x000F000Fu) | magic;
+  a[1] = (w & 0x00F000F0u) | magic;
+  a[2] = (w8 & 0x000F000Fu) | magic;
+  a[3] = (w8 & 0x00F000F0u) | magic;
+#endif
+}
+
+extern "C" __global__ void __launch_bounds__(KW * 32) fastawq_frag_gemv(
+    const u16* __restrict__ x, const u32* __restrict__ qw, const u32* __restrict__ sz,
+    const u16* __restrict__ bias, u16* __restrict__ y, float* __restrict__ ws, int* __restrict__ cnt,
+    int M, int N, int K, int ldx, int rbc, int has_bias, u32 magic) {
+  extern __shared__ __align__(16) float4 red[];  // [rbc][kw][32 lanes]: each warp's partial sums
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, kw = KW;
+  const int g = lane >> 2, t = lane & 3;
+  const int nb = N >> 4, kc = K >> 6;
+  // KFIRST: the K slices of a row range are neighbours in the grid's x (they run at the same time)
+  const int rr = KFIRST ? blockIdx.y : blockIdx.x, ks = KFIRST ? blockIdx.x : blockIdx.y;
+  const int nrr = KFIRST ? gridDim.y : gridDim.x, nks = KFIRST ? gridDim.x : gridDim.y;
+  const int rb0 = rr * rbc;
+  const int nrb = min(rbc, nb - rb0);
+  const int c0 = (ks * kw + warp) * KC;  // this warp's first chunk
+  const int m0 = blockIdx.z * 8;
+  const int mrows = min(8, M - m0);
+  const bool busy = c0 < kc;
+
+  // the weight loads go first (the x loads and their sums below wait for x). Row block rb, chunk c0 + j:
+  // words (rb·kc + c0 + j)·128 + 4·lane; the next row block is kc·128 words on
+  const u32* wp = qw + ((u64)rb0 * kc + c0) * 128 + lane * 4;
+  const u64 wstep = (u64)kc * 128;
+  const u32* sp = sz + (u64)(c0 / CH) * N + rb0 * 16 + g;  // group c0 / CH, row g of the row block
+  u32 wr[DEPTH][KC][4];
+  u32 sr[DEPTH][NGW][2];
+#pragma unroll
+  for (int d = 0; d < DEPTH; ++d) {
+    if (busy && d < nrb) {
+#pragma unroll
+      for (int j = 0; j < KC; ++j) ldw(wp + d * wstep + j * 128, wr[d][j]);
+#pragma unroll
+      for (int q = 0; q < NGW; ++q) {
+        sr[d][q][0] = __ldg(sp + (u64)q * N + d * 16);
+        sr[d][q][1] = __ldg(sp + (u64)q * N + d * 16 + 8);
+      }
+    }
+  }
+  // x: B fragment of 16-input step s is x[g][k + 2t, +1] and x[g][k + 8 + 2t, +1] (rows past M: zero)
+  u32 xf[KC * 4][2];
+  {
+    const u32* xr = reinterpret_cast<const u32*>(x + (u64)(m0 + (g < mrows ? g : 0)) * ldx + c0 * 64) + t;
+#pragma unroll
+    for (int s = 0; s < KC * 4; ++s) {
+      const bool ok = busy && g < mrows;
+      xf[s][0] = ok ? __ldg(xr + s * 8) : 0u;
+      xf[s][1] = ok ? __ldg(xr + s * 8 + 4) : 0u;
+    }
+  }
+  // each group's sum of x per x row (columns 2t, 2t + 1 of an all-ones A times x): the zero-point term
+  float xs[NGW][2];
+  {
+    const u32 one2 = ONE2;
+#pragma unroll
+    for (int q = 0; q < NGW; ++q) {
+      float c[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+      for (int s = q * CPG * 4; s < (q + 1) * CPG * 4; ++s) mma(c, one2, one2, one2, one2, xf[s][0], xf[s][1]);
+      xs[q][0] = c[0];
+      xs[q][1] = c[1];
+    }
+  }
+  for (int base = 0; base < nrb; base += DEPTH) {
+#pragma unroll
+    for (int d = 0; d < DEPTH; ++d) {
+      const int i = base + d;
+      if (i < nrb) {
+        float acc[4] = {0.f, 0.f, 0.f, 0.f};
+        if (busy) {
+#pragma unroll
+          for (int q = 0; q < NGW; ++q) {
+            // Σ (q − z)·x·s = (Σ (magic + q)·x − (magic + z)·Σ x)·s; fp16 row g + 8: 16·q and s / 16
+            const float zlo = MAGICF + (float)((sr[d][q][0] >> 16) & 0xFF);
+            const float slo = half_to_float(sr[d][q][0] & 0xFFFF);
+#if BF16
+            const float zhi = MAGICF + (float)((sr[d][q][1] >> 16) & 0xFF);
+            const float shi = half_to_float(sr[d][q][1] & 0xFFFF);
+#else
+            const float zhi = MAGICF + 16.f * (float)((sr[d][q][1] >> 16) & 0xFF);
+            const float shi = half_to_float(sr[d][q][1] & 0xFFFF) * 0.0625f;
+#endif
+            float part[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+            for (int cc = 0; cc < CPG; ++cc) {
+              const int j = q * CPG + cc;
+#pragma unroll
+              for (int v = 0; v < 4; ++v) {
+                u32 a[4];
+                raw(wr[d][j][v], magic, a);
+                mma(part, a[0], a[1], a[2], a[3], xf[j * 4 + v][0], xf[j * 4 + v][1]);
+              }
+            }
+            acc[0] += slo * (part[0] - zlo * xs[q][0]);
+            acc[1] += slo * (part[1] - zlo * xs[q][1]);
+            acc[2] += shi * (part[2] - zhi * xs[q][0]);
+            acc[3] += shi * (part[3] - zhi * xs[q][1]);
+          }
+          const int nx = i + DEPTH;
+          if (nx < nrb) {
+#pragma unroll
+            for (int j = 0; j < KC; ++j) ldw(wp + nx * wstep + j * 128, wr[d][j]);
+#pragma unroll
+            for (int q = 0; q < NGW; ++q) {
+              sr[d][q][0] = __ldg(sp + (u64)q * N + nx * 16);
+              sr[d][q][1] = __ldg(sp + (u64)q * N + nx * 16 + 8);
+            }
+          }
+        }
+        red[(i * kw + warp) * 32 + lane] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+      }
+    }
+  }
+  __syncthreads();
+
+  // item (row block i, lane l): the KW warps' partial sums of lane l added up; they are the outputs of rows
+  // l / 4 and l / 4 + 8 of the block for x rows 2·(l % 4) and 2·(l % 4) + 1
+  const bool split = nks > 1;
+  for (int it = threadIdx.x; it < nrb * 32; it += KW * 32) {
+    const int i = it >> 5, l = it & 31, m = 2 * (l & 3), row = (rb0 + i) * 16 + (l >> 2);
+    if (m >= mrows) continue;
+    float4 v = red[i * KW * 32 + l];
+    for (int w = 1; w < KW; ++w) {
+      const float4 u = red[(i * KW + w) * 32 + l];
+      v.x += u.x;
+      v.y += u.y;
+      v.z += u.z;
+      v.w += u.w;
+    }
+    const float vals[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int mm = m + (e & 1), rr = row + 8 * (e >> 1);
+      if (mm < mrows) {
+        if (split) atomicAdd(ws + (u64)(m0 + mm) * N + rr, vals[e]);
+        else y[(u64)(m0 + mm) * N + rr] = fromfloat(vals[e] + (has_bias ? tofloat(bias[rr]) : 0.f));
+      }
+    }
+  }
+  if (!split) return;
+  // K split over grid y: the last CTA of this row range writes y from the workspace and re-zeroes it
+  __threadfence();
+  __syncthreads();
+  __shared__ int last;
+  if (threadIdx.x == 0) {
+    const int tile = blockIdx.z * nrr + rr;
+    const int prev = atomicAdd(cnt + tile, 1);
+    last = prev == nks - 1;
+    if (last) cnt[tile] = 0;
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int o = threadIdx.x; o < nrb * 16 * 8; o += KW * 32) {  // o = (row of the range)·8 + x row
+    const int mm = o & 7, rr = rb0 * 16 + (o >> 3);
+    if (mm < mrows) {
+      const float v = atomicExch(ws + (u64)(m0 + mm) * N + rr, 0.f);
+      y[(u64)(m0 + mm) * N + rr] = fromfloat(v + (has_bias ? tofloat(bias[rr]) : 0.f));
+    }
+  }
+}
+"""
+
+
+@dataclass(frozen=True)
+class GemvConfig:
+    """Tiles of the decode kernel: each of a CTA's ``kw`` warps takes ``kc`` chunks of 64 inputs (so a CTA
+    covers ``64·kc·kw`` inputs; more take more CTAs along grid y, added up in the workspace) and walks
+    ``rbc`` blocks of 16 output rows, ``depth`` of them loaded ahead."""
+
+    kc: int = 4
+    kw: int = 8
+    rbc: int = 4
+    depth: int = 2
+    #: the K slices of a row range are neighbours along the grid's x (scheduled together)
+    kfirst: bool = False
+
+    def describe(self) -> str:
+        return f"gemv kc{self.kc} kw{self.kw} rbc{self.rbc} d{self.depth}" + (" kfirst" if self.kfirst else "")
+
+    def problem(self, group_size: int) -> str | None:
+        """Why this config cannot be compiled for ``group_size`` (None: it can)."""
+        if min(self.kc, self.kw, self.rbc, self.depth) < 1:
+            return f"config {self.describe()}: every tile parameter must be at least 1"
+        if self.kw > 32:
+            return f"config {self.describe()}: at most 32 warps a CTA"
+        ch = group_size // 64
+        if self.kc % ch and ch % self.kc:
+            return f"config {self.describe()}: kc must divide, or be a multiple of, the {ch} chunks of a group"
+        if self.smem_bytes() > SMEM_MAX:
+            return f"config {self.describe()} needs {self.smem_bytes()} bytes of shared memory (at most {SMEM_MAX})"
+        return None
+
+    def smem_bytes(self) -> int:
+        return self.rbc * self.kw * 32 * 16
+
+    def split(self, k: int) -> int:
+        """CTAs along K for a K-input layer."""
+        return -(-(k // 64) // (self.kc * self.kw))
+
+
+SMEM_MAX = 160 * 1024
+MAX_ROWS = 8
+
+
+def source(dtype: torch.dtype, group_size: int, cfg: GemvConfig) -> str:
+    defs = {"BF16": int(dtype == torch.bfloat16), "G": group_size, "KC": cfg.kc, "KW": cfg.kw, "DEPTH": cfg.depth,
+            "KFIRST": int(cfg.kfirst), "WG": 0}  # fmt: skip
+    body = cuda_frag.HEADER.replace("//@WGMMA@\n", "") + _KERNEL
+    return "".join(f"#define {k} {v}\n" for k, v in defs.items()) + body
+
+
+def candidates(m: int, n: int, k: int, group_size: int) -> list[GemvConfig]:
+    """What the frag tuner times up to 8 rows of x: the six configs that together came within 1 % of the best
+    of 120 on the five H100 sweep shapes at M = 1 and 8 (``benchmarks/cuda_frag.py --gemv``, BENCHMARKS.md)."""
+    if m > MAX_ROWS:
+        return []
+    out = [GemvConfig(2, 8, 4, 1, True), GemvConfig(4, 16, 8, 2, True), GemvConfig(4, 16, 2, 2, True),
+           GemvConfig(4, 16, 16, 2, True), GemvConfig(4, 16, 4, 2), GemvConfig(2, 16, 8, 2, True)]  # fmt: skip
+    fits = [c for c in out if c.problem(group_size) is None and (k // 64) % c.kc == 0]
+    return fits or [default_config(m, n, k, group_size)]  # K / 64 odd, say: one chunk a warp
+
+
+def default_config(m: int, n: int, k: int, group_size: int) -> GemvConfig:
+    """The untuned config: the sweep's best single one (within 10 % of the best on every shape)."""
+    return GemvConfig(2 if (k // 64) % 2 == 0 else 1, 8, 4, 1, True)
+
+
+@dataclass(frozen=True, eq=False)
+class GemvPlan:
+    """A compiled launch of the decode kernel for one shape: call it like a kernel entry point."""
+
+    fn: cuda_rt.Function
+    cfg: GemvConfig
+    m: int
+    n: int
+    k: int
+    group_size: int
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        rows, split = -(-(self.n // 16) // self.cfg.rbc), self.cfg.split(self.k)
+        return (split, rows, -(-self.m // 8)) if self.cfg.kfirst else (rows, split, -(-self.m // 8))
+
+    def __call__(self, x2d: torch.Tensor, w: dict[str, torch.Tensor], bias: torch.Tensor | None) -> torch.Tensor:
+        from fastawq.kernels.triton_awq import _workspace  # the shared per-stream split-K workspace
+
+        x2d = cuda_rt.rows_16b(x2d)  # 4-byte loads of x pairs
+        m, n = self.m, self.n
+        grid = self.grid
+        ws: torch.Tensor | None = None
+        cnt: torch.Tensor | None = None
+        if self.cfg.split(self.k) > 1:
+            buf = _workspace(x2d.device, m * n, grid[0] * grid[1] * grid[2] // self.cfg.split(self.k))
+            if buf is None:  # too large, or inside a CUDA graph capture: the staged kernel, unsplit
+                cfg = cuda_frag.default_config(m, n, self.k, self.group_size)
+                return cuda_frag.plan(x2d.device, x2d.dtype, m, n, self.k, self.group_size, cfg)(x2d, w, bias)
+            ws, cnt = buf
+        y = torch.empty(m, n, device=x2d.device, dtype=x2d.dtype)
+        b = bias.to(x2d.dtype) if bias is not None else y
+        args = self.fn.args(_SIGNATURE)
+        args.set(x2d.data_ptr(), w["qweight_frag"].data_ptr(), w["sz_gn"].data_ptr(), b.data_ptr(), y.data_ptr(),
+                 (ws if ws is not None else y).data_ptr(), (cnt if cnt is not None else y).data_ptr(), m, n, self.k,
+                 x2d.stride(0), self.cfg.rbc, int(bias is not None), _MAGIC[x2d.dtype])  # fmt: skip
+        self.fn.launch_on(x2d.device, grid, self.cfg.kw * 32, args, self.cfg.smem_bytes())
+        return y
+
+
+#: x, qweight, scales/zeros, bias, y, workspace, counters; M, N, K, ldx, row blocks a CTA, has_bias, magic
+_SIGNATURE = "pppppppiiiiiii"
+
+#: the decode's magic pair (1024.0 in fp16, 128.0 in bf16: code q in its low mantissa bits is magic + q)
+_MAGIC = {torch.float16: 0x64006400, torch.bfloat16: 0x43004300}
+
+_PLANS: dict[tuple[object, ...], GemvPlan] = {}
+
+
+def why_not(device: torch.device, dtype: torch.dtype, k: int, n: int, group_size: int) -> str | None:
+    """Why the decode kernel cannot run this call (None: it can)."""
+    return cuda_frag.why_not(device, dtype, k, n, group_size)
+
+
+def plan(
+    device: torch.device, dtype: torch.dtype, m: int, n: int, k: int, group_size: int, cfg: GemvConfig
+) -> GemvPlan:
+    """The compiled launch of ``cfg`` for an [M, K] × [K, N] call (compiled with NVRTC on first use)."""
+    index = cuda_rt.device_index(device)
+    key = (index, dtype, m, n, k, group_size, cfg)
+    p = _PLANS.get(key)
+    if p is not None:
+        return p
+    reason = layouts.frag_supported(k, n, group_size)
+    if reason is None and k % group_size:
+        reason = f"K={k} is not a multiple of the group size {group_size}"
+    if reason is None and (k // 64) % cfg.kc:
+        reason = f"K={k} is not a multiple of the config's {64 * cfg.kc} inputs a warp"
+    if reason is not None:
+        raise ValueError(f"the CUDA decode kernel cannot take this layer: {reason}")
+    problem = cfg.problem(group_size)
+    if problem is not None:
+        raise ValueError(problem)
+    fn = cuda_rt.load(source(dtype, group_size, cfg), NAME, torch.device("cuda", index), cfg.smem_bytes())
+    p = _PLANS[key] = GemvPlan(fn, cfg, m, n, k, group_size)
+    return p
+
+
+def frag_gemv_cuda(
+    x2d: torch.Tensor, w: dict[str, torch.Tensor], group_size: int, bias: torch.Tensor | None,
+    config: GemvConfig | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """``x2d @ dequant(W).T (+ bias)`` on the ``nk_frag`` tensors ``w`` (``qweight_frag``, ``sz_gn``)."""
+    m, n, k = cuda_frag.frag_dims(x2d, w)
+    if x2d.dtype not in (torch.float16, torch.bfloat16):
+        raise ValueError(f"the CUDA decode kernel takes fp16 or bf16 activations, got {x2d.dtype}")
+    cfg = config or default_config(m, n, k, group_size)
+    return plan(x2d.device, x2d.dtype, m, n, k, group_size, cfg)(x2d, w, bias)

@@ -1,0 +1,147 @@
+"""The x-stationary CUDA decode kernel on ``nk_frag`` against float64 (GPU only: NVRTC needs a CUDA device).
+
+Without a GPU only the parts that need none run: the source and config logic, and the kernel saying why
+it cannot run on a CPU tensor.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fastawq.kernels import cuda_frag, cuda_gemv, dispatch, layouts, triton_awq, triton_frag
+from test_cuda_frag import check_forced_module, check_graph_replay, check_matches_float64
+
+from test_kernels import DEV, HAS_CUDA, SQNR_FLOOR, random_gemm, sqnr_db
+
+gpu = pytest.mark.gpu
+needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+
+GemvConfig = cuda_gemv.GemvConfig
+
+CONFIGS = [
+    GemvConfig(kc=2, kw=8, rbc=4, depth=1, kfirst=True),  # the default
+    GemvConfig(kc=4, kw=8, rbc=4, depth=2),
+    GemvConfig(kc=2, kw=2, rbc=3, depth=2),  # K split over CTAs, row blocks left over
+    GemvConfig(kc=1, kw=3, rbc=1, depth=3),  # a group spread over several warps, odd warp count
+    GemvConfig(kc=8, kw=2, rbc=5, depth=1),  # several groups a warp
+    GemvConfig(kc=4, kw=16, rbc=2, depth=2),  # idle warps past K
+    GemvConfig(kc=2, kw=2, rbc=3, depth=1, kfirst=True),  # K slices along the grid's x
+]
+
+
+def test_source_names_every_parameter() -> None:
+    src = cuda_gemv.source(torch.bfloat16, 256, GemvConfig(kc=2, kw=4, rbc=3, depth=1))
+    for name, value in (("BF16", 1), ("G", 256), ("KC", 2), ("KW", 4), ("DEPTH", 1), ("KFIRST", 0), ("WG", 0)):
+        assert f"#define {name} {value}\n" in src
+    assert f"void __launch_bounds__(KW * 32) {cuda_gemv.NAME}(" in src
+    assert "//@WGMMA@" not in src and "wgmma.mma_async" not in src
+
+
+def test_config_problems_are_named() -> None:
+    cases = [
+        (GemvConfig(kc=0), "at least 1"),
+        (GemvConfig(kw=33), "32 warps"),
+        (GemvConfig(kc=3), "chunks of a group"),
+        (GemvConfig(kw=32, rbc=32), "shared memory"),
+    ]
+    for cfg, words in cases:
+        assert words in str(cfg.problem(128)), cfg
+    assert GemvConfig(kc=3).problem(64) is None  # one chunk a group: any kc
+    assert GemvConfig(kc=2, kw=4).split(4096) == 8 and GemvConfig(kc=4, kw=16).split(4096) == 1
+    assert GemvConfig(kc=4, kw=16).split(4160) == 2  # 65 chunks: a second CTA for the last one
+
+
+def test_candidates_fit_and_stop_at_eight_rows() -> None:
+    for m in (1, 5, 8):
+        for g in cuda_frag.GROUP_SIZES:
+            for k in (4096, 14336, 4160):
+                cands = cuda_gemv.candidates(m, 4096, k, g)
+                assert cands, (m, g, k)
+                for cfg in cands + [cuda_gemv.default_config(m, 4096, k, g)]:
+                    assert cfg.problem(g) is None and (k // 64) % cfg.kc == 0, (m, g, k, cfg)
+    assert cuda_gemv.candidates(9, 4096, 4096, 128) == []
+
+
+def test_says_why_not_on_a_cpu() -> None:
+    reason = cuda_gemv.why_not(torch.device("cpu"), torch.float16, 4096, 4096, 128)
+    assert reason is not None and "CUDA device" in reason
+    assert "cuda_gemv" in dispatch.available_kernels()
+
+
+def test_zero_point_comes_off_after_the_product() -> None:
+    """The kernel's algebra, in float64: with codes read as magic + q (fp16: row g + 8 as magic + 16·q),
+    Σ (q − z)·x·s = (Σ (magic + q)·x − (magic + z)·Σ x)·s, and the 16× rows with s / 16."""
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randint(0, 16, (64,), generator=gen).double()
+    x = torch.randn(64, generator=gen).double()
+    z, s = 9.0, 0.037
+    want = ((q - z) * x).sum() * s
+    for magic, times in ((1024.0, 1.0), (1024.0, 16.0), (128.0, 1.0)):
+        raw = ((magic + times * q) * x).sum()
+        got = (raw - (magic + times * z) * x.sum()) * (s / times)
+        assert torch.isclose(got, want, rtol=1e-12, atol=1e-12), (magic, times)
+
+
+@gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=[c.describe() for c in CONFIGS])
+@pytest.mark.parametrize(("m", "k", "n", "g"), [(1, 512, 96, 64), (3, 1024, 160, 128), (8, 1536, 48, 256),
+                                                (13, 768, 64, 128), (1, 4096, 256, 128)])  # fmt: skip
+def test_cuda_gemv_matches_float64(cfg: GemvConfig, m: int, k: int, n: int, g: int, dtype: torch.dtype) -> None:
+    if cfg.problem(g) is not None:
+        pytest.skip(str(cfg.problem(g)))
+    if (k // 64) % cfg.kc:
+        pytest.skip("the config's chunks a warp must divide K / 64")
+    check_matches_float64(cuda_gemv.frag_gemv_cuda, cfg, m, k, n, g, dtype)
+
+
+@gpu
+@needs_cuda
+def test_cuda_gemv_reads_a_strided_input() -> None:
+    k, n, g = 512, 64, 128
+    t, w = random_gemm(k, n, g, seed=3, device=DEV)
+    wf = layouts.gemm_to_frag(t)
+    big = torch.randn(5, 2 * k, generator=torch.Generator().manual_seed(2)).half().to(DEV)
+    x = big[:, 1 : 1 + k]  # row stride 2K, 2-byte aligned start: copied before the 4-byte loads
+    got = cuda_gemv.frag_gemv_cuda(x, wf, g, None)
+    assert sqnr_db(got, x.double().cpu() @ w) > SQNR_FLOOR[torch.float16]
+
+
+@gpu
+@needs_cuda
+def test_cuda_gemv_replays_in_a_cuda_graph() -> None:
+    """Inside a capture there is no workspace: a split config runs as the staged kernel, unsplit."""
+    k, n, g, m = 1024, 256, 128, 4
+    t, w = random_gemm(k, n, g, seed=5, device=DEV)
+    wf = layouts.gemm_to_frag(t)
+    cfg = GemvConfig(kc=2, kw=2, rbc=3, depth=2)
+    assert cfg.split(k) == 4
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(m, k, generator=gen).half().cuda()
+    cuda_gemv.frag_gemv_cuda(x, wf, g, None, cfg)  # compiles outside the capture
+    cuda_frag.frag_mma_cuda(x, wf, g, None, cuda_frag.default_config(m, n, k, g))  # the capture's kernel too
+    check_graph_replay(lambda: cuda_gemv.frag_gemv_cuda(x, wf, g, None, cfg), x, w, gen)
+
+
+@gpu
+@needs_cuda
+@pytest.mark.parametrize("m", [1, 8])
+def test_frag_tuner_times_the_decode_kernel(m: int) -> None:
+    triton_frag.FRAG_TUNER.tuned.clear()
+    triton_frag.FRAG_TUNER.plans.clear()
+    k, n, g = 2048, 768, 128
+    t, w = random_gemm(k, n, g, seed=m, device=DEV)
+    wf = layouts.gemm_to_frag(t)
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(m)).half().to(DEV)
+    got = triton_frag.frag_auto(x, wf, g, None)
+    timed = triton_awq.TUNE_LOG[triton_frag.FRAG_TUNER.key(x, n, k, g, None)]
+    assert sum(name == "cuda_gemv" for name, _, _ in timed) == len(cuda_gemv.candidates(m, n, k, g))
+    assert sqnr_db(got, x.double().cpu() @ w) > SQNR_FLOOR[torch.float16]
+
+
+@gpu
+@needs_cuda
+def test_forced_decode_kernel_runs_the_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    check_forced_module(monkeypatch, "cuda_gemv", 3)
