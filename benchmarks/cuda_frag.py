@@ -20,8 +20,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from fastawq.kernels import cuda_frag
+from fastawq.kernels import cuda_frag, cuda_gemv
 from fastawq.kernels.cuda_frag import CudaConfig
+from fastawq.kernels.cuda_gemv import GemvConfig
 from kernels import (
     SHAPES,
     add_config_sweep_args,
@@ -80,6 +81,42 @@ extern "C" __global__ void probe(const u32* __restrict__ p, long long n16, u32* 
 """
 
 
+def gemv_configs(m: int, quick: bool) -> list[GemvConfig]:
+    """The x-stationary decode kernel (up to 8 rows): chunks a warp × warps a CTA × row blocks a CTA × depth."""
+    if m > cuda_gemv.MAX_ROWS:
+        return []
+    kcs, kws, rbcs = ((4,), (8, 16), (2, 4)) if quick else ((2, 4), (4, 8, 16), (2, 4, 8, 16, 32))
+    return [GemvConfig(kc, kw, rbc, depth, kf) for kc in kcs for kw in kws for rbc in rbcs for depth in (1, 2)
+            for kf in (False, True)]  # fmt: skip
+
+
+def _source(cfg: CudaConfig | GemvConfig, dtype: torch.dtype, g: int) -> tuple[str, str]:
+    if isinstance(cfg, GemvConfig):
+        return cuda_gemv.source(dtype, g, cfg), cuda_gemv.NAME
+    return cuda_frag.source(dtype, g, cfg), cuda_frag.NAME
+
+
+def _compile(source: str, name: str, arch: str) -> None:
+    from fastawq.kernels import cuda_rt
+
+    cuda_rt.cached_cubin(source, name, arch)
+
+
+def precompile(cfgs: list[Any], dtype: torch.dtype, g: int, jobs: int) -> None:
+    """Fill the cubin disk cache for every config in ``jobs`` processes (the timing then only loads)."""
+    import concurrent.futures
+    import multiprocessing
+    import time
+
+    major, minor = torch.cuda.get_device_capability()
+    arch = f"{major}{minor}" + ("a" if (major, minor) == (9, 0) else "")
+    sources = sorted({_source(c, dtype, g) for c in cfgs})
+    t0 = time.perf_counter()
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
+        list(ex.map(_compile, [s for s, _ in sources], [n for _, n in sources], [arch] * len(sources)))
+    print(f"compiled {len(sources)} sources in {time.perf_counter() - t0:.0f}s by {jobs} processes", flush=True)
+
+
 def stream_probe(bw: float) -> list[dict[str, Any]]:
     """How fast a CUDA kernel streams the packed weight alone (no decode): the ceiling at M = 1."""
     from fastawq.kernels import cuda_rt
@@ -119,6 +156,9 @@ def main() -> None:
     ap.add_argument("--wgmma", action="store_true", help="also the warp-group (wgmma) variant, up to 128 rows")
     ap.add_argument("--no-mma", action="store_true", help="leave the mma.sync configs out (with --wgmma)")
     ap.add_argument("--probe", action="store_true", help="only the CUDA streaming probe (the M = 1 ceiling)")
+    ap.add_argument("--tuner", action="store_true", help="also the tuner's staged-x mma.sync candidates")
+    ap.add_argument("--gemv", action="store_true", help="also the x-stationary decode kernel (up to 8 rows)")
+    ap.add_argument("--jobs", type=int, default=1, help="compile the configs in this many processes first")
     args = ap.parse_args()
     dtype, g, ms, shapes, bw, info = sweep_setup(args)
     if args.probe:
@@ -126,10 +166,24 @@ def main() -> None:
             json.dump({"info": info, "probe": stream_probe(bw)}, f, indent=1)
         return
     rows: list[dict[str, Any]] = []
+
+    def cfgs_of(m: int) -> list[CudaConfig]:
+        out = configs(m, args.quick, args.wgmma, not args.no_mma)
+        return out + [c for c in cuda_frag.candidates(m, g) if c not in out] if args.tuner else out
+
+    def gemv_of(m: int, k: int) -> list[GemvConfig]:
+        cfgs = gemv_configs(m, args.quick) if args.gemv else []
+        return [c for c in cfgs if c.problem(g) is None and (k // 64) % c.kc == 0]
+
+    if args.jobs > 1:
+        precompile([c for m in ms for c in cfgs_of(m) + gemv_of(m, 4096)], dtype, g, args.jobs)
     for case in sweep_cases(shapes, ms, g, dtype, bw):
         k, n, m, x, wf, row = case.k, case.n, case.m, case.x, case.wf, case.row
-        cfgs = configs(m, args.quick, args.wgmma, not args.no_mma)
+        cfgs = cfgs_of(m)
         time_best(case, cfgs, lambda cfg, x=x, wf=wf: cuda_frag.frag_mma_cuda(x, wf, g, None, cfg), "cuda", True)  # type: ignore[misc]
+        if gemv_of(m, k):
+            time_best(case, gemv_of(m, k), lambda cfg, x=x, wf=wf: cuda_gemv.frag_gemv_cuda(x, wf, g, None, cfg),  # type: ignore[misc]
+                      "gemv", True)  # fmt: skip
         if args.triton:
             time_tuned(case, g)
         rows.append(row)
@@ -139,6 +193,10 @@ def main() -> None:
                f"{100 * row['bound_us'] / row.get('cuda_us', float('nan')):.0f}% of bound; "
                f"gpu {row.get('gpu_cuda_us', float('nan')):6.1f} "
                f"vs {row.get('gpu_cublas_us', float('nan')):6.1f}")  # fmt: skip
+        if "gemv_us" in row:
+            gv = row["gemv_us"]
+            msg += (f" | gemv {gv:6.1f} ({row['gemv_cfg']}) x{row['cublas_us'] / gv:.2f} "
+                    f"{100 * row['bound_us'] / gv:.0f}% gpu {row.get('gpu_gemv_us', float('nan')):6.1f}")  # fmt: skip
         if args.triton:
             msg += f" | triton_frag {row['triton_frag_us']:6.1f} nk {row['triton_nk_us']:6.1f}"
         print(msg, flush=True)

@@ -437,8 +437,9 @@ def table_cases(
     """The table's rows, (M, K, N, group size, dtype), in the order they are measured."""
     plan = [(torch.float16, 128, m) for m in ms] if args.part in ("all", "main") else []
     if not args.quick and args.part in ("all", "extra"):
-        plan += [(torch.bfloat16, 128, m) for m in EXTRA_MS]
-        plan += [(torch.float16, g, m) for g in (64, 32) for m in EXTRA_MS]
+        extra_ms = [int(v) for v in args.extra_ms.split(",")]
+        plan += [(torch.bfloat16, 128, m) for m in extra_ms]
+        plan += [(torch.float16, g, m) for g in (64, 32) for m in extra_ms]
     return [(m, k, n, g, dtype) for (dtype, g, m), (k, n) in itertools.product(plan, shapes)]
 
 
@@ -672,6 +673,9 @@ def main() -> None:
         default="all",
         choices=["all", "main", "extra"],
         help="main: fp16 g128 at every M; extra: bf16 and group sizes 64/32 at a few M",
+    )
+    ap.add_argument(
+        "--extra-ms", default=",".join(map(str, EXTRA_MS)), help="the row counts of --part extra (comma-separated)"
     )
     ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"], help="for --sweep")
     ap.add_argument("--flush", default="read", choices=["read", "write"], help="how the L2 is flushed")
