@@ -1,21 +1,26 @@
 """A decode kernel for up to 8 rows of x on the ``nk_frag`` layout (CUDA C++, compiled at run time with NVRTC).
 
-At M ≤ 8 the product is a stream of the packed weight, and on an H100 the staged kernels of
-:mod:`.cuda_frag` and :mod:`.triton_frag` run out of issue slots before they run out of bandwidth: Nsight
-Compute counted about 290 instructions a warp for each KiB of weight, where the memory system delivers a
-KiB per SM every ~70 cycles (280 issue slots of its 4 schedulers). Most of them were not the decode but
-the per-step work around it: copying x into shared memory, a block barrier, address arithmetic and the
-per-group scale handling of a single 16-row block. This kernel turns the loop inside out (x-stationary):
+At M ≤ 8 the product is a stream of the packed weight. Nsight Compute on the staged ``mma.sync`` kernel of
+:mod:`.cuda_frag` (14336×4096, one row) counted about 290 warp instructions for each KiB of weight, with the
+issue slots 58 % busy at 37 % of DRAM bandwidth (on an H200); an SM of an H100 receives a KiB every ~70
+cycles at full bandwidth, 280 issue slots of its 4 schedulers. Most of those instructions were not the
+decode but the work around it: copying x into shared memory, a block barrier a step, address arithmetic.
+This kernel turns the loop inside out (x-stationary), about 95 instructions a KiB in its loop (SASS):
 
 - each warp owns ``KC`` chunks (64 inputs each) of K and keeps the ``mma.m16n8k16`` B fragments of x for
   them in registers, loaded once from global memory (rows past M are zero registers, not zero bytes);
 - it then walks the CTA's ``rbc`` blocks of 16 output rows: one 16-byte ``ld.global.nc`` per chunk and
-  lane (``DEPTH`` row blocks ahead in a register ring), the one-``lop3``-one-``fma`` decode of
-  :data:`.cuda_frag.HEADER` straight into A fragments, one ``mma`` per 16 inputs, each group's product
-  scaled once in fp32; the next row block's weight is one pointer increment away;
-- each warp leaves its fp32 partial sums of a row block in shared memory (no barrier in the loop); at the
-  end the CTA adds up its ``kw`` warps per output, and K slices beyond one CTA (grid y) add up in the
-  per-stream fp32 workspace of :mod:`.triton_awq` (the last CTA of a row range writes y and re-zeroes it).
+  lane (``DEPTH`` row blocks ahead in a register ring); a word becomes its A fragments with one ``lop3``
+  per pair as magic + code (fp16: the high row's nibbles in place, 16× the code), the zero point is taken
+  off after the ``mma`` through the group's sum of x (computed once, by an ``mma`` of all-ones), and each
+  group's result is scaled once in fp32; the next row block is one pointer increment away;
+- each warp leaves its fp32 partial sums of a row block in its own shared-memory slot (no barrier in the
+  loop); at the end the CTA adds up its ``kw`` warps per output, and K slices beyond one CTA add up in
+  the per-stream fp32 workspace of :mod:`.triton_awq` (the last CTA of a row range writes y, re-zeroes it).
+
+With the instructions gone the kernel is bound by memory latency (H100, Nsight Compute: issue slots
+27 – 29 % busy, DRAM 50 – 53 %, long-scoreboard stalls first), and it is 2 – 16 % faster than the staged
+CUDA kernel at M = 1 and 8 on the five benchmark shapes (BENCHMARKS.md, tenth version).
 
 Inside a CUDA graph capture (no workspace) a split config runs as the default :mod:`.cuda_frag` kernel.
 Rows of x past 8 take more programs along the grid's z axis, each reading the weight again; the tuner
