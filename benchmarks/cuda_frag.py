@@ -108,8 +108,9 @@ def precompile(cfgs: list[Any], dtype: torch.dtype, g: int, jobs: int) -> None:
     import multiprocessing
     import time
 
-    major, minor = torch.cuda.get_device_capability()
-    arch = f"{major}{minor}" + ("a" if (major, minor) == (9, 0) else "")
+    from fastawq.kernels import cuda_rt
+
+    arch = cuda_rt.arch(torch.cuda.current_device())
     sources = sorted({_source(c, dtype, g) for c in cfgs})
     t0 = time.perf_counter()
     with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as ex:

@@ -554,6 +554,14 @@ def why_not(device: torch.device, dtype: torch.dtype, k: int, n: int, group_size
     return layouts.frag_supported(k, n, group_size)
 
 
+def layer_problem(k: int, n: int, group_size: int) -> str | None:
+    """Why a CUDA kernel on ``nk_frag`` cannot take a [K, N] layer of this group size (None: it can)."""
+    reason = layouts.frag_supported(k, n, group_size)
+    if reason is None and k % group_size:
+        reason = f"K={k} is not a multiple of the group size {group_size}"
+    return reason
+
+
 #: the largest dynamic shared memory a config may ask for (an H100 allows 227 KiB a block)
 SMEM_MAX = 160 * 1024
 
@@ -662,9 +670,7 @@ def plan(
     p = _PLANS.get(key)
     if p is not None:
         return p
-    reason = layouts.frag_supported(k, n, group_size)
-    if reason is None and k % group_size:
-        reason = f"K={k} is not a multiple of the group size {group_size}"
+    reason = layer_problem(k, n, group_size)
     if reason is not None:
         raise ValueError(f"the CUDA fragment kernel cannot take this layer: {reason}")
     problem = cfg.problem(group_size)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fastawq.kernels import cuda_frag, cuda_rt, layouts
+from fastawq.kernels import cuda_frag, cuda_rt
 
 NAME = "fastawq_frag_gemv"
 
@@ -352,9 +352,7 @@ def plan(
     p = _PLANS.get(key)
     if p is not None:
         return p
-    reason = layouts.frag_supported(k, n, group_size)
-    if reason is None and k % group_size:
-        reason = f"K={k} is not a multiple of the group size {group_size}"
+    reason = cuda_frag.layer_problem(k, n, group_size)
     if reason is None and (k // 64) % cfg.kc:
         reason = f"K={k} is not a multiple of the config's {64 * cfg.kc} inputs a warp"
     if reason is not None:

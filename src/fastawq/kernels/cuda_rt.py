@@ -330,11 +330,16 @@ def load(source: str, name: str, device: torch.device, smem: int = 0) -> Functio
     return fn
 
 
+def arch(index: int) -> str:
+    """The NVRTC target of CUDA device ``index``: ``90a`` on sm_90 (Hopper's architecture-specific
+    instructions, wgmma; the cubin is for that device only), else major and minor (``80``, ``89``…)."""
+    major, minor = torch.cuda.get_device_capability(index)
+    return f"{major}{minor}" + ("a" if (major, minor) == (9, 0) else "")
+
+
 def _load(source: str, name: str, index: int) -> Function:
     """Compile (through the disk cache) and load ``name`` of ``source`` on device ``index``."""
-    major, minor = torch.cuda.get_device_capability(index)
-    # sm_90a: Hopper's architecture-specific instructions (wgmma); the cubin is for this device only
-    cubin = cached_cubin(source, name, f"{major}{minor}" + ("a" if (major, minor) == (9, 0) else ""))
+    cubin = cached_cubin(source, name, arch(index))
     drv = _driver()
     assert drv is not None
     with torch.cuda.device(index):
