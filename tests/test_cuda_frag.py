@@ -84,12 +84,18 @@ def check_matches_float64(run: Callable[..., torch.Tensor], cfg: object, m: int,
 @gpu
 @needs_cuda
 def test_cuda_frag_reads_a_strided_input() -> None:
+    check_strided_input(cuda_frag.frag_mma_cuda)
+
+
+def check_strided_input(run: Callable[..., torch.Tensor]) -> None:
+    """``run(x, nk_frag tensors, g, bias)`` on rows with a 2K stride and a 2-byte aligned start (copied before
+    the 4-byte loads) against float64."""
     k, n, g = 512, 64, 128
     t, w = random_gemm(k, n, g, seed=3, device=DEV)
     wf = layouts.gemm_to_frag(t)
     big = torch.randn(5, 2 * k, generator=torch.Generator().manual_seed(2)).half().to(DEV)
-    x = big[:, 1 : 1 + k]  # row stride 2K, 2-byte aligned start: copied before the 4-byte loads
-    got = cuda_frag.frag_mma_cuda(x, wf, g, None)
+    x = big[:, 1 : 1 + k]
+    got = run(x, wf, g, None)
     assert sqnr_db(got, x.double().cpu() @ w) > SQNR_FLOOR[torch.float16]
 
 
@@ -156,21 +162,27 @@ def test_frag_tuner_times_the_cuda_kernel_and_its_pick_is_right(
     m: int, wgmma: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FASTAWQ_CUDA_WGMMA", "1" if wgmma else "0")
-    triton_frag.FRAG_TUNER.tuned.clear()  # the same shape is tuned again with and without the wgmma configs
+    timed = check_frag_tuner(m)  # the same shape is tuned again with and without the wgmma configs
+    wgmma = wgmma and torch.cuda.get_device_capability() == (9, 0)
+    assert sum(name == "cuda_mma" for name, _, _ in timed) == len(cuda_frag.candidates(m, 128, wgmma=wgmma))
+
+
+def check_frag_tuner(m: int) -> list[tuple[str, str, float]]:
+    """The ``nk_frag`` tuner, its memory cleared, on a 2048 → 768 layer (group size 128) at ``m`` rows: its
+    first result and its cached launch against float64; returns what it timed."""
+    triton_frag.FRAG_TUNER.tuned.clear()
     triton_frag.FRAG_TUNER.plans.clear()
     k, n, g = 2048, 768, 128
     t, w = random_gemm(k, n, g, seed=m, device=DEV)
     wf = layouts.gemm_to_frag(t)
     x = torch.randn(m, k, generator=torch.Generator().manual_seed(m)).half()
     got = triton_frag.frag_auto(x.to(DEV), wf, g, None)
-    timed = triton_awq.TUNE_LOG[triton_frag.FRAG_TUNER.key(x.to(DEV), n, k, g, None)]
-    wgmma = wgmma and torch.cuda.get_device_capability() == (9, 0)
-    assert sum(name == "cuda_mma" for name, _, _ in timed) == len(cuda_frag.candidates(m, g, wgmma=wgmma))
     assert sqnr_db(got, x.double() @ w) > SQNR_FLOOR[torch.float16]
     # the tuned launch, cached; not bit-equal to the first result in general (a split-K pick adds its fp32
     # partial sums with atomics in any order, and the fp16 rounding of y can flip by an ulp), so checked alone
     again = triton_frag.frag_auto(x.to(DEV), wf, g, None)
     assert sqnr_db(again, x.double() @ w) > SQNR_FLOOR[torch.float16]
+    return triton_awq.TUNE_LOG[triton_frag.FRAG_TUNER.key(x.to(DEV), n, k, g, None)]
 
 
 @gpu

@@ -9,10 +9,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastawq.kernels import cuda_frag, cuda_gemv, dispatch, layouts, triton_awq, triton_frag
-from test_cuda_frag import check_forced_module, check_graph_replay, check_matches_float64
+from fastawq.kernels import cuda_frag, cuda_gemv, dispatch, layouts
+from test_cuda_frag import (
+    check_forced_module,
+    check_frag_tuner,
+    check_graph_replay,
+    check_matches_float64,
+    check_strided_input,
+)
 
-from test_kernels import DEV, HAS_CUDA, SQNR_FLOOR, random_gemm, sqnr_db
+from test_kernels import DEV, HAS_CUDA, random_gemm
 
 gpu = pytest.mark.gpu
 needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
@@ -100,13 +106,7 @@ def test_cuda_gemv_matches_float64(cfg: GemvConfig, m: int, k: int, n: int, g: i
 @gpu
 @needs_cuda
 def test_cuda_gemv_reads_a_strided_input() -> None:
-    k, n, g = 512, 64, 128
-    t, w = random_gemm(k, n, g, seed=3, device=DEV)
-    wf = layouts.gemm_to_frag(t)
-    big = torch.randn(5, 2 * k, generator=torch.Generator().manual_seed(2)).half().to(DEV)
-    x = big[:, 1 : 1 + k]  # row stride 2K, 2-byte aligned start: copied before the 4-byte loads
-    got = cuda_gemv.frag_gemv_cuda(x, wf, g, None)
-    assert sqnr_db(got, x.double().cpu() @ w) > SQNR_FLOOR[torch.float16]
+    check_strided_input(cuda_gemv.frag_gemv_cuda)
 
 
 @gpu
@@ -129,16 +129,8 @@ def test_cuda_gemv_replays_in_a_cuda_graph() -> None:
 @needs_cuda
 @pytest.mark.parametrize("m", [1, 8])
 def test_frag_tuner_times_the_decode_kernel(m: int) -> None:
-    triton_frag.FRAG_TUNER.tuned.clear()
-    triton_frag.FRAG_TUNER.plans.clear()
-    k, n, g = 2048, 768, 128
-    t, w = random_gemm(k, n, g, seed=m, device=DEV)
-    wf = layouts.gemm_to_frag(t)
-    x = torch.randn(m, k, generator=torch.Generator().manual_seed(m)).half().to(DEV)
-    got = triton_frag.frag_auto(x, wf, g, None)
-    timed = triton_awq.TUNE_LOG[triton_frag.FRAG_TUNER.key(x, n, k, g, None)]
-    assert sum(name == "cuda_gemv" for name, _, _ in timed) == len(cuda_gemv.candidates(m, n, k, g))
-    assert sqnr_db(got, x.double().cpu() @ w) > SQNR_FLOOR[torch.float16]
+    timed = check_frag_tuner(m)
+    assert sum(name == "cuda_gemv" for name, _, _ in timed) == len(cuda_gemv.candidates(m, 768, 2048, 128))
 
 
 @gpu
