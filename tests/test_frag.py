@@ -54,7 +54,13 @@ def test_frag_layout_says_what_it_cannot_hold() -> None:
     assert layouts.frag_supported(4096, 4096, 128) is None
     assert "% 16" in str(layouts.frag_supported(4096, 40, 128))
     assert "% 64" in str(layouts.frag_supported(96, 64, 32))
-    assert "group sizes" in str(layouts.frag_supported(4096, 4096, 32))
+    assert layouts.frag_supported(4096, 4096, 32) is None
+    assert "group sizes" in str(layouts.frag_supported(4096, 4096, 16))
+    # group size 32 is for the Triton kernels on the layout only; the CUDA ones say so
+    from fastawq.kernels import cuda_frag
+
+    assert "CUDA kernels take group sizes (64, 128, 256), not 32" in str(cuda_frag.layer_problem(4096, 4096, 32))
+    assert cuda_frag.layer_problem(4096, 4096, 64) is None
 
 
 # ------------------------------------------------------------------------------------------ kernels
@@ -76,10 +82,16 @@ FRAG_CASES = [
     ("frag_gemv", TileConfig(1, 16, 64, 4, 3, split=2), 3, 1024, 48, 128),  # half a group a warp
     ("frag_gemv", TileConfig(1, 16, 256, 2, 1, split=1, prefetch=1), 1, 1024, 32, 64),  # 4 groups a warp
     ("frag_gemv", TileConfig(1, 16, 512, 4, 1, split=1, prefetch=0), 1, 768, 16, 128),  # fewer steps than asked
+    ("frag_mma", TileConfig(16, 64, 32, 4, 2, split=2), 5, 256, 48, 32),  # group size 32: two groups a step
+    ("frag_mma", TileConfig(32, 32, 32, 2, 2, split=1), 19, 384, 80, 32),  # 2 warps, 32 rows of x
+    ("frag_gemv", TileConfig(1, 16, 128, 2, 1, split=2, prefetch=1), 1, 512, 48, 32),  # 4 groups a warp
+    ("frag_gemv", TileConfig(1, 16, 64, 4, 1, split=1, prefetch=0), 3, 256, 32, 32),  # 2 groups a warp
     ("frag_dequant_matmul", None, 7, 256, 80, 64),
+    ("frag_dequant_matmul", None, 6, 384, 48, 32),
     ("frag_auto", None, 1, 256, 32, 128),
     ("frag_auto", None, 40, 256, 48, 64),
     ("frag_auto", None, 300, 128, 16, 64),
+    ("frag_auto", None, 1, 256, 32, 32),
 ]
 
 
@@ -91,9 +103,10 @@ def test_frag_kernels_match_float64(
     assert_kernel_matches_float64(getattr(triton_frag, kernel), layouts.gemm_to_frag, config, m, k, n, g, dtype)
 
 
-def test_frag_dequantize_is_the_reference_weight() -> None:
-    t, w = random_gemm(256, 48, 64, seed=8, device=DEV)
-    got = triton_frag.frag_dequantize(layouts.gemm_to_frag(t), 64, torch.float32)
+@pytest.mark.parametrize("g", [32, 64])
+def test_frag_dequantize_is_the_reference_weight(g: int) -> None:
+    t, w = random_gemm(256, 48, g, seed=8, device=DEV)
+    got = triton_frag.frag_dequantize(layouts.gemm_to_frag(t), g, torch.float32)
     # (q − z) is exact and ·s is one fp32 rounding of an fp16 scale: equal to float64 to fp32 precision
     assert torch.allclose(got.double().cpu(), w.t(), rtol=1e-6, atol=1e-7)
 
@@ -104,14 +117,15 @@ def test_frag_kernels_reject_a_weight_they_cannot_hold() -> None:
     with pytest.raises(ValueError, match="expects 256"):
         triton_frag.frag_mma(torch.randn(1, 128).half().to(DEV), {k: v.to(DEV) for k, v in d.items()}, 64, None)
     with pytest.raises(ValueError, match="group sizes"):
-        triton_frag.frag_mma(torch.randn(1, 256).half().to(DEV), {k: v.to(DEV) for k, v in d.items()}, 32, None)
+        triton_frag.frag_mma(torch.randn(1, 256).half().to(DEV), {k: v.to(DEV) for k, v in d.items()}, 16, None)
 
 
 # ------------------------------------------------------------------------------------------ dispatch
 
 
-def test_forcing_triton_frag_repacks_and_keeps_the_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:
-    mod, w = _module(256, 64, 64, seed=3)
+@pytest.mark.parametrize("g", [64, 32])
+def test_forcing_triton_frag_repacks_and_keeps_the_checkpoint(monkeypatch: pytest.MonkeyPatch, g: int) -> None:
+    mod, w = _module(256, 64, g, seed=3)
     before = {k: v.clone() for k, v in mod.state_dict().items()}
     mod = mod.to(DEV)
     mod.kernel = "triton_frag"
@@ -138,12 +152,14 @@ def test_triton_frag_is_listed() -> None:
     assert dispatch.KERNELS["triton_frag"].layout == layouts.NK_FRAG
 
 
+GPU_CASES = [(1, 128), (1, 64), (1, 32), (16, 64), (16, 128), (16, 256), (16, 32), (64, 128), (100, 128), (100, 32),
+             (200, 128)]  # fmt: skip
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
-@pytest.mark.parametrize(
-    ("m", "g"), [(1, 128), (1, 64), (16, 64), (16, 128), (16, 256), (64, 128), (100, 128), (200, 128)]
-)
+@pytest.mark.parametrize(("m", "g"), GPU_CASES)
 def test_every_frag_candidate_is_correct_on_gpu(m: int, g: int, dtype: torch.dtype) -> None:
     k, n = 1024, 512
     t, w = random_gemm(k, n, g, seed=m + g, device=DEV)

@@ -441,7 +441,9 @@ def test_auto_choice_prefers_nk_frag_on_hopper(
     for dtype in (torch.float16, torch.bfloat16):
         assert dispatch.auto_kernel_for(cuda, dtype, 4096, 4096, 128, m=1) == expected
         assert dispatch.auto_kernel_for(cuda, dtype, 4096, 4096, 64, m=300) == expected
-    # layers nk_frag cannot hold: group size 32, N not a multiple of 16, K not a multiple of 64
+    # group size 32 (nk_frag holds it, but nk_int4 is faster from 8 rows), and layers nk_frag cannot hold: N not
+    # a multiple of 16, K not a multiple of 64
+    assert layouts.frag_supported(4096, 4096, 32) is None
     assert dispatch.auto_kernel_for(cuda, torch.float16, 4096, 4096, 32, m=1) == "triton"
     assert dispatch.auto_kernel_for(cuda, torch.float16, 4096, 4104, 128, m=1) == "triton"
     assert dispatch.auto_kernel_for(cuda, torch.float16, 576, 1536, 32, m=1) == "triton"

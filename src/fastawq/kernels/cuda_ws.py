@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fastawq.kernels import cuda_frag, cuda_rt, layouts
+from fastawq.kernels import cuda_frag, cuda_rt
 
 NAME = "fastawq_frag_ws"
 
@@ -259,7 +259,7 @@ extern "C" __global__ void __launch_bounds__(NT, OCC) fastawq_frag_ws(
 }
 """
 
-GROUP_SIZES = layouts.FRAG_GROUP_SIZES
+GROUP_SIZES = cuda_frag.GROUP_SIZES
 
 #: the largest dynamic shared memory a config may ask for (an H100 allows 227 KiB a block)
 SMEM_MAX = 220 * 1024
@@ -354,7 +354,7 @@ def why_not(device: torch.device, dtype: torch.dtype, k: int, n: int, group_size
         return f"the warp-specialized kernel takes fp16 or bf16 activations, got {dtype}"
     if n % 64:
         return f"the warp-specialized kernel needs out_features % 64 == 0, got {n}"
-    return layouts.frag_supported(k, n, group_size)
+    return cuda_frag.layer_problem(k, n, group_size)
 
 
 def x_tiles(m: int) -> int:

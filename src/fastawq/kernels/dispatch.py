@@ -13,7 +13,8 @@ H200)                            group size 64/128/256): on the ``nk_frag`` layo
                                  :mod:`.cuda_gemv` up to 8 rows; the warp-specialized :mod:`.cuda_ws`
                                  from 33 rows). On an H100 it is up to 1.5× faster
                                  than ``triton`` from 8 to 128 rows, 1.2 – 1.75× at 256 – 512, and
-                                 about 6 % slower at one row on three of five shapes (BENCHMARKS.md)
+                                 about 6 % slower at one row on three of five shapes (BENCHMARKS.md).
+                                 Forced, it also takes group size 32 (its Triton kernels only)
 CUDA          fp16 / bf16        ``triton`` (other cards, other layers): tensor-core split-K kernel,
                                  GEMV, fused GEMM or dequantize + cuBLAS, whichever was fastest for
                                  this shape and M bucket on this card (timed on the first call, see
@@ -55,6 +56,11 @@ Tensors = dict[str, torch.Tensor]
 RunFn = Callable[[torch.Tensor, Tensors, int, "torch.Tensor | None"], torch.Tensor]
 
 CPU_GROUP_SIZES = (32, 64, 128, 256)
+
+#: the smallest group size the automatic choice puts on ``nk_frag`` on sm_90. Group size 32 fits it (forced:
+#: ``kernel="triton_frag"``), but there only its Triton kernels run, and on an H200 they were 1.2 – 1.7× slower
+#: than ``nk_int4`` at 8 – 32 rows while up to 1.3× faster at one row (BENCHMARKS.md, eleventh version)
+FRAG_AUTO_MIN_GROUP = 64
 
 
 class KernelFallbackWarning(UserWarning):
@@ -241,7 +247,7 @@ def auto_kernel_for(device: torch.device, dtype: torch.dtype, k: int, n: int, gr
             hint = " (load the model in fp16 or bf16)" if dtype == torch.float32 else ""
             notice_once(f"cuda:{reason}", f"fastawq: using the slow reference kernel on the GPU: {reason}{hint}")
             return "reference"
-        if is_hopper(device) and layouts.frag_supported(k, n, group_size) is None:
+        if is_hopper(device) and group_size >= FRAG_AUTO_MIN_GROUP and layouts.frag_supported(k, n, group_size) is None:
             return "triton_frag"
         return "triton"
     if device.type == "cpu":

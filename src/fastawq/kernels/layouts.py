@@ -22,7 +22,7 @@ Layouts:
     warp finds, as one 16-byte load, exactly the codes of its tensor-core A fragments (rows l/4 and
     l/4 + 8, inputs 2(l%4) + {0, 1, 8, 9} of each of four 16-input steps); ``sz_gn`` as in ``nk_int4``.
     Word order and nibble order are spelled out in :func:`pack_frag`. Needs N % 16 == 0, K % 64 == 0
-    and a group size of 64, 128 or 256. Same bytes as ``nk_int4``.
+    and a group size of 32, 64, 128 or 256 (the CUDA kernels on it: 64 and up). Same bytes as ``nk_int4``.
 ``cpu_int4pack``
     For PyTorch's CPU int4 kernel: the opaque uint8 [N, K/2] tensor of
     ``aten._convert_weight_to_int4pack_for_cpu``, ``scale_zeros`` [K/G, N, 2] in the compute dtype with
@@ -112,7 +112,7 @@ def nk_to_gemm(d: dict[str, torch.Tensor]) -> GemmTensors:
 #: nibble of a word that holds fragment value v (a0…a7 of mma.m16n8k16's A operand): value pair i
 #: (a2i, a2i+1) sits in nibbles i and i + 4, so one shift and one lop3 extract a pair into two fp16 lanes
 FRAG_NIBBLE = (0, 4, 1, 5, 2, 6, 3, 7)
-FRAG_GROUP_SIZES = (64, 128, 256)
+FRAG_GROUP_SIZES = (32, 64, 128, 256)
 
 
 def frag_supported(k: int, n: int, group_size: int) -> str | None:

@@ -138,35 +138,60 @@ def _frag_values(wd, zlo, zhi, DT: tl.constexpr, ASM: tl.constexpr):
 
 
 @triton.jit
-def _frag_tile(qw_ptr, sz_ptr, pid_n, g, N, K, G: tl.constexpr, BN: tl.constexpr, DT: tl.constexpr,
+def _zeros(sz_ptr, grp, rows, ok, N):
+    return (tl.load(sz_ptr + grp * N + rows, mask=ok, other=0) >> 16) & 0xFF
+
+
+@triton.jit
+def _frag_tile(qw_ptr, sz_ptr, pid_n, u, N, K, G: tl.constexpr, BN: tl.constexpr, DT: tl.constexpr,
                ASM: tl.constexpr):  # fmt: skip
-    """The (q − z) tile [BN, G] of row block ``pid_n`` and group g, in the MMA's A-operand order."""
+    """The (q − z) tile [BN, U] of row block ``pid_n`` and unit u, in the MMA's A-operand order. A unit is
+    one group (U = G) from 64 inputs up; at G = 32 it is 64 inputs, two groups (U = 64: its inputs 0 … 31
+    are group 2u, in words 0 and 1 of each lane; 32 … 63 group 2u + 1, in words 2 and 3)."""
+    U: tl.constexpr = G if G >= 64 else 64
     W: tl.constexpr = BN // 16
-    C: tl.constexpr = G // 64
+    C: tl.constexpr = U // 64
     nb = pid_n * W + tl.arange(0, W)
     lane = tl.arange(0, 32)
-    chunk = g * C + tl.arange(0, C)
+    chunk = u * C + tl.arange(0, C)
     words = ((nb[:, None, None, None] * (K // 64) + chunk[None, :, None, None]) * 32
              + lane[None, None, :, None]) * 4 + tl.arange(0, 4)[None, None, None, :]  # fmt: skip
     ok = nb < N // 16
     wd = tl.load(qw_ptr + words, mask=ok[:, None, None, None], other=0)  # [W, C, 32, 4]
     rows = nb[:, None] * 16 + (lane // 4)[None, :]  # row g of each lane's fragments
-    zlo = (tl.load(sz_ptr + g * N + rows, mask=ok[:, None], other=0) >> 16) & 0xFF
-    zhi = (tl.load(sz_ptr + g * N + rows + 8, mask=ok[:, None], other=0) >> 16) & 0xFF
-    a = _frag_values(wd, zlo[:, None, :, None], zhi[:, None, :, None], DT, ASM)
+    if G >= 64:
+        zlo = _zeros(sz_ptr, u, rows, ok[:, None], N)[:, None, :, None]
+        zhi = _zeros(sz_ptr, u, rows + 8, ok[:, None], N)[:, None, :, None]
+    else:
+        first = (tl.arange(0, 4) < 2)[None, None, None, :]  # words 0, 1: the unit's first group
+        zlo = tl.where(first, _zeros(sz_ptr, 2 * u, rows, ok[:, None], N)[:, None, :, None],
+                       _zeros(sz_ptr, 2 * u + 1, rows, ok[:, None], N)[:, None, :, None])  # fmt: skip
+        zhi = tl.where(first, _zeros(sz_ptr, 2 * u, rows + 8, ok[:, None], N)[:, None, :, None],
+                       _zeros(sz_ptr, 2 * u + 1, rows + 8, ok[:, None], N)[:, None, :, None])  # fmt: skip
+    a = _frag_values(wd, zlo, zhi, DT, ASM)
     a = tl.reshape(a, (W, C, 8, 4, 4, 2, 2, 2))  # block, chunk, g, t, j, v0, v1, v2
     a = tl.permute(a, (0, 6, 2, 1, 4, 7, 3, 5))  # row = 16·block + 8·v1 + g; k = 64·chunk + 16j + 8·v2 + 2t + v0
-    return tl.reshape(a, (BN, G))
+    return tl.reshape(a, (BN, U))
+
+
+@triton.jit
+def _dot_t(a, x, UPCAST: tl.constexpr):
+    """a·xᵀ in fp32."""
+    if UPCAST:  # the interpreter's bf16 dot is wrong (triton 3.9); q − z and x are exact in fp32
+        return tl.dot(a.to(tl.float32), tl.trans(x.to(tl.float32)), input_precision="ieee")
+    else:
+        return tl.dot(a, tl.trans(x))
 
 
 @triton.jit
 def _frag_mma_kernel(
     x_ptr, qw_ptr, sz_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr,
-    M, N, K, stride_xm, stride_ym, groups_per_split,
+    M, N, K, stride_xm, stride_ym, units_per_split,
     G: tl.constexpr, HAS_BIAS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
     ATOMIC: tl.constexpr, ASM: tl.constexpr, UPCAST: tl.constexpr, WS: tl.constexpr,
 ):  # fmt: skip
-    """acc[BN, BM] = W·xᵀ over one slice of K (split-K: see ``triton_awq._finish``)."""
+    """acc[BN, BM] = W·xᵀ over one slice of K (split-K: see ``triton_awq._finish``), a unit of
+    :func:`_frag_tile` (one group, or two at G = 32) a step."""
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     pid_k = tl.program_id(2)
@@ -174,18 +199,22 @@ def _frag_mma_kernel(
     offs_m = pid_m * BM + tl.arange(0, BM)
     mask_n = offs_n < N
     mask_m = offs_m < M
-    offs_k = tl.arange(0, G)
-    g_lo = pid_k * groups_per_split
+    U: tl.constexpr = G if G >= 64 else 64
+    offs_k = tl.arange(0, U)
+    u_lo = pid_k * units_per_split
     acc = tl.zeros((BN, BM), dtype=tl.float32)
-    for g in range(g_lo, g_lo + groups_per_split):
-        a = _frag_tile(qw_ptr, sz_ptr, pid_n, g, N, K, G, BN, x_ptr.dtype.element_ty, ASM)
-        s = _scale(tl.load(sz_ptr + g * N + offs_n, mask=mask_n, other=0))
-        x = tl.load(x_ptr + offs_m[:, None] * stride_xm + (g * G + offs_k)[None, :], mask=mask_m[:, None], other=0.0)
-        if UPCAST:  # the interpreter's bf16 dot is wrong (triton 3.9); q − z and x are exact in fp32
-            d = tl.dot(a.to(tl.float32), tl.trans(x.to(tl.float32)), input_precision="ieee")
-        else:
-            d = tl.dot(a, tl.trans(x))
-        acc += s[:, None] * d
+    for u in range(u_lo, u_lo + units_per_split):
+        a = _frag_tile(qw_ptr, sz_ptr, pid_n, u, N, K, G, BN, x_ptr.dtype.element_ty, ASM)
+        x = tl.load(x_ptr + offs_m[:, None] * stride_xm + (u * U + offs_k)[None, :], mask=mask_m[:, None], other=0.0)
+        if G >= 64:
+            s = _scale(tl.load(sz_ptr + u * N + offs_n, mask=mask_n, other=0))
+            acc += s[:, None] * _dot_t(a, x, UPCAST)
+        else:  # two groups: the tile is dequantized, (q − z)·s rounded once, and multiplied as one
+            # (splitting it into two 32-input products shuffled it between layouts: 1.2 – 1.4× slower on an H200)
+            s0 = _scale(tl.load(sz_ptr + 2 * u * N + offs_n, mask=mask_n, other=0))
+            s1 = _scale(tl.load(sz_ptr + (2 * u + 1) * N + offs_n, mask=mask_n, other=0))
+            s = tl.where((offs_k < 32)[None, :], s0[:, None], s1[:, None])
+            acc += _dot_t((a.to(tl.float32) * s).to(x_ptr.dtype.element_ty), x, UPCAST)
     _store_nm(
         acc, b_ptr, y_ptr, ws_ptr, cnt_ptr, offs_n, offs_m, mask_n, mask_m, N, stride_ym, pid_k, HAS_BIAS, ATOMIC, WS
     )
@@ -243,7 +272,6 @@ def _frag_gemv_kernel(
     """
     DT: tl.constexpr = x_ptr.dtype.element_ty
     XS: tl.constexpr = 64.0 if tl.float16 == DT else 1.0
-    C: tl.constexpr = G // 64  # chunks a group
     nb = tl.program_id(0)
     row = tl.program_id(1)
     pid_k = tl.program_id(2)
@@ -268,8 +296,12 @@ def _frag_gemv_kernel(
             wd_next = tl.load(qw_ptr + words + tl.minimum(st + 1, s_last) * step_words)
         else:
             wd = tl.load(qw_ptr + words + st * step_words)
-        grp = (st * KW * CW + kk[None, :, None, None] * CW + cc[:, None, None, None]) // C  # [CW, KW, 1, 1]
-        sz_lo = tl.load(sz_ptr + grp * N + rows)  # [CW, KW, 32, 1]
+        chunk = st * KW * CW + kk[None, :, None, None] * CW + cc[:, None, None, None]  # [CW, KW, 1, 1]
+        if G >= 64:
+            grp = chunk // (G // 64)
+        else:  # G = 32: words 0, 1 of a chunk in one group, 2, 3 in the next ([CW, KW, 1, 4])
+            grp = chunk * 2 + (tl.arange(0, 4) // 2)[None, None, None, :]
+        sz_lo = tl.load(sz_ptr + grp * N + rows)  # [CW, KW, 32, 1 or 4]
         sz_hi = tl.load(sz_ptr + grp * N + rows + 8)
         zlo = tl.broadcast_to((sz_lo >> 16) & 0xFF, (CW, KW, 32, 4))
         zhi = tl.broadcast_to((sz_hi >> 16) & 0xFF, (CW, KW, 32, 4))
@@ -294,17 +326,24 @@ def _frag_gemv_kernel(
 @triton.jit
 def _frag_dequant_kernel(qw_ptr, sz_ptr, w_ptr, N, K, G: tl.constexpr, BN: tl.constexpr, NG: tl.constexpr,
                          ASM: tl.constexpr):  # fmt: skip
-    """Rows of block ``pid_n``, NG groups from group ``pid_k·NG``, into the dense [N, K] weight."""
+    """Rows of block ``pid_n``, NG units of :func:`_frag_tile` from unit ``pid_k·NG``, into the dense [N, K]
+    weight."""
+    U: tl.constexpr = G if G >= 64 else 64
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     offs_n = pid_n * BN + tl.arange(0, BN)
     mask_n = offs_n < N
     for i in tl.static_range(NG):
-        g = pid_k * NG + i
-        a = _frag_tile(qw_ptr, sz_ptr, pid_n, g, N, K, G, BN, w_ptr.dtype.element_ty, ASM)
-        s = _scale(tl.load(sz_ptr + g * N + offs_n, mask=mask_n, other=0))
-        w = a.to(tl.float32) * s[:, None]
-        offs_k = g * G + tl.arange(0, G)
+        u = pid_k * NG + i
+        a = _frag_tile(qw_ptr, sz_ptr, pid_n, u, N, K, G, BN, w_ptr.dtype.element_ty, ASM)
+        if G >= 64:
+            s = _scale(tl.load(sz_ptr + u * N + offs_n, mask=mask_n, other=0))[:, None]
+        else:  # inputs 0 … 31 of the unit in group 2u, 32 … 63 in 2u + 1
+            s0 = _scale(tl.load(sz_ptr + 2 * u * N + offs_n, mask=mask_n, other=0))
+            s1 = _scale(tl.load(sz_ptr + (2 * u + 1) * N + offs_n, mask=mask_n, other=0))
+            s = tl.where((tl.arange(0, U) < 32)[None, :], s0[:, None], s1[:, None])
+        w = a.to(tl.float32) * s
+        offs_k = u * U + tl.arange(0, U)
         tl.store(w_ptr + offs_n[:, None] * K + offs_k[None, :], w.to(w_ptr.dtype.element_ty), mask=mask_n[:, None])
 
 
@@ -326,17 +365,22 @@ def _asm() -> bool:
     return not interpreting()
 
 
+def _unit(g: int) -> int:
+    """Inputs a step of the MMA and dequantize kernels: a group, or two at group size 32."""
+    return max(g, 64)
+
+
 def plan_frag_mma(m: int, n: int, k: int, g: int, dtype: torch.dtype, has_bias: bool, cfg: TileConfig) -> Plan:
     """cfg: bm (≥ 16), bn (16 × warps, or a multiple), num_warps, num_stages, split (K slices)."""
     key = ("frag_mma", m, n, k, g, dtype, has_bias, cfg)
     if (p := _PLANS.get(key)) is not None:
         return p
-    kg = k // g
-    split = max(1, min(cfg.split, kg))
-    while kg % split:
+    ku = k // _unit(g)
+    split = max(1, min(cfg.split, ku))
+    while ku % split:
         split -= 1
     return _plan(
-        key, _frag_mma_kernel, (triton.cdiv(n, cfg.bn), triton.cdiv(m, cfg.bm), split), (kg // split,),
+        key, _frag_mma_kernel, (triton.cdiv(n, cfg.bn), triton.cdiv(m, cfg.bm), split), (ku // split,),
         cfg.num_warps, cfg.num_stages, split > 1, False, weight="qweight_frag", G=g, HAS_BIAS=has_bias,
         BM=cfg.bm, BN=cfg.bn, ATOMIC=split > 1, ASM=_asm(), UPCAST=dtype == torch.bfloat16 and interpreting(),
     )  # fmt: skip
@@ -378,13 +422,15 @@ def frag_gemv(
 def frag_dequantize(
     w: dict[str, torch.Tensor], group_size: int, dtype: torch.dtype, bn: int = 64, groups: int = 1, num_warps: int = 4
 ) -> torch.Tensor:
-    """The full weight [N, K] in ``dtype`` (nn.Linear orientation); ``groups`` per program along K."""
+    """The full weight [N, K] in ``dtype`` (nn.Linear orientation); ``groups`` steps (a group each, two at
+    group size 32) per program along K."""
     n = w["sz_gn"].shape[1]
     k = w["qweight_frag"].shape[1] * 64
-    while (k // group_size) % groups:
+    units = k // _unit(group_size)
+    while units % groups:
         groups //= 2
     out = torch.empty(n, k, device=w["sz_gn"].device, dtype=dtype)
-    grid = (triton.cdiv(n, bn), k // group_size // groups)
+    grid = (triton.cdiv(n, bn), units // groups)
     _frag_dequant_kernel[grid](w["qweight_frag"], w["sz_gn"], out, n, k, G=group_size, BN=bn, NG=groups,
                                ASM=_asm(), num_warps=num_warps)  # fmt: skip
     return out
