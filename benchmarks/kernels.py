@@ -438,8 +438,9 @@ def table_cases(
     plan = [(torch.float16, 128, m) for m in ms] if args.part in ("all", "main") else []
     if not args.quick and args.part in ("all", "extra"):
         extra_ms = [int(v) for v in args.extra_ms.split(",")]
-        plan += [(torch.bfloat16, 128, m) for m in extra_ms]
-        plan += [(torch.float16, g, m) for g in (64, 32) for m in extra_ms]
+        sets = args.extra_sets.split(",")
+        plan += [(torch.bfloat16, 128, m) for m in extra_ms] if "bf16" in sets else []
+        plan += [(torch.float16, g, m) for g in (64, 32) if f"g{g}" in sets for m in extra_ms]
     return [(m, k, n, g, dtype) for (dtype, g, m), (k, n) in itertools.product(plan, shapes)]
 
 
@@ -676,6 +677,9 @@ def main() -> None:
     )
     ap.add_argument(
         "--extra-ms", default=",".join(map(str, EXTRA_MS)), help="the row counts of --part extra (comma-separated)"
+    )
+    ap.add_argument(
+        "--extra-sets", default="bf16,g64,g32", help="what --part extra measures: bf16 g128, fp16 g64, fp16 g32"
     )
     ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"], help="for --sweep")
     ap.add_argument("--flush", default="read", choices=["read", "write"], help="how the L2 is flushed")
