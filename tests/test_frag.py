@@ -18,7 +18,7 @@ from test_kernels import DEV, HAS_CUDA, SQNR_FLOOR, _module, assert_kernel_match
 # ------------------------------------------------------------------------------------------ layout
 
 
-@pytest.mark.parametrize(("k", "n", "g"), [(64, 16, 64), (256, 48, 128), (512, 96, 256), (576, 160, 64)])
+@pytest.mark.parametrize(("k", "n", "g"), [(64, 16, 64), (256, 48, 128), (512, 96, 256), (576, 160, 64), (192, 32, 32)])
 def test_frag_layout_round_trips_bit_exactly(k: int, n: int, g: int) -> None:
     t, _ = random_gemm(k, n, g, seed=k + n)
     d = layouts.to_layout(t, layouts.NK_FRAG)
