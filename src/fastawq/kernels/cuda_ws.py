@@ -459,7 +459,7 @@ def plan(device: torch.device, dtype: torch.dtype, m: int, n: int, k: int, group
     p = _PLANS.get(key)
     if p is not None:
         return p
-    reason = why_not(torch.device("cuda", index), dtype, k, n, group_size) or cuda_frag.layer_problem(k, n, group_size)
+    reason = why_not(torch.device("cuda", index), dtype, k, n, group_size)  # ends with cuda_frag.layer_problem
     if reason is None and n % cfg.rows:
         reason = f"N={n} is not a multiple of the config's {cfg.rows} rows a tile"
     if reason is None and k % (64 * cfg.kch):

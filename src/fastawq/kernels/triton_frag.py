@@ -138,11 +138,6 @@ def _frag_values(wd, zlo, zhi, DT: tl.constexpr, ASM: tl.constexpr):
 
 
 @triton.jit
-def _zeros(sz_ptr, grp, rows, ok, N):
-    return (tl.load(sz_ptr + grp * N + rows, mask=ok, other=0) >> 16) & 0xFF
-
-
-@triton.jit
 def _frag_tile(qw_ptr, sz_ptr, pid_n, u, N, K, G: tl.constexpr, BN: tl.constexpr, DT: tl.constexpr,
                ASM: tl.constexpr):  # fmt: skip
     """The (q − z) tile [BN, U] of row block ``pid_n`` and unit u, in the MMA's A-operand order. A unit is
@@ -160,14 +155,12 @@ def _frag_tile(qw_ptr, sz_ptr, pid_n, u, N, K, G: tl.constexpr, BN: tl.constexpr
     wd = tl.load(qw_ptr + words, mask=ok[:, None, None, None], other=0)  # [W, C, 32, 4]
     rows = nb[:, None] * 16 + (lane // 4)[None, :]  # row g of each lane's fragments
     if G >= 64:
-        zlo = _zeros(sz_ptr, u, rows, ok[:, None], N)[:, None, :, None]
-        zhi = _zeros(sz_ptr, u, rows + 8, ok[:, None], N)[:, None, :, None]
-    else:
-        first = (tl.arange(0, 4) < 2)[None, None, None, :]  # words 0, 1: the unit's first group
-        zlo = tl.where(first, _zeros(sz_ptr, 2 * u, rows, ok[:, None], N)[:, None, :, None],
-                       _zeros(sz_ptr, 2 * u + 1, rows, ok[:, None], N)[:, None, :, None])  # fmt: skip
-        zhi = tl.where(first, _zeros(sz_ptr, 2 * u, rows + 8, ok[:, None], N)[:, None, :, None],
-                       _zeros(sz_ptr, 2 * u + 1, rows + 8, ok[:, None], N)[:, None, :, None])  # fmt: skip
+        zlo = ((tl.load(sz_ptr + u * N + rows, mask=ok[:, None], other=0) >> 16) & 0xFF)[:, None, :, None]
+        zhi = ((tl.load(sz_ptr + u * N + rows + 8, mask=ok[:, None], other=0) >> 16) & 0xFF)[:, None, :, None]
+    else:  # each word's group, as in the GEMV: words 0, 1 in group 2u, words 2, 3 in 2u + 1 ([W, 1, 32, 4])
+        at = sz_ptr + (2 * u + tl.arange(0, 4) // 2)[None, None, None, :] * N + rows[:, None, :, None]
+        zlo = (tl.load(at, mask=ok[:, None, None, None], other=0) >> 16) & 0xFF
+        zhi = (tl.load(at + 8, mask=ok[:, None, None, None], other=0) >> 16) & 0xFF
     a = _frag_values(wd, zlo, zhi, DT, ASM)
     a = tl.reshape(a, (W, C, 8, 4, 4, 2, 2, 2))  # block, chunk, g, t, j, v0, v1, v2
     a = tl.permute(a, (0, 6, 2, 1, 4, 7, 3, 5))  # row = 16·block + 8·v1 + g; k = 64·chunk + 16j + 8·v2 + 2t + v0
