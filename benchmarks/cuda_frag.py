@@ -90,6 +90,16 @@ def gemv_configs(m: int, quick: bool) -> list[GemvConfig]:
             for kf in (False, True)]  # fmt: skip
 
 
+def gemv_fill_configs(m: int) -> list[GemvConfig]:
+    """The one-wave decode configs (balanced row ranges): tiles × CTAs an SM × cluster sums × register ring or
+    cp.async stages."""
+    if m > cuda_gemv.MAX_ROWS:
+        return []
+    return [GemvConfig(kc, kw, depth=depth, kfirst=True, fill=fill, cluster=cluster, stages=stages)
+            for kc, kw in ((4, 16), (2, 16), (4, 8), (2, 8)) for fill in (1, 2) for cluster in (False, True)
+            for depth, stages in ((1, 0), (2, 0), (2, 3), (2, 4))]  # fmt: skip
+
+
 def _source(cfg: CudaConfig | GemvConfig, dtype: torch.dtype, g: int) -> tuple[str, str]:
     if isinstance(cfg, GemvConfig):
         return cuda_gemv.source(dtype, g, cfg), cuda_gemv.NAME
@@ -159,6 +169,7 @@ def main() -> None:
     ap.add_argument("--probe", action="store_true", help="only the CUDA streaming probe (the M = 1 ceiling)")
     ap.add_argument("--tuner", action="store_true", help="also the tuner's staged-x mma.sync candidates")
     ap.add_argument("--gemv", action="store_true", help="also the x-stationary decode kernel (up to 8 rows)")
+    ap.add_argument("--gemv-fill", action="store_true", help="also its one-wave configs (balanced rows, clusters)")
     ap.add_argument("--jobs", type=int, default=1, help="compile the configs in this many processes first")
     args = ap.parse_args()
     dtype, g, ms, shapes, bw, info = sweep_setup(args)
@@ -173,8 +184,9 @@ def main() -> None:
         return out + [c for c in cuda_frag.candidates(m, g) if c not in out] if args.tuner else out
 
     def gemv_of(m: int, k: int) -> list[GemvConfig]:
-        cfgs = gemv_configs(m, args.quick) if args.gemv else []
-        return [c for c in cfgs if c.problem(g) is None and (k // 64) % c.kc == 0]
+        cfgs = (gemv_configs(m, args.quick) if args.gemv else []) + (gemv_fill_configs(m) if args.gemv_fill else [])
+        return [c for c in cfgs if c.problem(g) is None and (k // 64) % c.kc == 0
+                and (not c.cluster or c.split(k) <= cuda_gemv.MAX_CLUSTER)]  # fmt: skip
 
     if args.jobs > 1:
         precompile([c for m in ms for c in cfgs_of(m) + gemv_of(m, 4096)], dtype, g, args.jobs)

@@ -33,12 +33,21 @@ CONFIGS = [
     GemvConfig(kc=8, kw=2, rbc=5, depth=1),  # several groups a warp
     GemvConfig(kc=4, kw=16, rbc=2, depth=2),  # idle warps past K
     GemvConfig(kc=2, kw=2, rbc=3, depth=1, kfirst=True),  # K slices along the grid's x
+    GemvConfig(kc=2, kw=2, depth=2, kfirst=True, fill=1),  # one wave of balanced row ranges, split-K workspace
+    GemvConfig(kc=2, kw=2, depth=1, kfirst=True, fill=2, cluster=True),  # K slices summed in a cluster
+    GemvConfig(kc=1, kw=3, kfirst=True, fill=3, cluster=True, stages=3),  # cluster, cp.async stages, odd warps
+    GemvConfig(kc=4, kw=2, kfirst=True, fill=1, stages=2),  # cp.async stages, split-K workspace
+    GemvConfig(kc=8, kw=2, depth=1, kfirst=True, fill=1, cluster=True),  # several groups a warp, cluster
 ]
 
 
 def test_source_names_every_parameter() -> None:
     src = cuda_gemv.source(torch.bfloat16, 256, GemvConfig(kc=2, kw=4, rbc=3, depth=1))
-    for name, value in (("BF16", 1), ("G", 256), ("KC", 2), ("KW", 4), ("DEPTH", 1), ("KFIRST", 0), ("WG", 0)):
+    for name, value in (("BF16", 1), ("G", 256), ("KC", 2), ("KW", 4), ("DEPTH", 1), ("KFIRST", 0), ("WG", 0),
+                        ("BAL", 0), ("CL", 1), ("STG", 0)):  # fmt: skip
+        assert f"#define {name} {value}\n" in src
+    src = cuda_gemv.source(torch.float16, 128, GemvConfig(kfirst=True, fill=2, cluster=True, stages=3), cluster=4)
+    for name, value in (("BAL", 1), ("CL", 4), ("STG", 3)):
         assert f"#define {name} {value}\n" in src
     assert f"void __launch_bounds__(KW * 32) {cuda_gemv.NAME}(" in src
     assert "//@WGMMA@" not in src and "wgmma.mma_async" not in src
@@ -50,12 +59,35 @@ def test_config_problems_are_named() -> None:
         (GemvConfig(kw=33), "32 warps"),
         (GemvConfig(kc=3), "chunks of a group"),
         (GemvConfig(kw=32, rbc=32), "shared memory"),
+        (GemvConfig(stages=1), "copy stages"),
+        (GemvConfig(stages=9), "copy stages"),
+        (GemvConfig(cluster=True), "kfirst"),
+        (GemvConfig(fill=-1), "at least 1"),
     ]
     for cfg, words in cases:
         assert words in str(cfg.problem(128)), cfg
     assert GemvConfig(kc=3).problem(64) is None  # one chunk a group: any kc
     assert GemvConfig(kc=2, kw=4).split(4096) == 8 and GemvConfig(kc=4, kw=16).split(4096) == 1
     assert GemvConfig(kc=4, kw=16).split(4160) == 2  # 65 chunks: a second CTA for the last one
+
+
+def test_balanced_rows_cover_every_block_once_within_shared_memory() -> None:
+    """``fill`` configs: the kernel's row ranges (rb0 = r·nb // R, mirrored here) take every block of 16 rows
+    once, none more than the ``rbc`` the shared memory was sized for; a very wide layer (a vocabulary) takes
+    more ranges rather than more shared memory."""
+    for cfg in (GemvConfig(4, 16, kfirst=True, fill=1), GemvConfig(2, 8, kfirst=True, fill=2, stages=4),
+                GemvConfig(2, 16, kfirst=True, fill=2, cluster=True)):  # fmt: skip
+        for n, k, m in ((4096, 4096, 1), (28672, 4096, 8), (4096, 14336, 1), (128256, 4096, 1), (48, 8192, 5),
+                        (6144, 4096, 16)):  # fmt: skip
+            ranges, rbc = cfg.rows(n, k, m, 128, 132)
+            nb = n // 16
+            sizes = [((r + 1) * nb) // ranges - (r * nb) // ranges for r in range(ranges)]
+            assert sum(sizes) == nb and min(sizes) >= 1 and max(sizes) <= rbc, (cfg, n, k, m)
+            assert max(sizes) - min(sizes) <= 1, (cfg, n, k, m)
+            assert cfg.smem_bytes(128, rbc) <= cuda_gemv.SMEM_MAX, (cfg, n, k, m)
+            if n == 28672 and cfg.fill == 1:
+                assert ranges == 132 // cfg.split(k), ranges  # one wave on 132 SMs
+    assert GemvConfig(4, 16, kfirst=True, fill=1).rows(128256, 4096, 1, 128, 132)[0] > 132  # past one wave
 
 
 def test_candidates_fit_and_stop_at_eight_rows() -> None:
@@ -100,6 +132,8 @@ def test_cuda_gemv_matches_float64(cfg: GemvConfig, m: int, k: int, n: int, g: i
         pytest.skip(str(cfg.problem(g)))
     if (k // 64) % cfg.kc:
         pytest.skip("the config's chunks a warp must divide K / 64")
+    if cfg.cluster and cfg.split(k) > cuda_gemv.MAX_CLUSTER:
+        pytest.skip("more K slices than a cluster sums")
     check_matches_float64(cuda_gemv.frag_gemv_cuda, cfg, m, k, n, g, dtype)
 
 
@@ -123,6 +157,35 @@ def test_cuda_gemv_replays_in_a_cuda_graph() -> None:
     cuda_gemv.frag_gemv_cuda(x, wf, g, None, cfg)  # compiles outside the capture
     cuda_frag.frag_mma_cuda(x, wf, g, None, cuda_frag.default_config(m, n, k, g))  # the capture's kernel too
     check_graph_replay(lambda: cuda_gemv.frag_gemv_cuda(x, wf, g, None, cfg), x, w, gen)
+
+
+@gpu
+@needs_cuda
+def test_cluster_config_replays_in_a_cuda_graph_as_itself() -> None:
+    """Summed through the cluster's shared memory, a split config needs no workspace, so a capture runs it."""
+    if torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("thread-block clusters need sm_90")
+    k, n, g, m = 1024, 256, 128, 4
+    t, w = random_gemm(k, n, g, seed=6, device=DEV)
+    wf = layouts.gemm_to_frag(t)
+    cfg = GemvConfig(kc=2, kw=2, depth=1, kfirst=True, fill=1, cluster=True)
+    p = cuda_gemv.plan(torch.device(DEV), torch.float16, m, n, k, g, cfg)
+    assert p.split == 4 and p.clustered and p.grid[0] == 4
+    gen = torch.Generator().manual_seed(10)
+    x = torch.randn(m, k, generator=gen).half().cuda()
+    cuda_gemv.frag_gemv_cuda(x, wf, g, None, cfg)  # compiles outside the capture
+    check_graph_replay(lambda: cuda_gemv.frag_gemv_cuda(x, wf, g, None, cfg), x, w, gen)
+
+
+@gpu
+@needs_cuda
+def test_cluster_past_eight_slices_is_refused_by_name() -> None:
+    cfg = GemvConfig(kc=1, kw=1, kfirst=True, fill=1, cluster=True)
+    t, _ = random_gemm(1024, 64, 128, seed=7, device=DEV)
+    wf = layouts.gemm_to_frag(t)
+    x = torch.randn(1, 1024, device=DEV).half()
+    with pytest.raises(ValueError, match="at most 8 K slices"):
+        cuda_gemv.frag_gemv_cuda(x, wf, 128, None, cfg)
 
 
 @gpu

@@ -65,19 +65,56 @@ __device__ __forceinline__ void raw(u32 w, u32 magic, u32 (&a)[4]) {
 #endif
 }
 
+#if CL > 1
+// the K slices of a row range sum up through the cluster's shared memory (Hopper)
+__device__ __forceinline__ void cluster_sync_all() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+__device__ __forceinline__ float4 ld_cluster(const float4* p, unsigned rank) {  // p in CTA `rank`'s shared memory
+  unsigned a = (unsigned)__cvta_generic_to_shared(p), b;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(b) : "r"(a), "r"(rank));
+  float4 v;
+  asm volatile("ld.shared::cluster.v4.f32 {%0,%1,%2,%3}, [%4];" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "r"(b)
+               : "memory");
+  return v;
+}
+#endif
+#if STG
+// each lane copies its own bytes and reads back only those: a wait on its own copy groups is all the sync
+__device__ __forceinline__ void cp16(const void* s, const void* gp) {
+  const unsigned a = (unsigned)__cvta_generic_to_shared(s);
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;" :: "r"(a), "l"(gp) : "memory");
+}
+__device__ __forceinline__ void cp4(const void* s, const void* gp) {
+  const unsigned a = (unsigned)__cvta_generic_to_shared(s);
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" :: "r"(a), "l"(gp) : "memory");
+}
+#endif
+
+#if CL > 1
+extern "C" __global__ void __cluster_dims__(CL, 1, 1) __launch_bounds__(KW * 32) fastawq_frag_gemv(
+#else
 extern "C" __global__ void __launch_bounds__(KW * 32) fastawq_frag_gemv(
+#endif
     const u16* __restrict__ x, const u32* __restrict__ qw, const u32* __restrict__ sz,
     const u16* __restrict__ bias, u16* __restrict__ y, float* __restrict__ ws, int* __restrict__ cnt,
     int M, int N, int K, int ldx, int rbc, int has_bias, u32 magic) {
-  extern __shared__ __align__(16) float4 red[];  // [rbc][kw][32 lanes]: each warp's partial sums
+  // [rbc][kw][32 lanes]: each warp's partial sums (rbc: the most row blocks a CTA takes); STG: the copy stages after it
+  extern __shared__ __align__(16) float4 red[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, kw = KW;
   const int g = lane >> 2, t = lane & 3;
   const int nb = N >> 4, kc = K >> 6;
   // KFIRST: the K slices of a row range are neighbours in the grid's x (they run at the same time)
   const int rr = KFIRST ? blockIdx.y : blockIdx.x, ks = KFIRST ? blockIdx.x : blockIdx.y;
   const int nrr = KFIRST ? gridDim.y : gridDim.x, nks = KFIRST ? gridDim.x : gridDim.y;
+#if BAL
+  // balanced: the row blocks shared out over the grid's row ranges, one more to the first nb % nrr of them
+  const int rb0 = (int)(((long long)rr * nb) / nrr);
+  const int nrb = (int)(((long long)(rr + 1) * nb) / nrr) - rb0;
+#else
   const int rb0 = rr * rbc;
   const int nrb = min(rbc, nb - rb0);
+#endif
   const int c0 = (ks * kw + warp) * KC;  // this warp's first chunk
   const int m0 = blockIdx.z * 8;
   const int mrows = min(8, M - m0);
@@ -88,6 +125,27 @@ extern "C" __global__ void __launch_bounds__(KW * 32) fastawq_frag_gemv(
   const u32* wp = qw + ((u64)rb0 * kc + c0) * 128 + lane * 4;
   const u64 wstep = (u64)kc * 128;
   const u32* sp = sz + (u64)(c0 / CH) * N + rb0 * 16 + g;  // group c0 / CH, row g of the row block
+#if STG
+  // STG copy stages a warp in shared memory instead of a register ring: [stage][chunk][lane] 16 bytes of
+  // weight, then [stage][group][row half][lane] a scale/zero word
+  uint4* wring = reinterpret_cast<uint4*>(red + rbc * KW * 32) + (u64)warp * STG * KC * 32 + lane;
+  u32* sring = reinterpret_cast<u32*>(reinterpret_cast<uint4*>(red + rbc * KW * 32) + KW * STG * KC * 32) +
+               (u64)warp * STG * NGW * 2 * 32 + lane;
+  auto issue = [&](int rb, int st) {
+#pragma unroll
+    for (int j = 0; j < KC; ++j) cp16(wring + (st * KC + j) * 32, wp + rb * wstep + j * 128);
+#pragma unroll
+    for (int q = 0; q < NGW; ++q) {
+      cp4(sring + ((st * NGW + q) * 2) * 32, sp + (u64)q * N + rb * 16);
+      cp4(sring + ((st * NGW + q) * 2 + 1) * 32, sp + (u64)q * N + rb * 16 + 8);
+    }
+  };
+#pragma unroll
+  for (int st = 0; st < STG - 1; ++st) {
+    if (busy && st < nrb) issue(st, st);
+    asm volatile("cp.async.commit_group;" ::: "memory");
+  }
+#else
   u32 wr[DEPTH][KC][4];
   u32 sr[DEPTH][NGW][2];
 #pragma unroll
@@ -102,6 +160,7 @@ extern "C" __global__ void __launch_bounds__(KW * 32) fastawq_frag_gemv(
       }
     }
   }
+#endif
   // x: B fragment of 16-input step s is x[g][k + 2t, +1] and x[g][k + 8 + 2t, +1] (rows past M: zero)
   u32 xf[KC * 4][2];
   {
@@ -126,6 +185,65 @@ extern "C" __global__ void __launch_bounds__(KW * 32) fastawq_frag_gemv(
       xs[q][1] = c[1];
     }
   }
+  // one row block's four outputs of this lane from its weight words w and scale/zero words s
+  auto block = [&](const u32 (&w)[KC][4], const u32 (&s)[NGW][2], float (&acc)[4]) {
+#pragma unroll
+    for (int q = 0; q < NGW; ++q) {
+      // Σ (q − z)·x·s = (Σ (magic + q)·x − (magic + z)·Σ x)·s; fp16 row g + 8: 16·q and s / 16
+      const float zlo = MAGICF + (float)((s[q][0] >> 16) & 0xFF);
+      const float slo = half_to_float(s[q][0] & 0xFFFF);
+#if BF16
+      const float zhi = MAGICF + (float)((s[q][1] >> 16) & 0xFF);
+      const float shi = half_to_float(s[q][1] & 0xFFFF);
+#else
+      const float zhi = MAGICF + 16.f * (float)((s[q][1] >> 16) & 0xFF);
+      const float shi = half_to_float(s[q][1] & 0xFFFF) * 0.0625f;
+#endif
+      float part[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+      for (int cc = 0; cc < CPG; ++cc) {
+        const int j = q * CPG + cc;
+#pragma unroll
+        for (int v = 0; v < 4; ++v) {
+          u32 a[4];
+          raw(w[j][v], magic, a);
+          mma(part, a[0], a[1], a[2], a[3], xf[j * 4 + v][0], xf[j * 4 + v][1]);
+        }
+      }
+      acc[0] += slo * (part[0] - zlo * xs[q][0]);
+      acc[1] += slo * (part[1] - zlo * xs[q][1]);
+      acc[2] += shi * (part[2] - zhi * xs[q][0]);
+      acc[3] += shi * (part[3] - zhi * xs[q][1]);
+    }
+  };
+#if STG
+  for (int i = 0; i < nrb; ++i) {
+    const int nx = i + STG - 1;
+    if (busy && nx < nrb) issue(nx, nx % STG);
+    asm volatile("cp.async.commit_group;" ::: "memory");
+    asm volatile("cp.async.wait_group %0;" :: "n"(STG - 1) : "memory");  // row block i's copies are in
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    if (busy) {
+      const int st = i % STG;
+      u32 w[KC][4], s[NGW][2];
+#pragma unroll
+      for (int j = 0; j < KC; ++j) {
+        const uint4 v = wring[(st * KC + j) * 32];
+        w[j][0] = v.x;
+        w[j][1] = v.y;
+        w[j][2] = v.z;
+        w[j][3] = v.w;
+      }
+#pragma unroll
+      for (int q = 0; q < NGW; ++q) {
+        s[q][0] = sring[((st * NGW + q) * 2) * 32];
+        s[q][1] = sring[((st * NGW + q) * 2 + 1) * 32];
+      }
+      block(w, s, acc);
+    }
+    red[(i * kw + warp) * 32 + lane] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+  }
+#else
   for (int base = 0; base < nrb; base += DEPTH) {
 #pragma unroll
     for (int d = 0; d < DEPTH; ++d) {
@@ -133,34 +251,7 @@ extern "C" __global__ void __launch_bounds__(KW * 32) fastawq_frag_gemv(
       if (i < nrb) {
         float acc[4] = {0.f, 0.f, 0.f, 0.f};
         if (busy) {
-#pragma unroll
-          for (int q = 0; q < NGW; ++q) {
-            // Σ (q − z)·x·s = (Σ (magic + q)·x − (magic + z)·Σ x)·s; fp16 row g + 8: 16·q and s / 16
-            const float zlo = MAGICF + (float)((sr[d][q][0] >> 16) & 0xFF);
-            const float slo = half_to_float(sr[d][q][0] & 0xFFFF);
-#if BF16
-            const float zhi = MAGICF + (float)((sr[d][q][1] >> 16) & 0xFF);
-            const float shi = half_to_float(sr[d][q][1] & 0xFFFF);
-#else
-            const float zhi = MAGICF + 16.f * (float)((sr[d][q][1] >> 16) & 0xFF);
-            const float shi = half_to_float(sr[d][q][1] & 0xFFFF) * 0.0625f;
-#endif
-            float part[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-            for (int cc = 0; cc < CPG; ++cc) {
-              const int j = q * CPG + cc;
-#pragma unroll
-              for (int v = 0; v < 4; ++v) {
-                u32 a[4];
-                raw(wr[d][j][v], magic, a);
-                mma(part, a[0], a[1], a[2], a[3], xf[j * 4 + v][0], xf[j * 4 + v][1]);
-              }
-            }
-            acc[0] += slo * (part[0] - zlo * xs[q][0]);
-            acc[1] += slo * (part[1] - zlo * xs[q][1]);
-            acc[2] += shi * (part[2] - zhi * xs[q][0]);
-            acc[3] += shi * (part[3] - zhi * xs[q][1]);
-          }
+          block(wr[d], sr[d], acc);
           const int nx = i + DEPTH;
           if (nx < nrb) {
 #pragma unroll
@@ -176,7 +267,51 @@ extern "C" __global__ void __launch_bounds__(KW * 32) fastawq_frag_gemv(
       }
     }
   }
+#endif
   __syncthreads();
+
+#if CL > 1
+  // the CL CTAs of the cluster are the K slices of this row range: each adds up its own warps (into warp
+  // 0's slots), then takes 1 / CL of the items and sums them over the cluster's CTAs. No workspace: the
+  // kernel can be captured in a CUDA graph
+  for (int it = threadIdx.x; it < nrb * 32; it += KW * 32) {
+    const int i = it >> 5, l = it & 31;
+    float4 v = red[i * KW * 32 + l];
+    for (int w = 1; w < KW; ++w) {
+      const float4 u = red[(i * KW + w) * 32 + l];
+      v.x += u.x;
+      v.y += u.y;
+      v.z += u.z;
+      v.w += u.w;
+    }
+    red[i * KW * 32 + l] = v;
+  }
+  cluster_sync_all();
+  {
+    const int lo = ks * nrb * 32 / CL, hi = (ks + 1) * nrb * 32 / CL;  // ks: the CTA's rank in the cluster
+    for (int it = lo + threadIdx.x; it < hi; it += KW * 32) {
+      const int i = it >> 5, l = it & 31, m = 2 * (l & 3), row = (rb0 + i) * 16 + (l >> 2);
+      if (m >= mrows) continue;
+      float4 v = ld_cluster(&red[i * KW * 32 + l], 0);
+#pragma unroll
+      for (int r = 1; r < CL; ++r) {
+        const float4 u = ld_cluster(&red[i * KW * 32 + l], r);
+        v.x += u.x;
+        v.y += u.y;
+        v.z += u.z;
+        v.w += u.w;
+      }
+      const float vals[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int mm = m + (e & 1), rw = row + 8 * (e >> 1);
+        if (mm < mrows) y[(u64)(m0 + mm) * N + rw] = fromfloat(vals[e] + (has_bias ? tofloat(bias[rw]) : 0.f));
+      }
+    }
+  }
+  cluster_sync_all();  // no CTA leaves while another still reads its shared memory
+  return;
+#endif
 
   // item (row block i, lane l): the KW warps' partial sums of lane l added up; they are the outputs of rows
   // l / 4 and l / 4 + 8 of the block for x rows 2·(l % 4) and 2·(l % 4) + 1
@@ -232,7 +367,13 @@ extern "C" __global__ void __launch_bounds__(KW * 32) fastawq_frag_gemv(
 class GemvConfig:
     """Tiles of the decode kernel: each of a CTA's ``kw`` warps takes ``kc`` chunks of 64 inputs (so a CTA
     covers ``64·kc·kw`` inputs; more take more CTAs along grid y, added up in the workspace) and walks
-    ``rbc`` blocks of 16 output rows, ``depth`` of them loaded ahead."""
+    ``rbc`` blocks of 16 output rows, ``depth`` of them loaded ahead.
+
+    ``fill`` > 0 shares the row blocks out evenly over about ``fill`` CTAs an SM (one wave; ``rbc`` is then
+    unused): a fixed ``rbc`` leaves a part-filled last wave or idle SMs. ``cluster`` sums the K slices of a
+    row range through the shared memory of a thread-block cluster (sm_90, at most 8 slices) instead of the
+    global workspace. ``stages`` > 0 streams the weight through that many ``cp.async`` stages a warp in
+    shared memory instead of ``depth`` registers sets."""
 
     kc: int = 4
     kw: int = 8
@@ -240,50 +381,90 @@ class GemvConfig:
     depth: int = 2
     #: the K slices of a row range are neighbours along the grid's x (scheduled together)
     kfirst: bool = False
+    fill: int = 0
+    cluster: bool = False
+    stages: int = 0
 
     def describe(self) -> str:
-        return f"gemv kc{self.kc} kw{self.kw} rbc{self.rbc} d{self.depth}" + (" kfirst" if self.kfirst else "")
+        rows = f"fill{self.fill}" if self.fill else f"rbc{self.rbc}"
+        ahead = f"s{self.stages}" if self.stages else f"d{self.depth}"
+        flags = (" kfirst" if self.kfirst else "") + (" cluster" if self.cluster else "")
+        return f"gemv kc{self.kc} kw{self.kw} {rows} {ahead}{flags}"
 
     def problem(self, group_size: int) -> str | None:
         """Why this config cannot be compiled for ``group_size`` (None: it can)."""
-        if min(self.kc, self.kw, self.rbc, self.depth) < 1:
+        if min(self.kc, self.kw, self.rbc, self.depth) < 1 or min(self.fill, self.stages) < 0:
             return f"config {self.describe()}: every tile parameter must be at least 1"
         if self.kw > 32:
             return f"config {self.describe()}: at most 32 warps a CTA"
+        if self.stages == 1 or self.stages > 8:
+            return f"config {self.describe()}: 2 to 8 copy stages (or 0: registers)"
+        if self.cluster and not self.kfirst:
+            return f"config {self.describe()}: a cluster needs the K slices along the grid's x (kfirst)"
         ch = group_size // 64
         if self.kc % ch and ch % self.kc:
             return f"config {self.describe()}: kc must divide, or be a multiple of, the {ch} chunks of a group"
-        if self.smem_bytes() > SMEM_MAX:
-            return f"config {self.describe()} needs {self.smem_bytes()} bytes of shared memory (at most {SMEM_MAX})"
+        need = self.smem_bytes(group_size, 1 if self.fill else self.rbc)
+        if need > SMEM_MAX:
+            return f"config {self.describe()} needs {need} bytes of shared memory (at most {SMEM_MAX})"
         return None
 
-    def smem_bytes(self) -> int:
-        return self.rbc * self.kw * 32 * 16
+    def smem_bytes(self, group_size: int, rbc: int) -> int:
+        """Shared memory a CTA takes for ``rbc`` row blocks: the warps' partial sums, then the copy stages."""
+        ngw = self.kc // min(self.kc, group_size // 64)  # groups a warp: scale/zero words a stage
+        return rbc * self.kw * 512 + self.stages * self.kw * (self.kc * 512 + ngw * 2 * 128)
 
     def split(self, k: int) -> int:
         """CTAs along K for a K-input layer."""
         return -(-(k // 64) // (self.kc * self.kw))
 
+    def rows(self, n: int, k: int, m: int, group_size: int, sms: int) -> tuple[int, int]:
+        """(row ranges along the grid, the most row blocks one of them takes) for an [M, K] × [K, N] call."""
+        nb = n // 16
+        if not self.fill:
+            return -(-nb // self.rbc), self.rbc
+        ranges = max(1, min(nb, sms * self.fill // (self.split(k) * -(-m // MAX_ROWS))))
+        per_range = (SMEM_MAX - self.smem_bytes(group_size, 0)) // (self.kw * 512)
+        ranges = max(ranges, -(-nb // per_range))  # a very wide layer: more than one wave, within shared memory
+        return ranges, -(-nb // ranges)
 
-SMEM_MAX = 160 * 1024
+
+#: dynamic shared memory a CTA may ask for (an H100 allows 227 KiB a block)
+SMEM_MAX = 200 * 1024
 MAX_ROWS = 8
+#: the most K slices one cluster sums (the portable cluster size)
+MAX_CLUSTER = 8
 
 
-def source(dtype: torch.dtype, group_size: int, cfg: GemvConfig) -> str:
+def source(dtype: torch.dtype, group_size: int, cfg: GemvConfig, cluster: int = 1) -> str:
+    """The kernel source for ``cfg``; ``cluster`` > 1: that many K slices sum up in a thread-block cluster."""
     defs = {"BF16": int(dtype == torch.bfloat16), "G": group_size, "KC": cfg.kc, "KW": cfg.kw, "DEPTH": cfg.depth,
-            "KFIRST": int(cfg.kfirst), "WG": 0}  # fmt: skip
+            "KFIRST": int(cfg.kfirst), "WG": 0, "BAL": int(cfg.fill > 0), "CL": cluster, "STG": cfg.stages}  # fmt: skip
     body = cuda_frag.HEADER.replace("//@WGMMA@\n", "") + _KERNEL
     return "".join(f"#define {k} {v}\n" for k, v in defs.items()) + body
 
 
+def _clusters_ok() -> bool:
+    """Whether the current CUDA device has thread-block clusters (sm_90 and newer)."""
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() >= (9, 0)
+
+
 def candidates(m: int, n: int, k: int, group_size: int) -> list[GemvConfig]:
-    """What the frag tuner times up to 8 rows of x: the six configs that together came within 1 % of the best
-    of 120 on the five H100 sweep shapes at M = 1 and 8 (``benchmarks/cuda_frag.py --gemv``, BENCHMARKS.md)."""
+    """What the frag tuner times up to 8 rows of x: the six fixed-row configs that together came within 1 % of
+    the best of 120 on the five H100 sweep shapes at M = 1 and 8 (``benchmarks/cuda_frag.py --gemv``), and
+    the one-wave configs that won a shape of the H200 sweep (``--gemv-fill``; BENCHMARKS.md, twelfth version)."""
     if m > MAX_ROWS:
         return []
     out = [GemvConfig(2, 8, 4, 1, True), GemvConfig(4, 16, 8, 2, True), GemvConfig(4, 16, 2, 2, True),
            GemvConfig(4, 16, 16, 2, True), GemvConfig(4, 16, 4, 2), GemvConfig(2, 16, 8, 2, True)]  # fmt: skip
-    fits = [c for c in out if c.problem(group_size) is None and (k // 64) % c.kc == 0]
+    out += [GemvConfig(4, 16, depth=1, kfirst=True, fill=1), GemvConfig(4, 16, depth=2, kfirst=True, fill=1),
+            GemvConfig(2, 16, depth=1, kfirst=True, fill=2),
+            GemvConfig(4, 16, kfirst=True, fill=1, cluster=True, stages=3),
+            GemvConfig(2, 16, kfirst=True, fill=1, cluster=True, stages=3),
+            GemvConfig(4, 8, kfirst=True, fill=1, cluster=True, stages=3)]  # fmt: skip
+    clusters = _clusters_ok()
+    fits = [c for c in out if c.problem(group_size) is None and (k // 64) % c.kc == 0
+            and (not c.cluster or (clusters and c.split(k) <= MAX_CLUSTER))]  # fmt: skip
     return fits or [default_config(m, n, k, group_size)]  # K / 64 odd, say: one chunk a warp
 
 
@@ -302,9 +483,14 @@ class GemvPlan:
     n: int
     k: int
     group_size: int
-    #: the launch grid, and how many CTAs share a row range's K (> 1: split-K through the workspace)
+    #: the launch grid, and how many CTAs share a row range's K (> 1: split-K through the workspace, or the
+    #: cluster's shared memory with ``clustered``)
     grid: tuple[int, int, int]
     split: int
+    #: the most row blocks a CTA takes, and the shared memory that needs
+    rbc: int
+    smem: int
+    clustered: bool
 
     def __call__(self, x2d: torch.Tensor, w: dict[str, torch.Tensor], bias: torch.Tensor | None) -> torch.Tensor:
         from fastawq.kernels.triton_awq import _workspace  # the shared per-stream split-K workspace
@@ -313,7 +499,7 @@ class GemvPlan:
         m, n, grid = self.m, self.n, self.grid
         ws: torch.Tensor | None = None
         cnt: torch.Tensor | None = None
-        if self.split > 1:
+        if self.split > 1 and not self.clustered:
             buf = _workspace(x2d.device, m * n, grid[0] * grid[1] * grid[2] // self.split)  # a counter a row range
             if buf is None:  # too large, or inside a CUDA graph capture: the staged kernel, unsplit
                 cfg = cuda_frag.default_config(m, n, self.k, self.group_size)
@@ -324,8 +510,8 @@ class GemvPlan:
         args = self.fn.args(_SIGNATURE)
         args.set(x2d.data_ptr(), w["qweight_frag"].data_ptr(), w["sz_gn"].data_ptr(), b.data_ptr(), y.data_ptr(),
                  (ws if ws is not None else y).data_ptr(), (cnt if cnt is not None else y).data_ptr(), m, n, self.k,
-                 x2d.stride(0), self.cfg.rbc, int(bias is not None), _MAGIC[x2d.dtype])  # fmt: skip
-        self.fn.launch_on(x2d.device, grid, self.cfg.kw * 32, args, self.cfg.smem_bytes())
+                 x2d.stride(0), self.rbc, int(bias is not None), _MAGIC[x2d.dtype])  # fmt: skip
+        self.fn.launch_on(x2d.device, grid, self.cfg.kw * 32, args, self.smem)
         return y
 
 
@@ -360,10 +546,18 @@ def plan(
     problem = cfg.problem(group_size)
     if problem is not None:
         raise ValueError(problem)
-    fn = cuda_rt.load(source(dtype, group_size, cfg), NAME, torch.device("cuda", index), cfg.smem_bytes())
-    rows, split, zs = -(-(n // 16) // cfg.rbc), cfg.split(k), -(-m // 8)
+    split, zs = cfg.split(k), -(-m // MAX_ROWS)
+    cluster = split if cfg.cluster and split > 1 else 1
+    if cluster > MAX_CLUSTER:
+        raise ValueError(f"config {cfg.describe()}: a cluster sums at most {MAX_CLUSTER} K slices, K={k} needs {split}")
+    if cluster > 1 and torch.cuda.get_device_capability(index) < (9, 0):
+        raise ValueError(f"config {cfg.describe()}: thread-block clusters need compute capability 9.0 or newer")
+    sms = torch.cuda.get_device_properties(index).multi_processor_count
+    rows, rbc = cfg.rows(n, k, m, group_size, sms)
+    smem = cfg.smem_bytes(group_size, rbc)
+    fn = cuda_rt.load(source(dtype, group_size, cfg, cluster), NAME, torch.device("cuda", index), smem)
     grid = (split, rows, zs) if cfg.kfirst else (rows, split, zs)
-    p = _PLANS[key] = GemvPlan(fn, cfg, m, n, k, group_size, grid, split)
+    p = _PLANS[key] = GemvPlan(fn, cfg, m, n, k, group_size, grid, split, rbc, smem, cluster > 1)
     return p
 
 
