@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastawq.kernels import cuda_frag, cuda_gemv, dispatch, layouts
+from fastawq.kernels import cuda_frag, cuda_gemv, cuda_rt, dispatch, layouts
 from test_cuda_frag import (
     check_forced_module,
     check_frag_tuner,
@@ -175,6 +175,22 @@ def test_cluster_config_replays_in_a_cuda_graph_as_itself() -> None:
     x = torch.randn(m, k, generator=gen).half().cuda()
     cuda_gemv.frag_gemv_cuda(x, wf, g, None, cfg)  # compiles outside the capture
     check_graph_replay(lambda: cuda_gemv.frag_gemv_cuda(x, wf, g, None, cfg), x, w, gen)
+
+
+@gpu
+@needs_cuda
+def test_cluster_rows_fit_in_one_wave() -> None:
+    """Clusters of 4 K slices do not all fit on an H100/H200 at once (a GPC's SMs are not a multiple of 4): the
+    plan takes no more row ranges than the driver says fit, so no cluster waits for a second wave."""
+    if torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("thread-block clusters need sm_90")
+    cfg = GemvConfig(4, 16, kfirst=True, fill=1, cluster=True, stages=3)
+    for m in (1, 8):
+        p = cuda_gemv.plan(torch.device(DEV), torch.float16, m, 4096, 14336, 128, cfg)
+        assert p.clustered and p.grid[0] == 4
+        fit = cuda_rt.max_active_clusters(p.fn, p.grid, cfg.kw * 32, p.smem)
+        assert fit is not None and 0 < p.grid[1] * p.grid[2] <= fit, (p.grid, fit)
+        assert p.grid[1] * p.grid[2] * 4 >= 0.9 * torch.cuda.get_device_properties(0).multi_processor_count
 
 
 @gpu

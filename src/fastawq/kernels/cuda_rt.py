@@ -236,6 +236,29 @@ class Function:
             self.launch(grid, block, args, stream, smem)
 
 
+class _LaunchConfig(_c.Structure):
+    """CUlaunchConfig: grid, block, dynamic shared memory, stream, no launch attributes."""
+
+    _fields_ = (("grid_x", _c.c_uint), ("grid_y", _c.c_uint), ("grid_z", _c.c_uint), ("block_x", _c.c_uint),
+                ("block_y", _c.c_uint), ("block_z", _c.c_uint), ("smem", _c.c_uint), ("stream", _c.c_void_p),
+                ("attrs", _c.c_void_p), ("num_attrs", _c.c_uint))  # fmt: skip
+
+
+def max_active_clusters(fn: Function, grid: tuple[int, int, int], block: int, smem: int) -> int | None:
+    """How many thread-block clusters of ``fn`` (compiled with its cluster size) fit on the GPU at once, with
+    ``block`` threads and ``smem`` bytes of dynamic shared memory a CTA; None where the driver cannot say.
+    Clusters are placed within a GPC, so this can be less than the SMs divided by the cluster size."""
+    drv = _driver()
+    fun = getattr(drv, "cuOccupancyMaxActiveClusters", None)
+    if fun is None:
+        return None
+    cfg = _LaunchConfig(grid[0], grid[1], grid[2], block, 1, 1, smem, None, None, 0)
+    count = _c.c_int()
+    if fun(_c.byref(count), fn.handle, _c.byref(cfg)) != 0:
+        return None
+    return int(count.value)
+
+
 def device_index(device: torch.device) -> int:
     """The CUDA device index of ``device`` (the current device for a bare ``cuda``)."""
     return device.index if device.index is not None else torch.cuda.current_device()
