@@ -93,9 +93,10 @@ def gemv_configs(m: int, quick: bool) -> list[GemvConfig]:
 def gemv_fill_configs(m: int) -> list[GemvConfig]:
     """The one-wave decode configs (balanced row ranges): tiles × CTAs an SM × cluster sums × register ring or
     cp.async stages."""
-    if m > cuda_gemv.MAX_ROWS:
+    if m > 4 * cuda_gemv.MAX_ROWS:
         return []
-    return [GemvConfig(kc, kw, depth=depth, kfirst=True, fill=fill, cluster=cluster, stages=stages)
+    mt = 1 if m <= cuda_gemv.MAX_ROWS else 2  # 9 – 32 rows: two 8-row tiles a program
+    return [GemvConfig(kc, kw, depth=depth, kfirst=True, fill=fill, cluster=cluster, stages=stages, mt=mt)
             for kc, kw in ((4, 16), (2, 16), (4, 8), (2, 8)) for fill in (1, 2) for cluster in (False, True)
             for depth, stages in ((1, 0), (2, 0), (2, 3), (2, 4))]  # fmt: skip
 

@@ -38,6 +38,9 @@ CONFIGS = [
     GemvConfig(kc=1, kw=3, kfirst=True, fill=3, cluster=True, stages=3),  # cluster, cp.async stages, odd warps
     GemvConfig(kc=4, kw=2, kfirst=True, fill=1, stages=2),  # cp.async stages, split-K workspace
     GemvConfig(kc=8, kw=2, depth=1, kfirst=True, fill=1, cluster=True),  # several groups a warp, cluster
+    GemvConfig(kc=2, kw=2, depth=2, kfirst=True, fill=1, mt=2),  # 16 rows of x a program, workspace split-K
+    GemvConfig(kc=1, kw=3, kfirst=True, fill=2, cluster=True, stages=2, mt=2),  # 16 rows, cluster, stages
+    GemvConfig(kc=2, kw=4, rbc=3, depth=1, mt=2),  # 16 rows, fixed row ranges
 ]
 
 
@@ -63,6 +66,7 @@ def test_config_problems_are_named() -> None:
         (GemvConfig(stages=9), "copy stages"),
         (GemvConfig(cluster=True), "kfirst"),
         (GemvConfig(fill=-1), "at least 1"),
+        (GemvConfig(mt=3), "tiles of 8 rows"),
     ]
     for cfg, words in cases:
         assert words in str(cfg.problem(128)), cfg
@@ -90,15 +94,16 @@ def test_balanced_rows_cover_every_block_once_within_shared_memory() -> None:
     assert GemvConfig(4, 16, kfirst=True, fill=1).rows(128256, 4096, 1, 128, 132)[0] > 132  # past one wave
 
 
-def test_candidates_fit_and_stop_at_eight_rows() -> None:
-    for m in (1, 5, 8):
+def test_candidates_fit_and_stop_at_sixteen_rows() -> None:
+    for m in (1, 5, 8, 9, 16):
         for g in cuda_frag.GROUP_SIZES:
             for k in (4096, 14336, 4160):
                 cands = cuda_gemv.candidates(m, 4096, k, g)
                 assert cands, (m, g, k)
                 for cfg in cands + [cuda_gemv.default_config(m, 4096, k, g)]:
                     assert cfg.problem(g) is None and (k // 64) % cfg.kc == 0, (m, g, k, cfg)
-    assert cuda_gemv.candidates(9, 4096, 4096, 128) == []
+    assert all(c.mt == 2 for c in cuda_gemv.candidates(12, 4096, 4096, 128))
+    assert cuda_gemv.candidates(17, 4096, 4096, 128) == []
 
 
 def test_says_why_not_on_a_cpu() -> None:
@@ -126,7 +131,8 @@ def test_zero_point_comes_off_after_the_product() -> None:
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 @pytest.mark.parametrize("cfg", CONFIGS, ids=[c.describe() for c in CONFIGS])
 @pytest.mark.parametrize(("m", "k", "n", "g"), [(1, 512, 96, 64), (3, 1024, 160, 128), (8, 1536, 48, 256),
-                                                (13, 768, 64, 128), (1, 4096, 256, 128)])  # fmt: skip
+                                                (13, 768, 64, 128), (1, 4096, 256, 128), (16, 512, 80, 128),
+                                                (29, 1024, 48, 64)])  # fmt: skip
 def test_cuda_gemv_matches_float64(cfg: GemvConfig, m: int, k: int, n: int, g: int, dtype: torch.dtype) -> None:
     if cfg.problem(g) is not None:
         pytest.skip(str(cfg.problem(g)))
@@ -206,7 +212,7 @@ def test_cluster_past_eight_slices_is_refused_by_name() -> None:
 
 @gpu
 @needs_cuda
-@pytest.mark.parametrize("m", [1, 8])
+@pytest.mark.parametrize("m", [1, 8, 16])
 def test_frag_tuner_times_the_decode_kernel(m: int) -> None:
     timed = check_frag_tuner(m)
     assert sum(name == "cuda_gemv" for name, _, _ in timed) == len(cuda_gemv.candidates(m, 768, 2048, 128))

@@ -1,4 +1,4 @@
-"""A decode kernel for up to 8 rows of x on the ``nk_frag`` layout (CUDA C++, compiled at run time with NVRTC).
+"""A decode kernel for up to 16 rows of x on the ``nk_frag`` layout (CUDA C++, compiled at run time with NVRTC).
 
 At M ≤ 8 the product is a stream of the packed weight. Nsight Compute on the staged ``mma.sync`` kernel of
 :mod:`.cuda_frag` (14336×4096, one row) counted about 290 warp instructions for each KiB of weight, with the
@@ -22,9 +22,10 @@ With the instructions gone the kernel is bound by memory latency (H100, Nsight C
 27 – 29 % busy, DRAM 50 – 53 %, long-scoreboard stalls first), and it is 2 – 16 % faster than the staged
 CUDA kernel at M = 1 and 8 on the five benchmark shapes (BENCHMARKS.md, tenth version).
 
-Inside a CUDA graph capture (no workspace) a split config runs as the default :mod:`.cuda_frag` kernel.
-Rows of x past 8 take more programs along the grid's z axis, each reading the weight again; the tuner
-offers this kernel up to 8 rows.
+Inside a CUDA graph capture (no workspace) a split config runs as the default :mod:`.cuda_frag` kernel, unless
+its K slices sum up in a thread-block cluster (``cluster``), which needs no workspace. A program takes one or
+two 8-row tiles of x (``mt``; each decoded fragment feeds ``mt`` products); more rows take more programs
+along the grid's z axis, each reading the weight again. The tuner offers this kernel up to 16 rows.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ NAME = "fastawq_frag_gemv"
 
 _KERNEL = r"""
 // a warp's groups: NGW groups of CPG chunks (KC chunks in all; a group may also span several warps)
+// MT: 8-row tiles of x a program (each decoded A fragment feeds MT mma); a partial-sum slot is
+// [row block][warp][tile][lane]
+#define SLOT(i, w, mt) ((((i) * KW + (w)) * MT + (mt)) * 32)
 #define CPG (KC < CH ? KC : CH)
 #define NGW (KC / CPG)
 #if BF16
@@ -99,7 +103,8 @@ extern "C" __global__ void __launch_bounds__(KW * 32) fastawq_frag_gemv(
     const u16* __restrict__ x, const u32* __restrict__ qw, const u32* __restrict__ sz,
     const u16* __restrict__ bias, u16* __restrict__ y, float* __restrict__ ws, int* __restrict__ cnt,
     int M, int N, int K, int ldx, int rbc, int has_bias, u32 magic) {
-  // [rbc][kw][32 lanes]: each warp's partial sums (rbc: the most row blocks a CTA takes); STG: the copy stages after it
+  // [rbc][kw][MT][32 lanes]: each warp's partial sums (rbc: the most row blocks a CTA takes); then the copy
+  // stages (STG)
   extern __shared__ __align__(16) float4 red[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, kw = KW;
   const int g = lane >> 2, t = lane & 3;
@@ -116,8 +121,8 @@ extern "C" __global__ void __launch_bounds__(KW * 32) fastawq_frag_gemv(
   const int nrb = min(rbc, nb - rb0);
 #endif
   const int c0 = (ks * kw + warp) * KC;  // this warp's first chunk
-  const int m0 = blockIdx.z * 8;
-  const int mrows = min(8, M - m0);
+  const int m0 = blockIdx.z * 8 * MT;
+  const int mrows = min(8 * MT, M - m0);
   const bool busy = c0 < kc;
 
   // the weight loads go first (the x loads and their sums below wait for x). Row block rb, chunk c0 + j:
@@ -128,8 +133,8 @@ extern "C" __global__ void __launch_bounds__(KW * 32) fastawq_frag_gemv(
 #if STG
   // STG copy stages a warp in shared memory instead of a register ring: [stage][chunk][lane] 16 bytes of
   // weight, then [stage][group][row half][lane] a scale/zero word
-  uint4* wring = reinterpret_cast<uint4*>(red + rbc * KW * 32) + (u64)warp * STG * KC * 32 + lane;
-  u32* sring = reinterpret_cast<u32*>(reinterpret_cast<uint4*>(red + rbc * KW * 32) + KW * STG * KC * 32) +
+  uint4* wring = reinterpret_cast<uint4*>(red + rbc * KW * MT * 32) + (u64)warp * STG * KC * 32 + lane;
+  u32* sring = reinterpret_cast<u32*>(reinterpret_cast<uint4*>(red + rbc * KW * MT * 32) + KW * STG * KC * 32) +
                (u64)warp * STG * NGW * 2 * 32 + lane;
   auto issue = [&](int rb, int st) {
 #pragma unroll
@@ -162,31 +167,37 @@ extern "C" __global__ void __launch_bounds__(KW * 32) fastawq_frag_gemv(
   }
 #endif
   // x: B fragment of 16-input step s is x[g][k + 2t, +1] and x[g][k + 8 + 2t, +1] (rows past M: zero)
-  u32 xf[KC * 4][2];
-  {
-    const u32* xr = reinterpret_cast<const u32*>(x + (u64)(m0 + (g < mrows ? g : 0)) * ldx + c0 * 64) + t;
+  u32 xf[KC * 4][MT][2];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    const int r = mt * 8 + g;
+    const bool ok = busy && r < mrows;
+    const u32* xr = reinterpret_cast<const u32*>(x + (u64)(m0 + (ok ? r : 0)) * ldx + c0 * 64) + t;
 #pragma unroll
     for (int s = 0; s < KC * 4; ++s) {
-      const bool ok = busy && g < mrows;
-      xf[s][0] = ok ? __ldg(xr + s * 8) : 0u;
-      xf[s][1] = ok ? __ldg(xr + s * 8 + 4) : 0u;
+      xf[s][mt][0] = ok ? __ldg(xr + s * 8) : 0u;
+      xf[s][mt][1] = ok ? __ldg(xr + s * 8 + 4) : 0u;
     }
   }
   // each group's sum of x per x row (columns 2t, 2t + 1 of an all-ones A times x): the zero-point term
-  float xs[NGW][2];
+  float xs[NGW][MT][2];
   {
     const u32 one2 = ONE2;
 #pragma unroll
     for (int q = 0; q < NGW; ++q) {
-      float c[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-      for (int s = q * CPG * 4; s < (q + 1) * CPG * 4; ++s) mma(c, one2, one2, one2, one2, xf[s][0], xf[s][1]);
-      xs[q][0] = c[0];
-      xs[q][1] = c[1];
+      for (int mt = 0; mt < MT; ++mt) {
+        float c[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+        for (int s = q * CPG * 4; s < (q + 1) * CPG * 4; ++s)
+          mma(c, one2, one2, one2, one2, xf[s][mt][0], xf[s][mt][1]);
+        xs[q][mt][0] = c[0];
+        xs[q][mt][1] = c[1];
+      }
     }
   }
   // one row block's four outputs of this lane from its weight words w and scale/zero words s
-  auto block = [&](const u32 (&w)[KC][4], const u32 (&s)[NGW][2], float (&acc)[4]) {
+  auto block = [&](const u32 (&w)[KC][4], const u32 (&s)[NGW][2], float (&acc)[MT][4]) {
 #pragma unroll
     for (int q = 0; q < NGW; ++q) {
       // Σ (q − z)·x·s = (Σ (magic + q)·x − (magic + z)·Σ x)·s; fp16 row g + 8: 16·q and s / 16
@@ -199,7 +210,7 @@ extern "C" __global__ void __launch_bounds__(KW * 32) fastawq_frag_gemv(
       const float zhi = MAGICF + 16.f * (float)((s[q][1] >> 16) & 0xFF);
       const float shi = half_to_float(s[q][1] & 0xFFFF) * 0.0625f;
 #endif
-      float part[4] = {0.f, 0.f, 0.f, 0.f};
+      float part[MT][4] = {};
 #pragma unroll
       for (int cc = 0; cc < CPG; ++cc) {
         const int j = q * CPG + cc;
@@ -207,13 +218,18 @@ extern "C" __global__ void __launch_bounds__(KW * 32) fastawq_frag_gemv(
         for (int v = 0; v < 4; ++v) {
           u32 a[4];
           raw(w[j][v], magic, a);
-          mma(part, a[0], a[1], a[2], a[3], xf[j * 4 + v][0], xf[j * 4 + v][1]);
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt)
+            mma(part[mt], a[0], a[1], a[2], a[3], xf[j * 4 + v][mt][0], xf[j * 4 + v][mt][1]);
         }
       }
-      acc[0] += slo * (part[0] - zlo * xs[q][0]);
-      acc[1] += slo * (part[1] - zlo * xs[q][1]);
-      acc[2] += shi * (part[2] - zhi * xs[q][0]);
-      acc[3] += shi * (part[3] - zhi * xs[q][1]);
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        acc[mt][0] += slo * (part[mt][0] - zlo * xs[q][mt][0]);
+        acc[mt][1] += slo * (part[mt][1] - zlo * xs[q][mt][1]);
+        acc[mt][2] += shi * (part[mt][2] - zhi * xs[q][mt][0]);
+        acc[mt][3] += shi * (part[mt][3] - zhi * xs[q][mt][1]);
+      }
     }
   };
 #if STG
@@ -222,7 +238,7 @@ extern "C" __global__ void __launch_bounds__(KW * 32) fastawq_frag_gemv(
     if (busy && nx < nrb) issue(nx, nx % STG);
     asm volatile("cp.async.commit_group;" ::: "memory");
     asm volatile("cp.async.wait_group %0;" :: "n"(STG - 1) : "memory");  // row block i's copies are in
-    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    float acc[MT][4] = {};
     if (busy) {
       const int st = i % STG;
       u32 w[KC][4], s[NGW][2];
@@ -241,7 +257,9 @@ extern "C" __global__ void __launch_bounds__(KW * 32) fastawq_frag_gemv(
       }
       block(w, s, acc);
     }
-    red[(i * kw + warp) * 32 + lane] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+      red[SLOT(i, warp, mt) + lane] = make_float4(acc[mt][0], acc[mt][1], acc[mt][2], acc[mt][3]);
   }
 #else
   for (int base = 0; base < nrb; base += DEPTH) {
@@ -249,7 +267,7 @@ extern "C" __global__ void __launch_bounds__(KW * 32) fastawq_frag_gemv(
     for (int d = 0; d < DEPTH; ++d) {
       const int i = base + d;
       if (i < nrb) {
-        float acc[4] = {0.f, 0.f, 0.f, 0.f};
+        float acc[MT][4] = {};
         if (busy) {
           block(wr[d], sr[d], acc);
           const int nx = i + DEPTH;
@@ -263,7 +281,9 @@ extern "C" __global__ void __launch_bounds__(KW * 32) fastawq_frag_gemv(
             }
           }
         }
-        red[(i * kw + warp) * 32 + lane] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+          red[SLOT(i, warp, mt) + lane] = make_float4(acc[mt][0], acc[mt][1], acc[mt][2], acc[mt][3]);
       }
     }
   }
@@ -274,28 +294,29 @@ extern "C" __global__ void __launch_bounds__(KW * 32) fastawq_frag_gemv(
   // the CL CTAs of the cluster are the K slices of this row range: each adds up its own warps (into warp
   // 0's slots), then takes 1 / CL of the items and sums them over the cluster's CTAs. No workspace: the
   // kernel can be captured in a CUDA graph
-  for (int it = threadIdx.x; it < nrb * 32; it += KW * 32) {
-    const int i = it >> 5, l = it & 31;
-    float4 v = red[i * KW * 32 + l];
+  for (int it = threadIdx.x; it < nrb * MT * 32; it += KW * 32) {
+    const int i = it / (MT * 32), mt = (it >> 5) % MT, l = it & 31;
+    float4 v = red[SLOT(i, 0, mt) + l];
     for (int w = 1; w < KW; ++w) {
-      const float4 u = red[(i * KW + w) * 32 + l];
+      const float4 u = red[SLOT(i, w, mt) + l];
       v.x += u.x;
       v.y += u.y;
       v.z += u.z;
       v.w += u.w;
     }
-    red[i * KW * 32 + l] = v;
+    red[SLOT(i, 0, mt) + l] = v;
   }
   cluster_sync_all();
   {
-    const int lo = ks * nrb * 32 / CL, hi = (ks + 1) * nrb * 32 / CL;  // ks: the CTA's rank in the cluster
+    const int lo = ks * nrb * MT * 32 / CL, hi = (ks + 1) * nrb * MT * 32 / CL;  // ks: the rank in the cluster
     for (int it = lo + threadIdx.x; it < hi; it += KW * 32) {
-      const int i = it >> 5, l = it & 31, m = 2 * (l & 3), row = (rb0 + i) * 16 + (l >> 2);
+      const int i = it / (MT * 32), mt = (it >> 5) % MT, l = it & 31;
+      const int m = mt * 8 + 2 * (l & 3), row = (rb0 + i) * 16 + (l >> 2);
       if (m >= mrows) continue;
-      float4 v = ld_cluster(&red[i * KW * 32 + l], 0);
+      float4 v = ld_cluster(&red[SLOT(i, 0, mt) + l], 0);
 #pragma unroll
       for (int r = 1; r < CL; ++r) {
-        const float4 u = ld_cluster(&red[i * KW * 32 + l], r);
+        const float4 u = ld_cluster(&red[SLOT(i, 0, mt) + l], r);
         v.x += u.x;
         v.y += u.y;
         v.z += u.z;
@@ -316,12 +337,13 @@ extern "C" __global__ void __launch_bounds__(KW * 32) fastawq_frag_gemv(
   // item (row block i, lane l): the KW warps' partial sums of lane l added up; they are the outputs of rows
   // l / 4 and l / 4 + 8 of the block for x rows 2·(l % 4) and 2·(l % 4) + 1
   const bool split = nks > 1;
-  for (int it = threadIdx.x; it < nrb * 32; it += KW * 32) {
-    const int i = it >> 5, l = it & 31, m = 2 * (l & 3), row = (rb0 + i) * 16 + (l >> 2);
+  for (int it = threadIdx.x; it < nrb * MT * 32; it += KW * 32) {
+    const int i = it / (MT * 32), mt = (it >> 5) % MT, l = it & 31;
+    const int m = mt * 8 + 2 * (l & 3), row = (rb0 + i) * 16 + (l >> 2);
     if (m >= mrows) continue;
-    float4 v = red[i * KW * 32 + l];
+    float4 v = red[SLOT(i, 0, mt) + l];
     for (int w = 1; w < KW; ++w) {
-      const float4 u = red[(i * KW + w) * 32 + l];
+      const float4 u = red[SLOT(i, w, mt) + l];
       v.x += u.x;
       v.y += u.y;
       v.z += u.z;
@@ -352,8 +374,8 @@ extern "C" __global__ void __launch_bounds__(KW * 32) fastawq_frag_gemv(
   __syncthreads();
   if (!last) return;
   __threadfence();
-  for (int o = threadIdx.x; o < nrb * 16 * 8; o += KW * 32) {  // o = (row of the range)·8 + x row
-    const int mm = o & 7, rr = rb0 * 16 + (o >> 3);
+  for (int o = threadIdx.x; o < nrb * 16 * 8 * MT; o += KW * 32) {  // o = (row of the range)·8·MT + x row
+    const int mm = o % (8 * MT), rr = rb0 * 16 + o / (8 * MT);
     if (mm < mrows) {
       const float v = atomicExch(ws + (u64)(m0 + mm) * N + rr, 0.f);
       y[(u64)(m0 + mm) * N + rr] = fromfloat(v + (has_bias ? tofloat(bias[rr]) : 0.f));
@@ -384,12 +406,15 @@ class GemvConfig:
     fill: int = 0
     cluster: bool = False
     stages: int = 0
+    #: 8-row tiles of x a program: each decoded weight fragment feeds ``mt`` products (more rows of x take
+    #: more programs along grid z, each reading the weight again)
+    mt: int = 1
 
     def describe(self) -> str:
         rows = f"fill{self.fill}" if self.fill else f"rbc{self.rbc}"
         ahead = f"s{self.stages}" if self.stages else f"d{self.depth}"
         flags = (" kfirst" if self.kfirst else "") + (" cluster" if self.cluster else "")
-        return f"gemv kc{self.kc} kw{self.kw} {rows} {ahead}{flags}"
+        return f"gemv kc{self.kc} kw{self.kw} {rows} {ahead}{flags}" + (f" mt{self.mt}" if self.mt > 1 else "")
 
     def problem(self, group_size: int) -> str | None:
         """Why this config cannot be compiled for ``group_size`` (None: it can)."""
@@ -397,6 +422,8 @@ class GemvConfig:
             return f"config {self.describe()}: every tile parameter must be at least 1"
         if self.kw > 32:
             return f"config {self.describe()}: at most 32 warps a CTA"
+        if self.mt not in (1, 2, 4):
+            return f"config {self.describe()}: 1, 2 or 4 tiles of 8 rows of x a program"
         if self.stages == 1 or self.stages > 8:
             return f"config {self.describe()}: 2 to 8 copy stages (or 0: registers)"
         if self.cluster and not self.kfirst:
@@ -412,19 +439,23 @@ class GemvConfig:
     def smem_bytes(self, group_size: int, rbc: int) -> int:
         """Shared memory a CTA takes for ``rbc`` row blocks: the warps' partial sums, then the copy stages."""
         ngw = self.kc // min(self.kc, group_size // 64)  # groups a warp: scale/zero words a stage
-        return rbc * self.kw * 512 + self.stages * self.kw * (self.kc * 512 + ngw * 2 * 128)
+        return rbc * self.kw * self.mt * 512 + self.stages * self.kw * (self.kc * 512 + ngw * 2 * 128)
 
     def split(self, k: int) -> int:
         """CTAs along K for a K-input layer."""
         return -(-(k // 64) // (self.kc * self.kw))
+
+    def programs(self, m: int) -> int:
+        """Programs along grid z for M rows of x."""
+        return -(-m // (MAX_ROWS * self.mt))
 
     def rows(self, n: int, k: int, m: int, group_size: int, sms: int) -> tuple[int, int]:
         """(row ranges along the grid, the most row blocks one of them takes) for an [M, K] × [K, N] call."""
         nb = n // 16
         if not self.fill:
             return -(-nb // self.rbc), self.rbc
-        ranges = max(1, min(nb, sms * self.fill // (self.split(k) * -(-m // MAX_ROWS))))
-        per_range = (SMEM_MAX - self.smem_bytes(group_size, 0)) // (self.kw * 512)
+        ranges = max(1, min(nb, sms * self.fill // (self.split(k) * self.programs(m))))
+        per_range = (SMEM_MAX - self.smem_bytes(group_size, 0)) // (self.kw * self.mt * 512)
         ranges = max(ranges, -(-nb // per_range))  # a very wide layer: more than one wave, within shared memory
         return ranges, -(-nb // ranges)
 
@@ -439,7 +470,8 @@ MAX_CLUSTER = 8
 def source(dtype: torch.dtype, group_size: int, cfg: GemvConfig, cluster: int = 1) -> str:
     """The kernel source for ``cfg``; ``cluster`` > 1: that many K slices sum up in a thread-block cluster."""
     defs = {"BF16": int(dtype == torch.bfloat16), "G": group_size, "KC": cfg.kc, "KW": cfg.kw, "DEPTH": cfg.depth,
-            "KFIRST": int(cfg.kfirst), "WG": 0, "BAL": int(cfg.fill > 0), "CL": cluster, "STG": cfg.stages}  # fmt: skip
+            "KFIRST": int(cfg.kfirst), "WG": 0, "BAL": int(cfg.fill > 0), "CL": cluster, "STG": cfg.stages,
+            "MT": cfg.mt}  # fmt: skip
     body = cuda_frag.HEADER.replace("//@WGMMA@\n", "") + _KERNEL
     return "".join(f"#define {k} {v}\n" for k, v in defs.items()) + body
 
@@ -452,9 +484,18 @@ def _clusters_ok() -> bool:
 def candidates(m: int, n: int, k: int, group_size: int) -> list[GemvConfig]:
     """What the frag tuner times up to 8 rows of x: the six fixed-row configs that together came within 1 % of
     the best of 120 on the five H100 sweep shapes at M = 1 and 8 (``benchmarks/cuda_frag.py --gemv``), and
-    the one-wave configs that won a shape of the H200 sweep (``--gemv-fill``; BENCHMARKS.md, twelfth version)."""
-    if m > MAX_ROWS:
+    the one-wave configs that won a shape of the H200 sweep (``--gemv-fill``; BENCHMARKS.md, twelfth version);
+    from 9 to 16 rows, one-wave configs with two 8-row tiles of x a program (none from 17 rows: the weight read
+    twice lost to the tensor-core kernels in that sweep)."""
+    if m > 2 * MAX_ROWS:
         return []
+    if m > MAX_ROWS:  # 9 – 16 rows: one program of two 8-row tiles (H200 sweep, --gemv-fill --ms 16)
+        out = [GemvConfig(4, 8, depth=1, kfirst=True, fill=2, cluster=True, mt=2),
+               GemvConfig(4, 8, kfirst=True, fill=1, cluster=True, stages=3, mt=2),
+               GemvConfig(2, 16, depth=2, kfirst=True, fill=1, cluster=True, mt=2),
+               GemvConfig(4, 16, depth=1, kfirst=True, fill=1, cluster=True, mt=2),
+               GemvConfig(2, 16, depth=1, kfirst=True, fill=2, mt=2)]  # fmt: skip
+        return _fitting(out, k, group_size) or [GemvConfig(1, 8, 4, 1, True, mt=2)]
     out = [GemvConfig(2, 8, 4, 1, True), GemvConfig(4, 16, 8, 2, True), GemvConfig(4, 16, 2, 2, True),
            GemvConfig(4, 16, 16, 2, True), GemvConfig(4, 16, 4, 2), GemvConfig(2, 16, 8, 2, True)]  # fmt: skip
     out += [GemvConfig(4, 16, depth=1, kfirst=True, fill=1), GemvConfig(4, 16, depth=2, kfirst=True, fill=1),
@@ -462,15 +503,19 @@ def candidates(m: int, n: int, k: int, group_size: int) -> list[GemvConfig]:
             GemvConfig(4, 16, kfirst=True, fill=1, cluster=True, stages=3),
             GemvConfig(2, 16, kfirst=True, fill=1, cluster=True, stages=3),
             GemvConfig(4, 8, kfirst=True, fill=1, cluster=True, stages=3)]  # fmt: skip
+    return _fitting(out, k, group_size) or [default_config(m, n, k, group_size)]  # K / 64 odd: one chunk a warp
+
+
+def _fitting(cfgs: list[GemvConfig], k: int, group_size: int) -> list[GemvConfig]:
+    """The configs that can take a K-input layer of this group size on the current device."""
     clusters = _clusters_ok()
-    fits = [c for c in out if c.problem(group_size) is None and (k // 64) % c.kc == 0
+    return [c for c in cfgs if c.problem(group_size) is None and (k // 64) % c.kc == 0
             and (not c.cluster or (clusters and c.split(k) <= MAX_CLUSTER))]  # fmt: skip
-    return fits or [default_config(m, n, k, group_size)]  # K / 64 odd, say: one chunk a warp
 
 
 def default_config(m: int, n: int, k: int, group_size: int) -> GemvConfig:
     """The untuned config: the sweep's best single one on average (1.02 – 1.23× each case's best time)."""
-    return GemvConfig(2 if (k // 64) % 2 == 0 else 1, 8, 4, 1, True)
+    return GemvConfig(2 if (k // 64) % 2 == 0 else 1, 8, 4, 1, True, mt=1 if m <= MAX_ROWS else 2)
 
 
 @dataclass(frozen=True, eq=False)
@@ -546,7 +591,7 @@ def plan(
     problem = cfg.problem(group_size)
     if problem is not None:
         raise ValueError(problem)
-    split, zs = cfg.split(k), -(-m // MAX_ROWS)
+    split, zs = cfg.split(k), cfg.programs(m)
     cluster = split if cfg.cluster and split > 1 else 1
     if cluster > MAX_CLUSTER:
         raise ValueError(f"config {cfg.describe()}: a cluster sums at most {MAX_CLUSTER} K slices, K={k} needs {split}")

@@ -19,7 +19,7 @@ forced elsewhere with ``kernel="triton_frag"``.
     Prefill-sized M: dequantize to a dense weight, then cuBLAS.
 ``frag_auto``
     The tuner's choice for this shape and M (timed on the first call) among the three and the CUDA
-    kernels on the same layout: :mod:`.cuda_gemv` (x-stationary decode, up to 8 rows), :mod:`.cuda_frag`
+    kernels on the same layout: :mod:`.cuda_gemv` (x-stationary decode, up to 16 rows), :mod:`.cuda_frag`
     (``mma.sync``, up to 64 rows) and, on sm_90 from 33
     rows, the warp-specialized :mod:`.cuda_ws` (TMA + ``wgmma``), which wins most shapes from 128 rows.
 """
@@ -472,7 +472,7 @@ def candidates(m: int, n: int, k: int, group_size: int, dtype: torch.dtype = tor
         # seventh version): timed only when asked for, on sm_90
         wgmma = os.environ.get("FASTAWQ_CUDA_WGMMA") == "1" and torch.cuda.get_device_capability() == (9, 0)
         out += [("cuda_mma", cfg) for cfg in cuda_frag.candidates(m, g, wgmma=wgmma)]
-        out += [("cuda_gemv", cfg) for cfg in cuda_gemv.candidates(m, n, k, g)]  # x-stationary, up to 8 rows
+        out += [("cuda_gemv", cfg) for cfg in cuda_gemv.candidates(m, n, k, g)]  # x-stationary, up to 16 rows
         if cuda_ws.why_not(torch.device("cuda", torch.cuda.current_device()), dtype, k, n, g) is None:
             out += [("cuda_ws", cfg) for cfg in cuda_ws.candidates(m, n, k)]  # Hopper: warp-specialized
     return out
