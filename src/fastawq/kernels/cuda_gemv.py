@@ -289,13 +289,8 @@ extern "C" __global__ void __launch_bounds__(KW * 32) fastawq_frag_gemv(
   }
 #endif
   __syncthreads();
-
-#if CL > 1
-  // the CL CTAs of the cluster are the K slices of this row range: each adds up its own warps (into warp
-  // 0's slots), then takes 1 / CL of the items and sums them over the cluster's CTAs. No workspace: the
-  // kernel can be captured in a CUDA graph
-  for (int it = threadIdx.x; it < nrb * MT * 32; it += KW * 32) {
-    const int i = it / (MT * 32), mt = (it >> 5) % MT, l = it & 31;
+  // the KW warps' partial sums of slot (row block i, tile mt), lane l
+  auto warp_sum = [&](int i, int mt, int l) {
     float4 v = red[SLOT(i, 0, mt) + l];
     for (int w = 1; w < KW; ++w) {
       const float4 u = red[SLOT(i, w, mt) + l];
@@ -304,7 +299,16 @@ extern "C" __global__ void __launch_bounds__(KW * 32) fastawq_frag_gemv(
       v.z += u.z;
       v.w += u.w;
     }
-    red[SLOT(i, 0, mt) + l] = v;
+    return v;
+  };
+
+#if CL > 1
+  // the CL CTAs of the cluster are the K slices of this row range: each adds up its own warps (into warp
+  // 0's slots), then takes 1 / CL of the items and sums them over the cluster's CTAs. No workspace: the
+  // kernel can be captured in a CUDA graph
+  for (int it = threadIdx.x; it < nrb * MT * 32; it += KW * 32) {
+    const int i = it / (MT * 32), mt = (it >> 5) % MT, l = it & 31;
+    red[SLOT(i, 0, mt) + l] = warp_sum(i, mt, l);
   }
   cluster_sync_all();
   {
@@ -341,14 +345,7 @@ extern "C" __global__ void __launch_bounds__(KW * 32) fastawq_frag_gemv(
     const int i = it / (MT * 32), mt = (it >> 5) % MT, l = it & 31;
     const int m = mt * 8 + 2 * (l & 3), row = (rb0 + i) * 16 + (l >> 2);
     if (m >= mrows) continue;
-    float4 v = red[SLOT(i, 0, mt) + l];
-    for (int w = 1; w < KW; ++w) {
-      const float4 u = red[SLOT(i, w, mt) + l];
-      v.x += u.x;
-      v.y += u.y;
-      v.z += u.z;
-      v.w += u.w;
-    }
+    const float4 v = warp_sum(i, mt, l);
     const float vals[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
