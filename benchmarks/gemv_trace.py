@@ -23,6 +23,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import cuda_frag as frag_bench
 from fastawq.kernels import cuda_gemv, cuda_rt, triton_awq
 from kernels import SHAPES, _flush_buffer, copy_bandwidth, frag_of, kernel_time_us, random_nk
 
@@ -54,13 +55,14 @@ def stamped(src: str) -> str:
     s = _sub(src, "int rbc, int has_bias, u32 magic) {",
              "int rbc, int has_bias, u32 magic, u64* __restrict__ tr) {\n"
              "  const u64 T0 = gt();\n  u64 T1 = 0;")  # fmt: skip
-    s = _sub(s, "\n        red[(i * kw + warp)", "\n        if (i == 0) T1 = gt();\n        red[(i * kw + warp)")
-    s = _sub(s, "\n    red[(i * kw + warp)", "\n    if (i == 0) T1 = gt();\n    red[(i * kw + warp)")
-    s = _sub(s, "#endif\n  __syncthreads();\n\n#if CL > 1",
+    for pad in ("        ", "    "):  # the register loop, the cp.async loop: after row block 0's products
+        head = f"\n#pragma unroll\n{pad}for (int mt = 0; mt < MT; ++mt)\n{pad}  red[SLOT(i, warp, mt)"
+        s = _sub(s, head, f"\n{pad}if (i == 0) T1 = gt();" + head)
+    s = _sub(s, "#endif\n  __syncthreads();\n",
              "#endif\n  __syncthreads();\n"
              "  const u64 cta = blockIdx.x + (u64)gridDim.x * (blockIdx.y + (u64)gridDim.y * blockIdx.z);\n"
              f"  if (threadIdx.x == 0) {{ tr[cta * 64 + {SM}] = smid(); tr[cta * 64 + {START}] = T0; "
-             f"tr[cta * 64 + {FIRST}] = T1; tr[cta * 64 + {LOOP}] = gt(); }}\n\n#if CL > 1")  # fmt: skip
+             f"tr[cta * 64 + {FIRST}] = T1; tr[cta * 64 + {LOOP}] = gt(); }}\n")  # fmt: skip
     s = _sub(s, "  cluster_sync_all();  // no CTA leaves",
              f"  __syncthreads();\n  if (threadIdx.x == 0) tr[cta * 64 + {EPI}] = gt();\n"
              "  cluster_sync_all();  // no CTA leaves")  # fmt: skip
@@ -72,38 +74,18 @@ def stamped(src: str) -> str:
     return _STAMPS + s[:-1] + f"  __syncthreads();\n  if (threadIdx.x == 0) tr[cta * 64 + {LAST}] = gt();\n}}\n"
 
 
-_PROBE = r"""
-typedef unsigned int u32;
-typedef unsigned long long u64;
-extern "C" __global__ void probe(const u32* __restrict__ p, long long n16, u32* out, u64* tr) {
-  const u64 T0 = gt();
-  u64 T1 = 0;
-  const long long lane = threadIdx.x & 31;
-  const long long warp = (blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5;
-  const long long warps = (gridDim.x * (long long)blockDim.x) >> 5;
-  u32 acc = 0;
-  for (long long r = warp * 4; r < n16 / 32; r += warps * 4) {
-    u32 v[4][4];
-#pragma unroll
-    for (int u = 0; u < 4; ++u) {
-      const long long i = (r + u) * 32 + lane;
-      if (i < n16)
-        asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
-            : "=r"(v[u][0]), "=r"(v[u][1]), "=r"(v[u][2]), "=r"(v[u][3]) : "l"(p + i * 4));
-      else v[u][0] = v[u][1] = v[u][2] = v[u][3] = 0;
-    }
-#pragma unroll
-    for (int u = 0; u < 4; ++u) acc ^= v[u][0] ^ v[u][1] ^ v[u][2] ^ v[u][3];
-    if (T1 == 0) T1 = gt() | (acc & 1);
-  }
-  if (acc == 0x9E3779B9u) out[0] = acc;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    tr[blockIdx.x * 64 + 0] = smid(); tr[blockIdx.x * 64 + 1] = T0; tr[blockIdx.x * 64 + 2] = T1;
-    tr[blockIdx.x * 64 + 3] = gt(); tr[blockIdx.x * 64 + 4] = gt();
-  }
-}
-"""
+def stamped_probe() -> str:
+    """The weight-only stream of benchmarks/cuda_frag.py (4 runs in flight a warp) with the same stamps."""
+    s = _sub(frag_bench._PROBE, "u32* out) {", "u32* out, u64* tr) {\n  const u64 T0 = gt();\n  u64 T1 = 0;")
+    s = _sub(s, "acc ^= v[u][0] ^ v[u][1] ^ v[u][2] ^ v[u][3];\n  }",
+             "acc ^= v[u][0] ^ v[u][1] ^ v[u][2] ^ v[u][3];\n    if (T1 == 0) T1 = gt() | (acc & 1);\n  }")  # fmt: skip
+    s = _sub(s, "  if (acc == 0x9E3779B9u) out[0] = acc;\n}",
+             "  if (acc == 0x9E3779B9u) out[0] = acc;\n  __syncthreads();\n  if (threadIdx.x == 0) {\n"
+             f"    tr[blockIdx.x * 64 + {SM}] = smid(); tr[blockIdx.x * 64 + {START}] = T0;\n"
+             f"    tr[blockIdx.x * 64 + {FIRST}] = T1; tr[blockIdx.x * 64 + {LOOP}] = gt();\n"
+             f"    tr[blockIdx.x * 64 + {EPI}] = gt();\n"
+             "  }\n}")  # fmt: skip
+    return "#define U 4\ntypedef unsigned long long u64;\n" + _STAMPS + s
 
 
 def _cold_once(launch: Any, tr: torch.Tensor) -> None:
@@ -171,7 +153,7 @@ def main() -> None:
         deq = triton_awq.dequantize(w, g, torch.float32)
         qw = wf["qweight_frag"].view(-1)
         out = torch.zeros(1, dtype=torch.int32, device=dev)
-        fn = cuda_rt.load(_STAMPS + _PROBE, "probe", dev)
+        fn = cuda_rt.load(stamped_probe(), "probe", dev)
         pa = fn.args("plpp")
         pa.set(qw.data_ptr(), qw.numel() // 4, out.data_ptr(), tr.data_ptr())
         stream = cuda_rt.current_stream_handle(dev)
