@@ -151,35 +151,28 @@ def test_cuda_gemv_reads_a_strided_input() -> None:
 
 @gpu
 @needs_cuda
-def test_cuda_gemv_replays_in_a_cuda_graph() -> None:
-    """Inside a capture there is no workspace: a split config runs as the staged kernel, unsplit."""
-    k, n, g, m = 1024, 256, 128, 4
-    t, w = random_gemm(k, n, g, seed=5, device=DEV)
-    wf = layouts.gemm_to_frag(t)
-    cfg = GemvConfig(kc=2, kw=2, rbc=3, depth=2)
-    assert cfg.split(k) == 4
-    gen = torch.Generator().manual_seed(9)
-    x = torch.randn(m, k, generator=gen).half().cuda()
-    cuda_gemv.frag_gemv_cuda(x, wf, g, None, cfg)  # compiles outside the capture
-    cuda_frag.frag_mma_cuda(x, wf, g, None, cuda_frag.default_config(m, n, k, g))  # the capture's kernel too
-    check_graph_replay(lambda: cuda_gemv.frag_gemv_cuda(x, wf, g, None, cfg), x, w, gen)
-
-
-@gpu
-@needs_cuda
-def test_cluster_config_replays_in_a_cuda_graph_as_itself() -> None:
-    """Summed through the cluster's shared memory, a split config needs no workspace, so a capture runs it."""
-    if torch.cuda.get_device_capability() < (9, 0):
+@pytest.mark.parametrize("cluster", [False, True], ids=["workspace", "cluster"])
+def test_cuda_gemv_replays_in_a_cuda_graph(cluster: bool) -> None:
+    """Inside a capture there is no workspace: a split config runs as the staged kernel, unsplit, unless its K
+    slices sum through the cluster's shared memory, which needs none: then the capture runs it as itself."""
+    if cluster and torch.cuda.get_device_capability() < (9, 0):
         pytest.skip("thread-block clusters need sm_90")
     k, n, g, m = 1024, 256, 128, 4
-    t, w = random_gemm(k, n, g, seed=6, device=DEV)
+    t, w = random_gemm(k, n, g, seed=5 + cluster, device=DEV)
     wf = layouts.gemm_to_frag(t)
-    cfg = GemvConfig(kc=2, kw=2, depth=1, kfirst=True, fill=1, cluster=True)
+    if cluster:
+        cfg = GemvConfig(kc=2, kw=2, depth=1, kfirst=True, fill=1, cluster=True)
+    else:
+        cfg = GemvConfig(kc=2, kw=2, rbc=3, depth=2)
     p = cuda_gemv.plan(torch.device(DEV), torch.float16, m, n, k, g, cfg)
-    assert p.split == 4 and p.clustered and p.grid[0] == 4
-    gen = torch.Generator().manual_seed(10)
+    assert p.split == 4 and p.clustered == cluster
+    if cluster:
+        assert p.grid[0] == 4  # the cluster's K slices along x
+    gen = torch.Generator().manual_seed(9 + cluster)
     x = torch.randn(m, k, generator=gen).half().cuda()
     cuda_gemv.frag_gemv_cuda(x, wf, g, None, cfg)  # compiles outside the capture
+    if not cluster:
+        cuda_frag.frag_mma_cuda(x, wf, g, None, cuda_frag.default_config(m, n, k, g))  # the capture's kernel too
     check_graph_replay(lambda: cuda_gemv.frag_gemv_cuda(x, wf, g, None, cfg), x, w, gen)
 
 

@@ -597,18 +597,18 @@ def plan(
     sms = torch.cuda.get_device_properties(index).multi_processor_count
     rows, rbc = cfg.rows(n, k, m, group_size, sms)
     smem = cfg.smem_bytes(group_size, rbc)
-    fn = cuda_rt.load(source(dtype, group_size, cfg, cluster), NAME, torch.device("cuda", index), smem)
+    src, dev = source(dtype, group_size, cfg, cluster), torch.device("cuda", index)
+    fn = cuda_rt.load(src, NAME, dev, smem)
     if cluster > 1 and cfg.fill:  # one wave: as many row ranges as clusters fit at once (GPCs may leave SMs over)
         with torch.cuda.device(index):
             fit = cuda_rt.max_active_clusters(fn, (split, rows, zs), cfg.kw * 32, smem)
-        if fit is not None and fit >= zs and rows * zs > fit:
-            rows = fit // zs
-            rbc = -(-(n // 16) // rows)
-            if cfg.smem_bytes(group_size, rbc) <= SMEM_MAX:
-                smem = cfg.smem_bytes(group_size, rbc)
-                fn = cuda_rt.load(source(dtype, group_size, cfg, cluster), NAME, torch.device("cuda", index), smem)
-            else:  # more row blocks a range than shared memory holds: keep the ranges (a second wave)
-                rows, rbc = cfg.rows(n, k, m, group_size, sms)
+        if fit is not None and zs <= fit < rows * zs:
+            fewer = fit // zs
+            more_blocks = -(-(n // 16) // fewer)
+            need = cfg.smem_bytes(group_size, more_blocks)
+            if need <= SMEM_MAX:  # else shared memory cannot hold the longer ranges: keep them (a second wave)
+                rows, rbc, smem = fewer, more_blocks, need
+                fn = cuda_rt.load(src, NAME, dev, smem)
     grid = (split, rows, zs) if cfg.kfirst else (rows, split, zs)
     p = _PLANS[key] = GemvPlan(fn, cfg, m, n, k, group_size, grid, split, rbc, smem, cluster > 1)
     return p
