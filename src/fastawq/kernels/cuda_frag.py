@@ -89,36 +89,39 @@ __device__ __forceinline__ float half_to_float(u32 bits) {  // the fp16 scale, w
 // pair of -(magic + z) halves: the fma below subtracts the zero point exactly
 __device__ __forceinline__ u32 zpair(u32 z) { return ((MAGIC1 + z) | 0x8000u) * 0x10001u; }
 
-// nibbles (i, i + 4) of the shifted word -> the pair (q - z) in the two 16-bit lanes
-__device__ __forceinline__ u32 dec(u32 shifted, u32 zp) {
-  u32 p = (shifted & 0x000F000Fu) | MAGIC;
+// nibbles (i, i + 4) of the shifted word -> the pair (q - z) in the two 16-bit lanes. ``magic`` is MAGIC; a
+// caller short of registers passes it from a register the compiler cannot rematerialize, or the compiler
+// keeps re-creating the other constant (the mask) for each word instead
+__device__ __forceinline__ u32 dec(u32 shifted, u32 zp, u32 magic = MAGIC) {
+  u32 p = (shifted & 0x000F000Fu) | magic;
   u32 r;
   asm(FMA2 " %0, %1, %2, %3;" : "=r"(r) : "r"(p), "r"(ONE2), "r"(zp));
   return r;
 }
 
 // nibbles (1, 5) of the word in place -> the pair 16·(q − z) (fp16 only; zp holds −(magic + 16·z))
-__device__ __forceinline__ u32 dec16(u32 w, u32 zp) {
-  u32 p = (w & 0x00F000F0u) | MAGIC;
+__device__ __forceinline__ u32 dec16(u32 w, u32 zp, u32 magic = MAGIC) {
+  u32 p = (w & 0x00F000F0u) | magic;
   u32 r;
   asm(FMA2 " %0, %1, %2, %3;" : "=r"(r) : "r"(p), "r"(ONE2), "r"(zp));
   return r;
 }
 
 // a word's four A-fragment pairs (q − z) (row g: zlo, row g + 8: zhi), one shift per pair
-__device__ __forceinline__ void decode_shifts(u32 w, u32 zlo, u32 zhi, u32 (&a)[4]) {
-  a[0] = dec(w, zlo); a[1] = dec(w >> 4, zhi); a[2] = dec(w >> 8, zlo); a[3] = dec(w >> 12, zhi);
+__device__ __forceinline__ void decode_shifts(u32 w, u32 zlo, u32 zhi, u32 (&a)[4], u32 magic = MAGIC) {
+  a[0] = dec(w, zlo, magic); a[1] = dec(w >> 4, zhi, magic); a[2] = dec(w >> 8, zlo, magic);
+  a[3] = dec(w >> 12, zhi, magic);
 }
 
 // the same for the mma.sync path, where the scales come after the product. fp16 has room for 16·q under the
 // magic exponent, so row g + 8's pairs (nibbles 1, 5 and 3, 7) are taken in place as 16·(q − z): one shift
 // per word, and that row's scale is divided by 16
-__device__ __forceinline__ void decode(u32 w, u32 zlo, u32 zhi, u32 (&a)[4]) {
+__device__ __forceinline__ void decode(u32 w, u32 zlo, u32 zhi, u32 (&a)[4], u32 magic = MAGIC) {
 #if BF16
-  decode_shifts(w, zlo, zhi, a);
+  decode_shifts(w, zlo, zhi, a, magic);
 #else
   const u32 w8 = w >> 8;
-  a[0] = dec(w, zlo); a[1] = dec16(w, zhi); a[2] = dec(w8, zlo); a[3] = dec16(w8, zhi);
+  a[0] = dec(w, zlo, magic); a[1] = dec16(w, zhi, magic); a[2] = dec(w8, zlo, magic); a[3] = dec16(w8, zhi, magic);
 #endif
 }
 
@@ -146,9 +149,10 @@ __device__ __forceinline__ u32 spair(u32 bits) {
 }
 
 // a word's four A-fragment pairs, dequantized: (q − z)·s, rounded once to the activation type
-__device__ __forceinline__ void decode_scaled(u32 w, u32 zlo, u32 zhi, u32 slo, u32 shi, u32 (&a)[4]) {
+__device__ __forceinline__ void decode_scaled(u32 w, u32 zlo, u32 zhi, u32 slo, u32 shi, u32 (&a)[4],
+                                              u32 magic = MAGIC) {
   u32 q[4];
-  decode_shifts(w, zlo, zhi, q);
+  decode_shifts(w, zlo, zhi, q, magic);
   const u32 s[4] = {slo, shi, slo, shi};
 #pragma unroll
   for (int i = 0; i < 4; ++i) asm(FMA2 " %0, %1, %2, %3;" : "=r"(a[i]) : "r"(q[i]), "r"(s[i]), "r"(0x80008000u));
@@ -225,6 +229,7 @@ extern "C" __global__ void __launch_bounds__(NW * 32) fastawq_frag_mma(
   const int iters = (g1 - g0 + KW - 1) / KW;  // step i: groups g0 + KW·i + (0…KW−1), one per K warp
   const int m0 = blockIdx.z * (8 * MT);
   const int kc = K >> 6;
+  const u32 magic = MAGIC | ((u32)M >> 31);  // MAGIC, but not a constant to ptxas (see dec)
   const int row_lo = b * 16 + g, row_hi = row_lo + 8;
   const u32* wp = qw + ((u64)b * kc * 32 + lane) * 4;
 #if WG
@@ -321,7 +326,7 @@ extern "C" __global__ void __launch_bounds__(NW * 32) fastawq_frag_mma(
 #pragma unroll
             for (int ch = 0; ch < CH; ++ch)
 #pragma unroll
-              for (int j = 0; j < 4; ++j) decode_scaled(wr[d][ch][j], zlo, zhi, slo, shi, af[d & 1][ch * 4 + j]);
+              for (int j = 0; j < 4; ++j) decode_scaled(wr[d][ch][j], zlo, zhi, slo, shi, af[d & 1][ch * 4 + j], magic);
           }
           asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
           const u64 desc = gmma_desc(stage + kw * (G / 64) * (8 * MT * 128));
@@ -361,7 +366,7 @@ extern "C" __global__ void __launch_bounds__(NW * 32) fastawq_frag_mma(
 #pragma unroll
             for (int j = 0; j < 4; ++j) {
               u32 a[4];
-              decode(wr[d][ch][j], zlo, zhi, a);
+              decode(wr[d][ch][j], zlo, zhi, a, magic);
               const int step = ch * 4 + j;
 #pragma unroll
               for (int mt = 0; mt < MT; ++mt)

@@ -74,6 +74,43 @@ __device__ __forceinline__ void tma2d(u32 dst, const TMap* map, int c0, int c1, 
                :: "r"(dst), "l"((u64)map), "r"(c0), "r"(c1), "r"(bar) : "memory");
 }
 
+__device__ __forceinline__ u32 pack2(float a, float b) { return (u32)fromfloat(a) | ((u32)fromfloat(b) << 16); }
+
+// a warp's 16 columns of y (n0 …) for the tile's rows m0 …, from the accumulators (thread g, tq holds columns
+// g and g + 8 of rows 2·tq and 2·tq + 1 of each 8-row slice mt), stored in 16-byte pieces: whole 32-byte
+// sectors instead of 2-byte stores. Three exchanges regroup the values: lanes g, g ^ 1 swap so each holds two
+// adjacent columns of both rows; lanes g, g ^ 2 swap so each holds four columns of one row; lanes g, g ^ 4 swap
+// across two slices so each holds eight columns of one row (one slice: 8-byte pieces)
+__device__ __forceinline__ void store_tile(u16* __restrict__ y, const float (&acc)[MT][4], float blo, float bhi,
+                                           int M, int N, int m0, int n0, int g, int tq) {
+  const bool odd = g & 1, up = g & 2;
+  const int col = (odd ? g + 7 : g) - (up ? 2 : 0);  // of this lane's first column after two exchanges
+  uint2 q[MT];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    const u32 lo = pack2(acc[mt][0] + blo, acc[mt][1] + blo), hi = pack2(acc[mt][2] + bhi, acc[mt][3] + bhi);
+    const u32 keep = odd ? hi : lo, r = __shfl_xor_sync(0xFFFFFFFFu, odd ? lo : hi, 4);
+    const u32 p0 = __byte_perm(keep, r, odd ? 0x1054 : 0x5410), p1 = __byte_perm(keep, r, odd ? 0x3276 : 0x7632);
+    const u32 r2 = __shfl_xor_sync(0xFFFFFFFFu, up ? p0 : p1, 8);
+    q[mt] = up ? make_uint2(r2, p1) : make_uint2(p0, r2);
+  }
+#if MT % 2
+  const int m = m0 + 2 * tq + up;
+  if (m < M) *reinterpret_cast<uint2*>(y + (u64)m * N + n0 + col) = q[0];
+#else
+  const bool hi3 = g & 4;
+#pragma unroll
+  for (int p = 0; p < MT / 2; ++p) {
+    const uint2 a = q[2 * p], b = q[2 * p + 1], s = hi3 ? a : b;
+    const u32 rx = __shfl_xor_sync(0xFFFFFFFFu, s.x, 16), ry = __shfl_xor_sync(0xFFFFFFFFu, s.y, 16);
+    const int m = m0 + (2 * p + hi3) * 8 + 2 * tq + up;
+    if (m < M)
+      *reinterpret_cast<uint4*>(y + (u64)m * N + n0 + col - (hi3 ? 4 : 0)) =
+          hi3 ? make_uint4(rx, ry, b.x, b.y) : make_uint4(a.x, a.y, rx, ry);
+  }
+#endif
+}
+
 // the pieces of work of this CTA, in order: whole tiles b, b + grid, … below dp, then its share (per
 // stages) of the kc stages of each tile from dp on: f(tile, first stage, end stage)
 template <class F>
@@ -94,7 +131,7 @@ __device__ __forceinline__ void for_pieces(int kc, int dp, int per, int units, F
 // its wgmmas are done (wait_group NSETS − 1: that many stages of products stay in flight during a decode)
 template <int H>
 __device__ __forceinline__ void consume(u32 st, u32 full, u32 parity, u32 old_empty, bool release, int wrow, int row,
-                                      float (&acc)[MT][4], u32 (&af)[NSETS][4 * KCH][4]) {
+                                      float (&acc)[MT][4], u32 (&af)[NSETS][4 * KCH][4], u32 magic) {
   bar_wait(full, parity);
 #pragma unroll
   for (int j = 0; j < KCH; ++j) {
@@ -106,7 +143,7 @@ __device__ __forceinline__ void consume(u32 st, u32 full, u32 parity, u32 old_em
     const u32 zlo = zpair((szlo >> 16) & 0xFF), zhi = zpair((szhi >> 16) & 0xFF);
     const u32 slo = spair(szlo), shi = spair(szhi);
 #pragma unroll
-    for (int i = 0; i < 4; ++i) decode_scaled(w[i], zlo, zhi, slo, shi, af[H][4 * j + i]);
+    for (int i = 0; i < 4; ++i) decode_scaled(w[i], zlo, zhi, slo, shi, af[H][4 * j + i], magic);
   }
   asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
 #pragma unroll
@@ -178,6 +215,7 @@ extern "C" __global__ void __launch_bounds__(NT, OCC) fastawq_frag_ws(
   const int row = cw * 64 + wq * 16 + g;  // this thread's rows in the tile: row and row + 8
   const int wrow = (cw * 4 + wq) * (KCH * 512) + lane * 16;
   u32 af[NSETS][4 * KCH][4];
+  const u32 magic = MAGIC | ((u32)M >> 31);  // MAGIC, but not a constant to ptxas: held in one register (see dec)
 #pragma unroll
   for (int h = 0; h < NSETS; ++h)
 #pragma unroll
@@ -197,11 +235,11 @@ extern "C" __global__ void __launch_bounds__(NT, OCC) fastawq_frag_ws(
     for (int c = c0; c < c1; ++c) {
       const u32 st = base + s * STAGE, full = full0 + 8 * s, old_empty = empty0 + 8 * old;
       const bool release = c - c0 >= NSETS - 1;
-      if (h == 0) consume<0>(st, full, parity, old_empty, release, wrow, row, acc, af);
+      if (h == 0) consume<0>(st, full, parity, old_empty, release, wrow, row, acc, af, magic);
 #if NSETS > 2
-      else if (h == 2) consume<2>(st, full, parity, old_empty, release, wrow, row, acc, af);
+      else if (h == 2) consume<2>(st, full, parity, old_empty, release, wrow, row, acc, af, magic);
 #endif
-      else consume<1>(st, full, parity, old_empty, release, wrow, row, acc, af);
+      else consume<1>(st, full, parity, old_empty, release, wrow, row, acc, af, magic);
       h = h + 1 == NSETS ? 0 : h + 1;
       old = old + 1 == S ? 0 : old + 1;
       if (++s == S) {
@@ -245,16 +283,7 @@ extern "C" __global__ void __launch_bounds__(NT, OCC) fastawq_frag_ws(
         acc[mt][0] = v.x; acc[mt][1] = v.y; acc[mt][2] = v.z; acc[mt][3] = v.w;
       }
     }
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        const int m = tm * BT + mt * 8 + 2 * tq + i;
-        if (m < M) {
-          y[(u64)m * N + n_lo] = fromfloat(acc[mt][i] + blo);
-          y[(u64)m * N + n_hi] = fromfloat(acc[mt][2 + i] + bhi);
-        }
-      }
+    store_tile(y, acc, blo, bhi, M, N, tm * BT, n_lo - g, g, tq);
   });
 }
 """
