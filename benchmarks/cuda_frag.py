@@ -95,9 +95,12 @@ def gemv_fill_configs(m: int) -> list[GemvConfig]:
     cp.async stages."""
     if m > 4 * cuda_gemv.MAX_ROWS:
         return []
-    mt = 1 if m <= cuda_gemv.MAX_ROWS else 2  # 9 – 32 rows: two 8-row tiles a program
+    # 8-row tiles of x a program: 1, 2 up to 16 rows, 4 from 17 rows (x's fragments then take 64 registers
+    # for two chunks a warp, so four chunks spill)
+    mt = 1 if m <= cuda_gemv.MAX_ROWS else 2 if m <= 2 * cuda_gemv.MAX_ROWS else 4
+    tiles = ((4, 16), (2, 16), (4, 8), (2, 8)) if mt < 4 else ((2, 16), (2, 8), (1, 16), (1, 8))
     return [GemvConfig(kc, kw, depth=depth, kfirst=True, fill=fill, cluster=cluster, stages=stages, mt=mt)
-            for kc, kw in ((4, 16), (2, 16), (4, 8), (2, 8)) for fill in (1, 2) for cluster in (False, True)
+            for kc, kw in tiles for fill in (1, 2) for cluster in (False, True)
             for depth, stages in ((1, 0), (2, 0), (2, 3), (2, 4))]  # fmt: skip
 
 
