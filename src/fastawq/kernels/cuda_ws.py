@@ -283,7 +283,7 @@ extern "C" __global__ void __launch_bounds__(NT, OCC) fastawq_frag_ws(
         acc[mt][0] = v.x; acc[mt][1] = v.y; acc[mt][2] = v.z; acc[mt][3] = v.w;
       }
     }
-    store_tile(y, acc, blo, bhi, M, N, tm * BT, n_lo - g, g, tq);
+    store_tile(y, acc, blo, bhi, M, N, tm * BT, n_lo - g, g, tq);  // n_lo − g: the warp's first column
   });
 }
 """
