@@ -22,9 +22,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from fastawq.kernels import cuda_frag
 from fastawq.kernels.cuda_frag import CudaConfig
-from kernels import frag_of, kernel_time_us, random_nk
+from kernels import edited_source, frag_of, kernel_time_us, random_nk
 
-_DECODE = "decode_scaled(wr[d][ch][j], zlo, zhi, slo, shi, af[d & 1][ch * 4 + j]);"
+_DECODE = "decode_scaled(wr[d][ch][j], zlo, zhi, slo, shi, af[d & 1][ch * 4 + j], magic);"
 _RAW = "{ u32 (&a)[4] = af[d & 1][ch * 4 + j]; a[0] = wr[d][ch][j]; a[1] = wr[d][ch][j] >> 4; " \
        "a[2] = wr[d][ch][j] >> 8; a[3] = wr[d][ch][j] >> 12; }"  # fmt: skip
 VARIANTS: dict[str, dict[str, str]] = {
@@ -46,12 +46,7 @@ def main() -> None:
     rows = []
     try:
         for name, edits in VARIANTS.items():
-            src = original
-            for old, new in edits.items():
-                if old not in src:
-                    raise SystemExit(f"the kernel source changed: {old!r} is not in it; update this script")
-                src = src.replace(old, new)
-            cuda_frag._KERNEL = src
+            cuda_frag._KERNEL = edited_source(original, edits)
             cuda_frag._PLANS.clear()
             for m, mt in ((16, 2), (128, 16)):
                 x = torch.randn(m, k).half().cuda()

@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from fastawq.kernels import cuda_ws
-from kernels import SHAPES, frag_of, kernel_time_us, random_nk
+from kernels import SHAPES, edited_source, frag_of, kernel_time_us, random_nk
 
 _DECODE = "decode_scaled(w[i], zlo, zhi, slo, shi, af[H][4 * j + i], magic);"
 _STORE = "if (m < M)\n      *reinterpret_cast<uint4*>"
@@ -42,15 +42,6 @@ VARIANTS: dict[str, dict[str, str]] = {
         "for (int j = 0; j < KCH; ++j) tma2d(": "for (int j = 0; j < KCH && c == c0; ++j) tma2d(",
     },
 }
-
-
-def edited(original: str, edits: dict[str, str]) -> str:
-    src = original
-    for old, new in edits.items():
-        if old not in src:
-            raise SystemExit(f"the kernel source changed: {old!r} is not in it; update this script")
-        src = src.replace(old, new)
-    return src
 
 
 def case(m: int, k: int, n: int, g: int, wf: dict[str, torch.Tensor], dense: torch.Tensor, original: str,
@@ -80,7 +71,7 @@ def main() -> None:
     args = ap.parse_args()
     g = 128
     original = cuda_ws._KERNEL
-    sources = {name: edited(original, edits) for name, edits in VARIANTS.items()}
+    sources = {name: edited_source(original, edits) for name, edits in VARIANTS.items()}
     rows: list[dict[str, Any]] = []
     try:
         for k, n in SHAPES:

@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import cuda_frag as frag_bench
 from fastawq.kernels import cuda_gemv, cuda_rt, triton_awq
-from kernels import SHAPES, _flush_buffer, copy_bandwidth, frag_of, kernel_time_us, random_nk
+from kernels import SHAPES, _flush_buffer, copy_bandwidth, edited_source, frag_of, kernel_time_us, random_nk
 
 _STAMPS = r"""
 __device__ __forceinline__ unsigned long long gt() {
@@ -45,9 +45,7 @@ SM, START, FIRST, LOOP, EPI, COUNT, LAST = range(7)
 
 
 def _sub(src: str, old: str, new: str) -> str:
-    if src.count(old) != 1:
-        raise RuntimeError(f"the kernel source changed: {old!r} found {src.count(old)} times")
-    return src.replace(old, new)
+    return edited_source(src, {old: new})
 
 
 def stamped(src: str) -> str:

@@ -138,6 +138,16 @@ def copy_bandwidth() -> float:
     return 2 * n / t
 
 
+def edited_source(src: str, edits: dict[str, str]) -> str:
+    """A kernel source with each ``old`` replaced by ``new``, in order, for scripts that patch a kernel (stamps,
+    ablations); each ``old`` must occur exactly once, or the kernel changed under the script."""
+    for old, new in edits.items():
+        if src.count(old) != 1:
+            raise SystemExit(f"the kernel source changed: {old!r} found {src.count(old)} times; update this script")
+        src = src.replace(old, new)
+    return src
+
+
 def random_nk(k: int, n: int, g: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
     words = torch.randint(-(2**31), 2**31 - 1, (n, k // 8), generator=gen, dtype=torch.int64).to(torch.int32)
     return {
