@@ -89,9 +89,12 @@ __device__ __forceinline__ float half_to_float(u32 bits) {  // the fp16 scale, w
 // pair of -(magic + z) halves: the fma below subtracts the zero point exactly
 __device__ __forceinline__ u32 zpair(u32 z) { return ((MAGIC1 + z) | 0x8000u) * 0x10001u; }
 
-// nibbles (i, i + 4) of the shifted word -> the pair (q - z) in the two 16-bit lanes. ``magic`` is MAGIC; a
-// caller short of registers passes it from a register the compiler cannot rematerialize, or the compiler
-// keeps re-creating the other constant (the mask) for each word instead
+// MAGIC, but not a constant to ptxas (M, the rows of x, is never negative): a LOP3 takes one immediate, and
+// a kernel short of registers that passes this to the decode keeps it in one register; with two constants
+// ptxas re-created the mask before every word (an IMAD.MOV each)
+__device__ __forceinline__ u32 opaque_magic(int M) { return MAGIC | ((u32)M >> 31); }
+
+// nibbles (i, i + 4) of the shifted word -> the pair (q - z) in the two 16-bit lanes (magic: see opaque_magic)
 __device__ __forceinline__ u32 dec(u32 shifted, u32 zp, u32 magic = MAGIC) {
   u32 p = (shifted & 0x000F000Fu) | magic;
   u32 r;
@@ -229,7 +232,7 @@ extern "C" __global__ void __launch_bounds__(NW * 32) fastawq_frag_mma(
   const int iters = (g1 - g0 + KW - 1) / KW;  // step i: groups g0 + KW·i + (0…KW−1), one per K warp
   const int m0 = blockIdx.z * (8 * MT);
   const int kc = K >> 6;
-  const u32 magic = MAGIC | ((u32)M >> 31);  // MAGIC, but not a constant to ptxas (see dec)
+  const u32 magic = opaque_magic(M);
   const int row_lo = b * 16 + g, row_hi = row_lo + 8;
   const u32* wp = qw + ((u64)b * kc * 32 + lane) * 4;
 #if WG

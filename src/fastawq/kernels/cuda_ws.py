@@ -215,7 +215,7 @@ extern "C" __global__ void __launch_bounds__(NT, OCC) fastawq_frag_ws(
   const int row = cw * 64 + wq * 16 + g;  // this thread's rows in the tile: row and row + 8
   const int wrow = (cw * 4 + wq) * (KCH * 512) + lane * 16;
   u32 af[NSETS][4 * KCH][4];
-  const u32 magic = MAGIC | ((u32)M >> 31);  // MAGIC, but not a constant to ptxas: held in one register (see dec)
+  const u32 magic = opaque_magic(M);
 #pragma unroll
   for (int h = 0; h < NSETS; ++h)
 #pragma unroll
