@@ -32,19 +32,19 @@ from kernels import (
 
 def configs(m: int, n: int, k: int, quick: bool) -> list[WsConfig]:
     """The tuner's candidates plus a sweep around them: consumer groups, CTAs per SM, register sets,
-    stages (8 and as many as fit), 64 or 128 inputs a stage, stream-K on and off."""
+    stages (8 and as many as fit), 64, 128 or 256 inputs a stage, stream-K on and off."""
     out = list(cuda_ws.candidates(m, n, k))
     mts = {cuda_ws.x_tiles(m)} | ({16, 32} if m > 128 else set())
     for mt in sorted(mts):
         shapes = [(2, 1, 3), (2, 1, 2), (1, 2, 3), (3, 1, 3), (2, 2, 2), (1, 1, 3)]  # (c, occ, sets)
         for c, occ, sets in shapes[:3] if quick else shapes:
-            for kch in (1, 2):
+            for kch in (1, 2, 4):
                 room = (cuda_ws.SMEM_MAX // occ - 1024) // WsConfig(mt, c, kch=kch).stage_bytes()
                 for s in sorted({8 // kch, min(room, 32)}) if not quick else (room,):
                     out.append(WsConfig(mt, c, min(s, room), occ, True, sets, kch))
-        for kch in (1, 2):
+        for kch in (1, 2, 4):
             room = (cuda_ws.SMEM_MAX - 1024) // WsConfig(mt, 2, kch=kch).stage_bytes()
-            out.append(WsConfig(mt, 2, min(8 // kch, room), 1, False, 2, kch))
+            out.append(WsConfig(mt, 2, min(max(8 // kch, 4), room), 1, False, 2, kch))
     seen: list[WsConfig] = []
     for cfg in out:
         if cfg not in seen and cfg.problem() is None and n % cfg.rows == 0 and k % (64 * cfg.kch) == 0:

@@ -6,8 +6,10 @@ For each shape K×N (fp16, g128) and row count M, the tuner's candidates are tim
 rebuilt with the kernel source edited before it is compiled; each variant is timed like benchmarks/kernels.py
 (cold L2, kernel time) next to fp16 cuBLAS. Only ``base`` computes the right product: ``nodec`` feeds the
 raw words to the tensor cores instead of decoding them, ``noepi`` stores no output, ``nowg`` issues no
-``wgmma``, ``nox`` copies x only for the first stage of each piece of work (the other stages keep stale x).
-The differences bound what each part costs; they are not kernels to use.
+``wgmma``, ``nox`` copies x only for the first stage of each piece of work (the other stages keep stale x),
+``now`` copies no packed weights (the stages keep stale words). The differences bound what each part costs;
+they are not kernels to use. Up to 32 rows, where the tuner has no ``cuda_ws`` candidates, the config is the
+best of the H200 sweep there (``SMALL_M``).
 """
 
 from __future__ import annotations
@@ -36,12 +38,20 @@ VARIANTS: dict[str, dict[str, str]] = {
     "noepi": {_STORE: "if (m < M && a.x == 0x7C017C01u)\n      *reinterpret_cast<uint4*>"},
     "nowg": {"wgmma(acc, af[H][4 * j + i], desc + ((i * 32) >> 4));": "keep(af[H][4 * j + i]);"},
     "nox": {
-        "bar_expect(full, KCH * (XBYTES + WBYTES + SZBYTES));": (
-            "bar_expect(full, KCH * ((c == c0 ? XBYTES : 0) + WBYTES + SZBYTES));"
+        "bar_expect(full, KCH * (XBYTES + WBYTES) + GR * SZBYTES);": (
+            "bar_expect(full, KCH * ((c == c0 ? XBYTES : 0) + WBYTES) + GR * SZBYTES);"
         ),
         "for (int j = 0; j < KCH; ++j) tma2d(": "for (int j = 0; j < KCH && c == c0; ++j) tma2d(",
     },
+    "now": {
+        "bar_expect(full, KCH * (XBYTES + WBYTES) + GR * SZBYTES);": "bar_expect(full, KCH * XBYTES + GR * SZBYTES);",
+        "tma2d(st + WOFF + p * WPIECE, &wmap,": "if (0) tma2d(st + WOFF + p * WPIECE, &wmap,",
+    },
 }
+
+#: up to 32 rows: the fastest configs of `benchmarks/cuda_ws.py --ms 16,32 --quick` on an H200
+#: (`proto-ws-nacc-h200-2026-11-28.json`, without the accumulator sets that were tried there)
+SMALL_M = {16: cuda_ws.WsConfig(2, 2, 16, sets=2, kch=2), 32: cuda_ws.WsConfig(4, 2, 12, sets=2, kch=2)}
 
 
 def case(m: int, k: int, n: int, g: int, wf: dict[str, torch.Tensor], dense: torch.Tensor, original: str,
@@ -51,7 +61,7 @@ def case(m: int, k: int, n: int, g: int, wf: dict[str, torch.Tensor], dense: tor
     cuda_ws._KERNEL = original
     cuda_ws._PLANS.clear()
     timed = [(kernel_time_us(lambda c=c: cuda_ws.frag_ws(x, wf, g, None, c), reps=10), c)  # type: ignore[misc]
-             for c in cuda_ws.candidates(m, n, k)]  # fmt: skip
+             for c in cuda_ws.candidates(m, n, k) or [SMALL_M[16 if m <= 16 else 32]]]  # fmt: skip
     cfg = min(timed, key=lambda t: t[0])[1]
     row: dict[str, Any] = {"k": k, "n": n, "m": m, "cfg": cfg.describe()}
     row["cublas"] = kernel_time_us(lambda: torch.nn.functional.linear(x, dense), reps=20)

@@ -35,6 +35,8 @@ CONFIGS = [
     cuda_ws.WsConfig(mt=8, c=2, stages=3, sets=2, kch=2),
     cuda_ws.WsConfig(mt=32, c=2, stages=3, sets=2, kch=2, stream_k=False),
     cuda_ws.WsConfig(mt=4, c=1, stages=3, kch=2),
+    cuda_ws.WsConfig(mt=2, c=2, stages=6, sets=2, kch=4),
+    cuda_ws.WsConfig(mt=4, c=2, stages=4, sets=2, kch=4, stream_k=False),
 ]
 
 # (m, k, n, g): odd M, several tiles of x, N of one tile (every CTA a few chunks of it, stream-K), and
@@ -56,7 +58,7 @@ def test_ws_kernel_matches_float64(cfg: cuda_ws.WsConfig, m: int, k: int, n: int
 
 @gpu
 @needs_hopper
-@pytest.mark.parametrize("m", [40, 100, 300])
+@pytest.mark.parametrize("m", [12, 29, 40, 100, 300])
 def test_every_tuner_candidate_matches_float64(m: int) -> None:
     k, n, g = 1024, 640, 128
     t, w = random_gemm(k, n, g, seed=m, device=DEV)
@@ -125,7 +127,7 @@ def test_config_problems_are_named() -> None:
         (cuda_ws.WsConfig(sets=4), "register sets"),
         (cuda_ws.WsConfig(c=3, occ=2), "2 CTAs per SM"),
         (cuda_ws.WsConfig(mt=2, c=2, occ=2), "do not fit"),
-        (cuda_ws.WsConfig(kch=3), "1 or 2 chunks"),
+        (cuda_ws.WsConfig(kch=3), "1, 2 or 4 chunks"),
         (cuda_ws.WsConfig(mt=32, c=2, stages=8), "shared memory"),
     ]
     for cfg, words in cases:
@@ -137,6 +139,10 @@ def test_config_problems_are_named() -> None:
             for k in (4096, 576):
                 for cfg in cuda_ws.candidates(m, n, k) + [cuda_ws.default_config(m, n, k)]:
                     assert cfg.problem() is None and n % cfg.rows == 0 and k % (64 * cfg.kch) == 0, (m, n, k, cfg)
+    # from 9 rows the tuner times the warp-specialized kernel too (256 inputs a stage where K allows)
+    assert not cuda_ws.candidates(8, 4096, 4096)
+    assert any(cfg.kch == 4 for cfg in cuda_ws.candidates(16, 4096, 4096))
+    assert all(cfg.kch < 4 for cfg in cuda_ws.candidates(32, 4096, 576 + 64))
 
 
 def test_source_defines_the_tile() -> None:
@@ -162,7 +168,7 @@ def test_ws_kernel_says_why_it_cannot_run() -> None:
 
 @gpu
 @needs_hopper
-@pytest.mark.parametrize("m", [100, 512])
+@pytest.mark.parametrize("m", [20, 100, 512])
 def test_frag_tuner_times_the_ws_kernel_and_its_pick_is_right(m: int) -> None:
     timed = check_frag_tuner(m)
     assert sum(name == "cuda_ws" for name, _, _ in timed) == len(cuda_ws.candidates(m, 768, 2048)) > 0

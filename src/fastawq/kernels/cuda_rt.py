@@ -296,19 +296,20 @@ def _launcher() -> ctypes._CFuncPtr:  # type: ignore[name-defined]
 
 
 #: CUtensorMapDataType of the activation dtypes
-_TMA_DTYPES = {torch.float16: 6, torch.bfloat16: 9}
+_TMA_DTYPES = {torch.float16: 6, torch.bfloat16: 9, torch.int32: 3}
+_TMA_SWIZZLE_NONE = 0
 _TMA_SWIZZLE_128B = 3
 _TMA_L2_256B = 3
 _MAPS: dict[tuple[object, ...], bytes] = {}
 
 
-def tensor_map_2d(t: torch.Tensor, box: tuple[int, int]) -> bytes:
-    """The TMA tensor map of a row-major 2-D fp16/bf16 tensor read in boxes of ``box`` = (columns, rows)
-    into shared memory in the 128-byte swizzle (``columns`` × 2 = 128 bytes); rows and columns past the
-    tensor read as zeros. Kept per (address, shape, stride, box): a static buffer costs nothing after its
-    first call."""
+def tensor_map_2d(t: torch.Tensor, box: tuple[int, int], swizzle: bool = True) -> bytes:
+    """The TMA tensor map of a row-major 2-D fp16/bf16/int32 tensor read in boxes of ``box`` = (columns,
+    rows) into shared memory, in the 128-byte swizzle (``columns`` × 2 = 128 bytes) or, without ``swizzle``,
+    row after row as in memory; rows and columns past the tensor read as zeros. Kept per (address, shape,
+    stride, box): a static buffer costs nothing after its first call."""
     rows, cols = t.shape
-    key = (t.device.index, t.data_ptr(), t.dtype, rows, cols, t.stride(0), box)
+    key = (t.device.index, t.data_ptr(), t.dtype, rows, cols, t.stride(0), box, swizzle)
     hit = _MAPS.get(key)
     if hit is not None:
         return hit
@@ -323,7 +324,8 @@ def tensor_map_2d(t: torch.Tensor, box: tuple[int, int]) -> bytes:
     boxes = (u32 * 2)(*box)
     elem = (u32 * 2)(1, 1)
     res = drv.cuTensorMapEncodeTiled(_c.byref(tmap), _TMA_DTYPES[t.dtype], 2, _c.c_void_p(t.data_ptr()), dims, strides,
-                                     boxes, elem, 0, _TMA_SWIZZLE_128B, _TMA_L2_256B, 0)  # fmt: skip
+                                     boxes, elem, 0, _TMA_SWIZZLE_128B if swizzle else _TMA_SWIZZLE_NONE,
+                                     _TMA_L2_256B, 0)  # fmt: skip
     _check_drv(res, "cuTensorMapEncodeTiled")
     raw = bytes(tmap)
     if len(_MAPS) > 4096:

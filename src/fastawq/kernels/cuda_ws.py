@@ -4,10 +4,12 @@ The pipelined ``wgmma`` path of :mod:`.cuda_frag` spends its time on the per-ste
 every warp copying x; its ablation (BENCHMARKS.md, seventh version) showed that no tile choice fixes
 that. This kernel splits the work by role, the mixed-input design of CUTLASS and Machete:
 
-- one **producer** warp group, of which one thread issues every copy: x through TMA (a tensor map with
-  the 128-byte swizzle that ``wgmma`` reads), the packed weight's 512-byte fragment blocks and the
-  scale/zero words through bulk copies, into ``S`` shared-memory stages guarded by ``mbarrier`` pairs
-  (full: the copies' bytes have landed; empty: every consumer thread is done with the stage);
+- one **producer** warp group, of which one thread issues every copy, all through TMA: x (a tensor map
+  with the 128-byte swizzle that ``wgmma`` reads), the packed weight's 512-byte fragment blocks (one box of
+  the tile's blocks a stage) and the scale/zero words (one box of the stage's groups), into ``S``
+  shared-memory stages guarded by ``mbarrier`` pairs (full: the copies' bytes have landed; empty: every
+  consumer thread is done with the stage). Few copies matter: with few rows of x the producer's own
+  instructions set the pace (BENCHMARKS.md, fourteenth version);
 - ``C`` **consumer** warp groups, 64 output rows each, that only wait, decode ((q − z)·s, ``decode_scaled``
   of :data:`fastawq.kernels.cuda_frag.HEADER`, into one of ``NSETS`` A-fragment register sets) and
   issue ``wgmma`` (A from registers, B = the x tile); a stage is released once the ``wgmma``s that read
@@ -27,7 +29,7 @@ of 64·C, K a multiple of 64·KCH, x rows 16-byte aligned.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -38,11 +40,16 @@ NAME = "fastawq_frag_ws"
 _KERNEL = r"""
 #define BT (8 * MT)
 #define NT (128 * (C + 1))
-// a stage holds KCH chunks of 64 inputs: KCH x tiles (1024-byte multiples), then each 16-row block's KCH
-// fragment blocks side by side (as in memory), then the scale/zero words of each chunk
+// a stage holds KCH chunks of 64 inputs: KCH x tiles (1024-byte multiples), then the tile's 16-row blocks'
+// fragment blocks (in pieces of WP chunks, below), then the scale/zero words of the GR (≤ KCH) groups it covers
 #define XBYTES (BT * 128)
 #define WBYTES (C * 4 * 512)
 #define SZBYTES (C * 64 * 4)
+#define GR ((KCH * 64 + G - 1) / G)
+// the weight comes in pieces of WP chunks (a TMA box is at most 256 words wide): piece p holds every block's
+// chunks p·WP … side by side
+#define WP (KCH < 2 ? KCH : 2)
+#define WPIECE (4 * C * WP * 512)
 #define WOFF (KCH * XBYTES)
 #define SOFF (KCH * (XBYTES + WBYTES))
 #define STAGE ((KCH * (XBYTES + WBYTES + SZBYTES) + 1023) / 1024 * 1024)
@@ -64,10 +71,6 @@ __device__ __forceinline__ void bar_arrive(u32 bar) {
 }
 __device__ __forceinline__ void bar_expect(u32 bar, u32 bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" :: "r"(bar), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void bulk(u32 dst, const void* src, u32 bytes, u32 bar) {
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
-               :: "r"(dst), "l"(src), "r"(bytes), "r"(bar) : "memory");
 }
 __device__ __forceinline__ void tma2d(u32 dst, const TMap* map, int c0, int c1, u32 bar) {
   asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];"
@@ -137,9 +140,10 @@ __device__ __forceinline__ void consume(u32 st, u32 full, u32 parity, u32 old_em
   for (int j = 0; j < KCH; ++j) {
     u32 w[4], szlo, szhi;
     asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(w[0]), "=r"(w[1]), "=r"(w[2]), "=r"(w[3])
-                 : "r"(st + WOFF + wrow + j * 512));
-    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(szlo) : "r"(st + SOFF + j * SZBYTES + row * 4));
-    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(szhi) : "r"(st + SOFF + j * SZBYTES + (row + 8) * 4));
+                 : "r"(st + WOFF + wrow + (j / WP) * WPIECE + (j % WP) * 512));
+    const u32 sz = st + SOFF + (j * 64 / G) * SZBYTES + row * 4;  // this chunk's group row
+    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(szlo) : "r"(sz));
+    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(szhi) : "r"(sz + 32));
     const u32 zlo = zpair((szlo >> 16) & 0xFF), zhi = zpair((szhi >> 16) & 0xFF);
     const u32 slo = spair(szlo), shi = spair(szhi);
 #pragma unroll
@@ -159,7 +163,7 @@ __device__ __forceinline__ void consume(u32 st, u32 full, u32 parity, u32 old_em
 }
 
 extern "C" __global__ void __launch_bounds__(NT, OCC) fastawq_frag_ws(
-    const __grid_constant__ TMap xmap, const u32* __restrict__ qw, const u32* __restrict__ sz,
+    const __grid_constant__ TMap xmap, const __grid_constant__ TMap wmap, const __grid_constant__ TMap szmap,
     const u16* __restrict__ bias, u16* __restrict__ y, float* __restrict__ ws, int* __restrict__ cnt,
     int M, int N, int kc, int nrb, int dp, int per, int units, int has_bias) {
   extern __shared__ __align__(1024) unsigned char smem[];
@@ -188,15 +192,13 @@ extern "C" __global__ void __launch_bounds__(NT, OCC) fastawq_frag_ws(
       for (int c = c0; c < c1; ++c) {
         if (n > 0) bar_wait(empty0 + 8 * s, (n - 1) & 1);
         const u32 st = base + s * STAGE, full = full0 + 8 * s;
-        bar_expect(full, KCH * (XBYTES + WBYTES + SZBYTES));
+        bar_expect(full, KCH * (XBYTES + WBYTES) + GR * SZBYTES);
 #pragma unroll
         for (int j = 0; j < KCH; ++j) tma2d(st + j * XBYTES, &xmap, (c * KCH + j) * 64, tm * BT, full);
 #pragma unroll
-        for (int b = 0; b < 4 * C; ++b)
-          bulk(st + WOFF + b * KCH * 512, qw + ((u64)(rb * 4 * C + b) * kc + c) * (KCH * 128), KCH * 512, full);
-#pragma unroll
-        for (int j = 0; j < KCH; ++j)
-          bulk(st + SOFF + j * SZBYTES, sz + (u64)((c * KCH + j) * 64 / G) * N + rb * 64 * C, SZBYTES, full);
+        for (int p = 0; p < KCH / WP; ++p)  // the tile's 4·C blocks, WP chunks of each
+          tma2d(st + WOFF + p * WPIECE, &wmap, (c * KCH + p * WP) * 128, rb * 4 * C, full);
+        tma2d(st + SOFF, &szmap, rb * 64 * C, c * KCH * 64 / G, full);  // GR group rows of the tile's columns
         if (++s == S) {
           s = 0;
           ++n;
@@ -213,7 +215,7 @@ extern "C" __global__ void __launch_bounds__(NT, OCC) fastawq_frag_ws(
   const int cw = wg - 1, tid = threadIdx.x & 127, lane = tid & 31, wq = tid >> 5;
   const int g = lane >> 2, tq = lane & 3;
   const int row = cw * 64 + wq * 16 + g;  // this thread's rows in the tile: row and row + 8
-  const int wrow = (cw * 4 + wq) * (KCH * 512) + lane * 16;
+  const int wrow = (cw * 4 + wq) * (WP * 512) + lane * 16;
   u32 af[NSETS][4 * KCH][4];
   const u32 magic = opaque_magic(M);
 #pragma unroll
@@ -325,7 +327,7 @@ class WsConfig:
         return 64 * self.c
 
     def stage_bytes(self) -> int:
-        raw = self.kch * (self.mt * 8 * 128 + self.c * 4 * 512 + self.c * 64 * 4)
+        raw = self.kch * (self.mt * 8 * 128 + self.c * 4 * 512 + self.c * 64 * 4)  # room for KCH group rows
         return -(-raw // 1024) * 1024
 
     def smem_bytes(self) -> int:
@@ -354,8 +356,8 @@ class WsConfig:
             return f"config {d}: at least as many stages as register sets"
         if self.occ not in (1, 2) or (self.occ == 2 and self.c > 2):
             return f"config {d}: 2 CTAs per SM take at most two consumer warp groups"
-        if self.kch not in (1, 2):
-            return f"config {d}: a stage holds 1 or 2 chunks of 64 inputs"
+        if self.kch not in (1, 2, 4):
+            return f"config {d}: a stage holds 1, 2 or 4 chunks of 64 inputs"
         if 4 * self.mt + 16 * self.sets * self.kch + 32 > self.register_budget():  # else ptxas serializes the wgmmas
             return f"config {d}: the accumulators and register sets do not fit {self.register_budget()} registers"
         if self.smem_bytes() * self.occ > SMEM_MAX:
@@ -395,12 +397,19 @@ def x_tiles(m: int) -> int:
 
 
 def candidates(m: int, n: int, k: int) -> list[WsConfig]:
-    """What the frag tuner times for M rows of x and a [K, N] weight: the fastest configs of the H100 sweeps
-    (BENCHMARKS.md, eighth version). Up to 32 rows the Triton and ``mma.sync`` kernels win every shape."""
-    if m <= 32:
+    """What the frag tuner times for M rows of x and a [K, N] weight: the fastest configs of the sweeps in
+    BENCHMARKS.md (H100, eighth version; up to 64 rows H200, fourteenth version, where 256 inputs a stage
+    won). Up to 8 rows the decode kernels win every shape."""
+    if m <= 8:
         out = []
+    elif m <= 32:
+        mt = 2 if m <= 16 else 4
+        out = [WsConfig(mt, 2, 8 if mt == 2 else 6, sets=2, kch=4), WsConfig(mt, 2, 4, sets=2, kch=4, stream_k=False),
+               WsConfig(mt, 2, 16 if mt == 2 else 12, sets=2, kch=2)]  # fmt: skip
     elif m <= 64:
-        out = [WsConfig(8, 2, 5, sets=2, kch=2), WsConfig(8, 2, 10, sets=2), WsConfig(8, 1, 9, occ=2)]
+        out = [WsConfig(8, 2, 4, sets=2, kch=4), WsConfig(8, 2, 4, sets=2, kch=4, stream_k=False),
+               WsConfig(8, 2, 8, sets=3, kch=2), WsConfig(8, 2, 8, sets=2, kch=2),
+               WsConfig(8, 1, 9, occ=2)]  # fmt: skip
     elif m <= 128:
         out = [WsConfig(16, 2, 5, sets=2, kch=2), WsConfig(16, 2, 5, kch=2), WsConfig(16, 2, 4, sets=2, kch=2,
                stream_k=False), WsConfig(16, 2, 10, sets=2)]  # fmt: skip
@@ -412,8 +421,8 @@ def candidates(m: int, n: int, k: int) -> list[WsConfig]:
 
 
 def default_config(m: int, n: int, k: int) -> WsConfig:
-    """An untuned config: the first candidate; else (up to 32 rows, or N not a multiple of 128) one consumer
-    group, with 2 CTAs an SM up to 32 rows (the sweep's best there) and as many stages as fit otherwise."""
+    """An untuned config: the first candidate; else (up to 8 rows, or N or K that the candidates do not
+    divide) one consumer group, with 2 CTAs an SM up to 32 rows and as many stages as fit otherwise."""
     cands = candidates(m, n, k)
     if cands:
         return cands[0]
@@ -435,6 +444,25 @@ class WsPlan:
     group_size: int
     smem: int
     sms: int
+    #: a weight's two tensor maps per address of its packed words and of its scales (the plan fixes their
+    #: shapes and boxes, so the addresses are all that tells two weights' maps apart)
+    maps: dict[tuple[int, int], tuple[bytes, bytes]] = field(default_factory=dict)
+
+    def weight_maps(self, w: dict[str, torch.Tensor]) -> tuple[bytes, bytes]:
+        """The TMA maps of the packed weight, as [N/16 blocks, 2·K words] read a box of the tile's 4·C blocks
+        × 2 chunks (or 1) at a time, and of the scale/zero words [K/G, N], a box of the tile's columns × the
+        stage's groups."""
+        qw, sz = w["qweight_frag"], w["sz_gn"]
+        key = (qw.data_ptr(), sz.data_ptr())
+        hit = self.maps.get(key)
+        if hit is None:
+            cfg = self.cfg
+            wmap = cuda_rt.tensor_map_2d(qw.view(qw.shape[0], -1), (128 * min(2, cfg.kch), 4 * cfg.c), swizzle=False)
+            szmap = cuda_rt.tensor_map_2d(sz, (64 * cfg.c, -(-64 * cfg.kch // self.group_size)), swizzle=False)
+            if len(self.maps) > 4096:
+                self.maps.clear()
+            hit = self.maps[key] = (wmap, szmap)
+        return hit
 
     def schedule(self, stream_k: bool) -> tuple[int, int, int, int, int]:
         """(grid, dp, per, units, workspace slots): tiles below dp are whole; the ``units`` stages of the rest
@@ -465,18 +493,18 @@ class WsPlan:
                 ws, cnt = buf
         b = bias.to(x2d.dtype) if bias is not None else y
         xmap = cuda_rt.tensor_map_2d(x2d, box=(64, 8 * cfg.mt))
+        wmap, szmap = self.weight_maps(w)
         args = self.fn.args(_SIGNATURE)
-        args.set(xmap, w["qweight_frag"].data_ptr(), w["sz_gn"].data_ptr(), b.data_ptr(), y.data_ptr(), ws.data_ptr(),
-                 cnt.data_ptr(), m, n, self.k // (64 * cfg.kch), n // cfg.rows, dp, per, units,
-                 int(bias is not None))  # fmt: skip
+        args.set(xmap, wmap, szmap, b.data_ptr(), y.data_ptr(), ws.data_ptr(), cnt.data_ptr(), m, n,
+                 self.k // (64 * cfg.kch), n // cfg.rows, dp, per, units, int(bias is not None))  # fmt: skip
         self.fn.launch_on(x2d.device, (grid, 1, 1), cfg.threads, args, self.smem)
         return y
 
 
-#: the x tensor map; qweight, scales/zeros, bias, y, workspace, counters;
+#: the tensor maps of x, the packed weight and the scales/zeros; bias, y, workspace, counters;
 #: M, N, stages a tile (K / (64·kch)), row tiles, dp (whole tiles), per (stages a CTA), units (stages shared
 #: out), has_bias
-_SIGNATURE = "tppppppiiiiiiii"
+_SIGNATURE = "tttppppiiiiiiii"
 
 _PLANS: dict[tuple[object, ...], WsPlan] = {}
 
