@@ -8,8 +8,8 @@ rebuilt with the kernel source edited before it is compiled; each variant is tim
 raw words to the tensor cores instead of decoding them, ``noepi`` stores no output, ``nowg`` issues no
 ``wgmma``, ``nox`` copies x only for the first stage of each piece of work (the other stages keep stale x),
 ``now`` copies no packed weights (the stages keep stale words). The differences bound what each part costs;
-they are not kernels to use. Up to 32 rows, where the tuner has no ``cuda_ws`` candidates, the config is the
-best of the H200 sweep there (``SMALL_M``).
+they are not kernels to use. Up to 8 rows, where the tuner has no ``cuda_ws`` candidates, the config is the
+best 16-row config of the H200 sweep (``SMALL_M``).
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ VARIANTS: dict[str, dict[str, str]] = {
     },
 }
 
-#: up to 32 rows: the fastest configs of `benchmarks/cuda_ws.py --ms 16,32 --quick` on an H200
-#: (`proto-ws-nacc-h200-2026-11-28.json`, without the accumulator sets that were tried there)
-SMALL_M = {16: cuda_ws.WsConfig(2, 2, 16, sets=2, kch=2), 32: cuda_ws.WsConfig(4, 2, 12, sets=2, kch=2)}
+#: up to 8 rows: the fastest 16-row config of `benchmarks/cuda_ws.py --ms 16,32,64 --quick` on an H200
+#: (`cuda-ws-sweep-k256-h200-2026-11-28.json`)
+SMALL_M = cuda_ws.WsConfig(2, 2, 8, sets=2, kch=4)
 
 
 def case(m: int, k: int, n: int, g: int, wf: dict[str, torch.Tensor], dense: torch.Tensor, original: str,
@@ -61,7 +61,7 @@ def case(m: int, k: int, n: int, g: int, wf: dict[str, torch.Tensor], dense: tor
     cuda_ws._KERNEL = original
     cuda_ws._PLANS.clear()
     timed = [(kernel_time_us(lambda c=c: cuda_ws.frag_ws(x, wf, g, None, c), reps=10), c)  # type: ignore[misc]
-             for c in cuda_ws.candidates(m, n, k) or [SMALL_M[16 if m <= 16 else 32]]]  # fmt: skip
+             for c in cuda_ws.candidates(m, n, k) or [SMALL_M]]  # fmt: skip
     cfg = min(timed, key=lambda t: t[0])[1]
     row: dict[str, Any] = {"k": k, "n": n, "m": m, "cfg": cfg.describe()}
     row["cublas"] = kernel_time_us(lambda: torch.nn.functional.linear(x, dense), reps=20)

@@ -11,7 +11,7 @@ H200)                            group size 64/128/256): on the ``nk_frag`` layo
                                  call) among its Triton kernels and the CUDA C++ kernels compiled at
                                  run time with NVRTC (:mod:`.cuda_frag`; the x-stationary decode kernel
                                  :mod:`.cuda_gemv` up to 16 rows; the warp-specialized :mod:`.cuda_ws`
-                                 from 33 rows). On an H100 it is up to 1.5× faster
+                                 from 9 rows). On an H100 it is up to 1.5× faster
                                  than ``triton`` from 8 to 128 rows, 1.2 – 1.75× at 256 – 512, and
                                  about 6 % slower at one row on three of five shapes (BENCHMARKS.md).
                                  Forced, it also takes group size 32 (its Triton kernels only)

@@ -20,8 +20,8 @@ forced elsewhere with ``kernel="triton_frag"``.
 ``frag_auto``
     The tuner's choice for this shape and M (timed on the first call) among the three and the CUDA
     kernels on the same layout: :mod:`.cuda_gemv` (x-stationary decode, up to 16 rows), :mod:`.cuda_frag`
-    (``mma.sync``, up to 64 rows) and, on sm_90 from 33
-    rows, the warp-specialized :mod:`.cuda_ws` (TMA + ``wgmma``), which wins most shapes from 128 rows.
+    (``mma.sync``, up to 64 rows) and, on sm_90 from 9
+    rows, the warp-specialized :mod:`.cuda_ws` (TMA + ``wgmma``), which wins most shapes from 16 rows.
 """
 
 from __future__ import annotations
