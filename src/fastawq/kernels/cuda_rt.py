@@ -188,10 +188,10 @@ class Args:
             end += pad + size
         self._pack = struct.Struct(fmt)
         self._buf = _c.create_string_buffer(end + 64)  # room to start the layout on a 64-byte boundary
-        base = -_c.addressof(self._buf) % 64
-        self._base = base
+        self._base = -_c.addressof(self._buf) % 64
         self._maps = [i for i, ch in enumerate(signature) if ch == "t"]
-        self.params = (_c.c_void_p * len(signature))(*[_c.addressof(self._buf) + base + o for o in offsets])
+        start = _c.addressof(self._buf) + self._base
+        self.params = (_c.c_void_p * len(signature))(*[start + o for o in offsets])
 
     def set(self, *values: int | bytes) -> None:
         if len(values) != len(self.params):
@@ -309,7 +309,7 @@ def _launcher() -> ctypes._CFuncPtr:  # type: ignore[name-defined]
     return fn
 
 
-#: CUtensorMapDataType of the activation dtypes
+#: CUtensorMapDataType of the dtypes read through TMA: the activations, and int32 packed weights / scales
 _TMA_DTYPES = {torch.float16: 6, torch.bfloat16: 9, torch.int32: 3}
 _TMA_SWIZZLE_NONE = 0
 _TMA_SWIZZLE_128B = 3

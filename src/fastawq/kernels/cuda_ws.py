@@ -403,7 +403,7 @@ def candidates(m: int, n: int, k: int) -> list[WsConfig]:
     if m <= 8:
         out = []
     elif m <= 32:
-        mt = 2 if m <= 16 else 4
+        mt = x_tiles(m)  # 2 up to 16 rows, else 4
         out = [WsConfig(mt, 2, 8 if mt == 2 else 6, sets=2, kch=4), WsConfig(mt, 2, 4, sets=2, kch=4, stream_k=False),
                WsConfig(mt, 2, 16 if mt == 2 else 12, sets=2, kch=2)]  # fmt: skip
     elif m <= 64:
@@ -445,7 +445,8 @@ class WsPlan:
     smem: int
     sms: int
     #: a weight's two tensor maps per address of its packed words and of its scales (the plan fixes their
-    #: shapes and boxes, so the addresses are all that tells two weights' maps apart)
+    #: shapes and boxes, so the addresses are all that tells two weights' maps apart); a lookup by two ints,
+    #: cheaper on every call than building ``cuda_rt.tensor_map_2d``'s own cache key twice
     maps: dict[tuple[int, int], tuple[bytes, bytes]] = field(default_factory=dict)
 
     def weight_maps(self, w: dict[str, torch.Tensor]) -> tuple[bytes, bytes]:
