@@ -20,8 +20,12 @@ each; two chunks halve that overhead, which was what limited the kernel). A tile
 × ``8·MT`` rows of x. The grid is persistent (CTAs per SM × SMs): CTA ``b`` first takes whole tiles
 ``b, b + grid, …`` and then an equal share of the remaining tiles' stages (stream-K); a tile whose stages
 are spread over several CTAs is summed in fp32 in the per-stream workspace of :mod:`.triton_awq` (in the
-consumers' register order, 16-byte reductions) and written by the last CTA to finish its part, which
-re-zeroes the slot and its counter. Inside a CUDA graph capture every tile is whole.
+consumers' register order, 16-byte reductions). Its later parts, each the first piece of its CTA, add in
+and count themselves without waiting; its head (stages 0 …, the last piece of an earlier CTA) waits for that
+count, adds the sum to its own, writes y and re-zeroes the slot and its counter. So a tile waits only on
+CTAs that the GPU started later, and a part that is not the head costs no round trip to L2 (a protocol where
+the last part to finish writes y made every part wait for a fence and an atomic: 2 – 9 % slower at 16 – 64
+rows, BENCHMARKS.md, fifteenth version). Inside a CUDA graph capture every tile is whole.
 
 Limits (:meth:`WsConfig.problem` and :func:`why_not`): fp16/bf16, group sizes 64/128/256, N a multiple
 of 64·C, K a multiple of 64·KCH, x rows 16-byte aligned.
@@ -168,7 +172,6 @@ extern "C" __global__ void __launch_bounds__(NT, OCC) fastawq_frag_ws(
     int M, int N, int kc, int nrb, int dp, int per, int units, int has_bias) {
   extern __shared__ __align__(1024) unsigned char smem[];
   __shared__ __align__(8) u64 bars[2 * S];
-  __shared__ int last_of[C];
   const u32 base = (smem_addr(smem) + 1023) & ~1023u;  // TMA's 128-byte swizzle wants 1024-byte atoms
   const u32 full0 = smem_addr(bars), empty0 = full0 + 8 * S;
   const int wg = threadIdx.x >> 7;
@@ -258,31 +261,36 @@ extern "C" __global__ void __launch_bounds__(NT, OCC) fastawq_frag_ws(
     const int tm = t / nrb, rb = t % nrb;
     const int n_lo = rb * 64 * C + row, n_hi = n_lo + 8;
     const float blo = has_bias ? tofloat(bias[n_lo]) : 0.f, bhi = has_bias ? tofloat(bias[n_hi]) : 0.f;
-    if (c1 - c0 < kc) {  // part of a tile: add into its workspace slot; the last part writes y
+    if (c1 - c0 < kc) {  // part of a tile, summed in its workspace slot
       const int slot = (t - dp) * C + cw;
       float* wsp = ws + (u64)slot * (MT * 512) + tid * 4;
+      if (c0 > 0) {  // not the tile's head: add this part and count it, then go on (nothing to wait for)
 #pragma unroll
-      for (int mt = 0; mt < MT; ++mt)
-        asm volatile("red.relaxed.gpu.global.add.v4.f32 [%0], {%1, %2, %3, %4};" :: "l"(wsp + mt * 512),
-                     "f"(acc[mt][0]), "f"(acc[mt][1]), "f"(acc[mt][2]), "f"(acc[mt][3]) : "memory");
-      __threadfence();
-      asm volatile("bar.sync %0, 128;" :: "r"(1 + cw) : "memory");
+        for (int mt = 0; mt < MT; ++mt)
+          asm volatile("red.relaxed.gpu.global.add.v4.f32 [%0], {%1, %2, %3, %4};" :: "l"(wsp + mt * 512),
+                       "f"(acc[mt][0]), "f"(acc[mt][1]), "f"(acc[mt][2]), "f"(acc[mt][3]) : "memory");
+        asm volatile("bar.sync %0, 128;" :: "r"(1 + cw) : "memory");  // the group's adds come before the count
+        if (tid == 0) asm volatile("red.release.gpu.global.add.s32 [%0], 1;" :: "l"(cnt + slot) : "memory");
+        return;
+      }
+      // the head (stages 0 …) writes the tile. It is its CTA's last piece, and every other part is the first
+      // piece of a later CTA, so those are done (or nearly) by now: wait until all have been counted
       if (tid == 0) {
         const int u0 = (t - dp) * kc;
-        const int parts = (u0 + kc - 1) / per - u0 / per + 1;
-        const int done = atomicAdd(cnt + slot, 1);
-        last_of[cw] = done == parts - 1;
-        if (done == parts - 1) cnt[slot] = 0;
+        const int others = (u0 + kc - 1) / per - u0 / per;
+        int seen;
+        do {
+          asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(seen) : "l"(cnt + slot) : "memory");
+        } while (seen < others);
+        cnt[slot] = 0;
       }
       asm volatile("bar.sync %0, 128;" :: "r"(1 + cw) : "memory");
-      if (!last_of[cw]) return;
-      __threadfence();
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
         float4* p = reinterpret_cast<float4*>(wsp + mt * 512);
         const float4 v = __ldcg(p);
         __stcg(p, make_float4(0.f, 0.f, 0.f, 0.f));
-        acc[mt][0] = v.x; acc[mt][1] = v.y; acc[mt][2] = v.z; acc[mt][3] = v.w;
+        acc[mt][0] += v.x; acc[mt][1] += v.y; acc[mt][2] += v.z; acc[mt][3] += v.w;
       }
     }
     store_tile(y, acc, blo, bhi, M, N, tm * BT, n_lo - g, g, tq);  // n_lo − g: the warp's first column
