@@ -100,22 +100,36 @@ def test_schedule_covers_every_chunk_once(m: int, n: int, k: int, sms: int, stre
         grid, dp, per, units, slots = p.schedule(stream_k)
         kc, tiles = k // (64 * cfg.kch), -(-m // (8 * cfg.mt)) * (n // cfg.rows)
         assert grid <= sms * cfg.occ and slots == tiles - dp and (per == 0) == (dp == tiles)
+        assert dp == (tiles // (sms * cfg.occ) * sms * cfg.occ if stream_k else tiles)  # every full round whole
         seen = torch.zeros(tiles, kc, dtype=torch.int32)
         parts = torch.zeros(tiles, dtype=torch.int32)
+        head_cta: dict[int, int] = {}
+        other_ctas: dict[int, list[int]] = {}
         for b in range(grid):
             for t in range(b, dp, grid):
                 seen[t] += 1
             u, u1 = b * per, min(b * per + per, units)
+            split: list[tuple[int, int, int]] = []
             while u < u1:
                 t, c0 = dp + u // kc, u % kc
                 c1 = min(kc, c0 + u1 - u)
                 seen[t, c0:c1] += 1
                 parts[t] += 1
+                if c1 - c0 < kc:
+                    split.append((t, c0, c1))
                 u += c1 - c0
+            for i, (t, c0, _) in enumerate(split):
+                if c0 == 0:  # a head waits for the tile's other parts, so it must be its CTA's last piece
+                    assert i == len(split) - 1
+                    head_cta[t] = b
+                else:
+                    other_ctas.setdefault(t, []).append(b)
         assert bool((seen == 1).all())
-        for t in range(dp, tiles):  # the count the kernel's last part waits for
+        for t in range(dp, tiles):  # the count the head waits for (parts − 1), kept by later CTAs only
             u0 = (t - dp) * kc
             assert parts[t] == (u0 + kc - 1) // per - u0 // per + 1
+            if parts[t] > 1:
+                assert all(b > head_cta[t] for b in other_ctas[t]) and len(other_ctas[t]) == parts[t] - 1
 
 
 def test_config_problems_are_named() -> None:

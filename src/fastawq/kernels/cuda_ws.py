@@ -475,15 +475,17 @@ class WsPlan:
 
     def schedule(self, stream_k: bool) -> tuple[int, int, int, int, int]:
         """(grid, dp, per, units, workspace slots): tiles below dp are whole; the ``units`` stages of the rest
-        are shared out, ``per`` a CTA."""
+        are shared out, ``per`` a CTA. Every full round of tiles is whole and only the part-filled last round
+        is shared out (sharing the last full round too, as the stream-K paper does, was 2 – 10 % slower on
+        4096×28672 at 16 – 512 rows on an H200; BENCHMARKS.md, fifteenth version)."""
         bt, kc = 8 * self.cfg.mt, self.k // (64 * self.cfg.kch)
         tiles = -(-self.m // bt) * (self.n // self.cfg.rows)
         grid0 = self.sms * self.cfg.occ
         if not stream_k or tiles % grid0 == 0:
             return min(grid0, tiles), tiles, 0, 0, 0
-        dp = max(0, tiles // grid0 - 1) * grid0  # the last full round and the rest are shared out by stages
+        dp = tiles // grid0 * grid0
         units = (tiles - dp) * kc
-        grid = min(grid0, units)
+        grid = grid0 if dp else min(grid0, units)
         return grid, dp, -(-units // grid), units, tiles - dp
 
     def __call__(self, x2d: torch.Tensor, w: dict[str, torch.Tensor], bias: torch.Tensor | None) -> torch.Tensor:
