@@ -24,7 +24,7 @@ consumers' register order, 16-byte reductions). Its later parts, each the first 
 and count themselves without waiting; its head (stages 0 …, the last piece of an earlier CTA) waits for that
 count, adds the sum to its own, writes y and re-zeroes the slot and its counter. So a tile waits only on
 CTAs that the GPU started later, and a part that is not the head costs no round trip to L2 (a protocol where
-the last part to finish writes y made every part wait for a fence and an atomic: 2 – 9 % slower at 16 – 64
+the last part to finish writes y made every part wait for a fence and an atomic: up to 9 % slower at 16 – 64
 rows, BENCHMARKS.md, fifteenth version). Inside a CUDA graph capture every tile is whole.
 
 Limits (:meth:`WsConfig.problem` and :func:`why_not`): fp16/bf16, group sizes 64/128/256, N a multiple
