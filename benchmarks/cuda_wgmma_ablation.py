@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from fastawq.kernels import cuda_frag
 from fastawq.kernels.cuda_frag import CudaConfig
-from kernels import edited_source, frag_of, kernel_time_us, random_nk
+from kernels import edited_source, frag_of, kernel_time_us, random_nk, use_source
 
 _DECODE = "decode_scaled(wr[d][ch][j], zlo, zhi, slo, shi, af[d & 1][ch * 4 + j], magic);"
 _RAW = "{ u32 (&a)[4] = af[d & 1][ch * 4 + j]; a[0] = wr[d][ch][j]; a[1] = wr[d][ch][j] >> 4; " \
@@ -46,8 +46,7 @@ def main() -> None:
     rows = []
     try:
         for name, edits in VARIANTS.items():
-            cuda_frag._KERNEL = edited_source(original, edits)
-            cuda_frag._PLANS.clear()
+            use_source(cuda_frag, edited_source(original, edits))
             for m, mt in ((16, 2), (128, 16)):
                 x = torch.randn(m, k).half().cuda()
                 for rb in (4, 8):
@@ -56,8 +55,7 @@ def main() -> None:
                     rows.append({"variant": name, "m": m, "cfg": cfg.describe(), "us": us})
                     print(f"{name:7s} M={m:3d} {cfg.describe():40s} {us:7.1f} us", flush=True)
     finally:
-        cuda_frag._KERNEL = original
-        cuda_frag._PLANS.clear()
+        use_source(cuda_frag, original)
     with open(args.json, "w") as f:
         json.dump({"device": torch.cuda.get_device_name(), "k": k, "n": n, "rows": rows}, f, indent=1)
 

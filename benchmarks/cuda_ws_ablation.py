@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from fastawq.kernels import cuda_ws
-from kernels import SHAPES, edited_source, frag_of, kernel_time_us, random_nk
+from kernels import SHAPES, edited_source, frag_of, kernel_time_us, random_nk, use_source
 
 _DECODE = "decode_scaled(w[i], zlo, zhi, slo, shi, af[H][4 * j + i], magic);"
 _STORE = "if (m < M)\n      *reinterpret_cast<uint4*>"
@@ -58,16 +58,14 @@ def case(m: int, k: int, n: int, g: int, wf: dict[str, torch.Tensor], dense: tor
          sources: dict[str, str]) -> dict[str, Any]:  # fmt: skip
     """One row: the fastest candidate of the unedited kernel, then every variant of it and cuBLAS."""
     x = torch.randn(m, k, generator=torch.Generator().manual_seed(m)).half().cuda()
-    cuda_ws._KERNEL = original
-    cuda_ws._PLANS.clear()
+    use_source(cuda_ws, original)
     timed = [(kernel_time_us(lambda c=c: cuda_ws.frag_ws(x, wf, g, None, c), reps=10), c)  # type: ignore[misc]
              for c in cuda_ws.candidates(m, n, k) or [SMALL_M]]  # fmt: skip
     cfg = min(timed, key=lambda t: t[0])[1]
     row: dict[str, Any] = {"k": k, "n": n, "m": m, "cfg": cfg.describe()}
     row["cublas"] = kernel_time_us(lambda: torch.nn.functional.linear(x, dense), reps=20)
     for name, src in sources.items():
-        cuda_ws._KERNEL = src
-        cuda_ws._PLANS.clear()
+        use_source(cuda_ws, src)
         row[name] = kernel_time_us(lambda: cuda_ws.frag_ws(x, wf, g, None, cfg), reps=20)
     times = " ".join(f"{v} {row[v]:7.1f}" for v in ["cublas", *VARIANTS])
     print(f"{k:5d}x{n:<5d} M={m:<4d} {row['cfg']:32s} {times}", flush=True)
@@ -90,8 +88,7 @@ def main() -> None:
             for m in (int(v) for v in args.ms.split(",")):
                 rows.append(case(m, k, n, g, wf, dense, original, sources))
     finally:
-        cuda_ws._KERNEL = original
-        cuda_ws._PLANS.clear()
+        use_source(cuda_ws, original)
     with open(args.json, "w") as f:
         json.dump({"device": torch.cuda.get_device_name(), "rows": rows}, f, indent=1)
 

@@ -25,20 +25,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import cuda_frag as frag_bench
 from fastawq.kernels import cuda_gemv, cuda_rt, triton_awq
-from kernels import SHAPES, _flush_buffer, copy_bandwidth, edited_source, frag_of, kernel_time_us, random_nk
-
-_STAMPS = r"""
-__device__ __forceinline__ unsigned long long gt() {
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
-__device__ __forceinline__ unsigned smid() {
-  unsigned s;
-  asm volatile("mov.u32 %0, %%smid;" : "=r"(s));
-  return s;
-}
-"""
+from kernels import (
+    SHAPES,
+    TIMER_STAMPS,
+    _flush_buffer,
+    copy_bandwidth,
+    edited_source,
+    frag_of,
+    kernel_time_us,
+    random_nk,
+)
 
 #: stamp slots of a CTA (64 words each)
 SM, START, FIRST, LOOP, EPI, COUNT, LAST = range(7)
@@ -69,7 +65,7 @@ def stamped(src: str) -> str:
     s = _sub(s, "  if (!last) return;", f"  if (threadIdx.x == 0) tr[cta * 64 + {COUNT}] = gt();\n  if (!last) return;")
     s = s.rstrip()
     assert s.endswith("}")
-    return _STAMPS + s[:-1] + f"  __syncthreads();\n  if (threadIdx.x == 0) tr[cta * 64 + {LAST}] = gt();\n}}\n"
+    return TIMER_STAMPS + s[:-1] + f"  __syncthreads();\n  if (threadIdx.x == 0) tr[cta * 64 + {LAST}] = gt();\n}}\n"
 
 
 def stamped_probe() -> str:
@@ -83,7 +79,7 @@ def stamped_probe() -> str:
              f"    tr[blockIdx.x * 64 + {FIRST}] = T1; tr[blockIdx.x * 64 + {LOOP}] = gt();\n"
              f"    tr[blockIdx.x * 64 + {EPI}] = gt();\n"
              "  }\n}")  # fmt: skip
-    return "#define U 4\ntypedef unsigned long long u64;\n" + _STAMPS + s
+    return "#define U 4\ntypedef unsigned long long u64;\n" + TIMER_STAMPS + s
 
 
 def _cold_once(launch: Any, tr: torch.Tensor) -> None:

@@ -148,6 +148,28 @@ def edited_source(src: str, edits: dict[str, str]) -> str:
     return src
 
 
+def use_source(module: Any, src: str) -> None:
+    """Make a run-time-compiled kernel module (``cuda_frag``, ``cuda_ws``) compile ``src`` from its next plan on
+    (its cached plans are dropped), for scripts that time an edited kernel; give it back its own source after."""
+    module._KERNEL = src
+    module._PLANS.clear()
+
+
+#: device helpers for scripts that stamp a kernel copy: the global nanosecond timer and the SM a CTA runs on
+TIMER_STAMPS = r"""
+__device__ __forceinline__ unsigned long long gt() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+__device__ __forceinline__ unsigned smid() {
+  unsigned s;
+  asm volatile("mov.u32 %0, %%smid;" : "=r"(s));
+  return s;
+}
+"""
+
+
 def random_nk(k: int, n: int, g: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
     words = torch.randint(-(2**31), 2**31 - 1, (n, k // 8), generator=gen, dtype=torch.int64).to(torch.int32)
     return {

@@ -30,20 +30,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from fastawq.kernels import cuda_rt, cuda_ws
 from fastawq.kernels.triton_awq import _workspace
-from kernels import SHAPES, _flush_buffer, edited_source, frag_of, kernel_time_us, random_nk
+from kernels import SHAPES, TIMER_STAMPS, _flush_buffer, edited_source, frag_of, kernel_time_us, random_nk, use_source
 
-_STAMPS = r"""
-__device__ __forceinline__ unsigned long long gt() {
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
-__device__ __forceinline__ unsigned smid() {
-  unsigned s;
-  asm volatile("mov.u32 %0, %%smid;" : "=r"(s));
-  return s;
-}
-"""
 _HEAD = 'extern "C" __global__ void __launch_bounds__(NT, OCC) fastawq_frag_ws('
 _ADDED = 'if (tid == 0) asm volatile("red.release.gpu.global.add.s32 [%0], 1;" :: "l"(cnt + slot) : "memory");\n'
 _STORE = "store_tile(y, acc, blo, bhi, M, N, tm * BT, n_lo - g, g, tq);  // n_lo − g: the warp's first column"
@@ -51,7 +39,7 @@ _END = "if (st0) { tr[3 + 3 * pc] = gt(); tr[13] = pc + 1; }\n    ++pc;"
 #: a CTA's 16 stamp words: 0 start, 1 + 3·i … piece i's start, main loop done, epilogue done (i < 4),
 #: 13 pieces stamped, 15 SM
 EDITS = {
-    _HEAD: _STAMPS + _HEAD,
+    _HEAD: TIMER_STAMPS + _HEAD,
     "const int wg = threadIdx.x >> 7;\n": "const int wg = threadIdx.x >> 7;\n"
     "  unsigned long long* tr = (unsigned long long*)(bias) + blockIdx.x * 16;\n"
     "  if (threadIdx.x == 0) { tr[0] = gt(); tr[15] = smid(); }\n",
@@ -142,11 +130,9 @@ def main() -> None:
             for m in (int(v) for v in args.ms.split(",")):
                 x = torch.randn(m, k, generator=torch.Generator().manual_seed(m)).half().cuda()
                 for cfg in cuda_ws.candidates(m, n, k):
-                    cuda_ws._KERNEL = original
-                    cuda_ws._PLANS.clear()
+                    use_source(cuda_ws, original)
                     event = kernel_time_us(lambda cfg=cfg, x=x, wf=wf: cuda_ws.frag_ws(x, wf, 128, None, cfg), reps=20)  # type: ignore[misc]
-                    cuda_ws._KERNEL = stamped
-                    cuda_ws._PLANS.clear()
+                    use_source(cuda_ws, stamped)
                     p = cuda_ws.plan(x.device, x.dtype, m, n, k, 128, cfg)
                     tr = torch.zeros(max(n // 4, 16 * p.sms * cfg.occ), dtype=torch.int64, device=x.device)
                     runs = []
@@ -162,8 +148,7 @@ def main() -> None:
                     rows.append(row)
                     print(json.dumps(row), flush=True)
     finally:
-        cuda_ws._KERNEL = original
-        cuda_ws._PLANS.clear()
+        use_source(cuda_ws, original)
     with open(args.json, "w") as f:
         json.dump({"device": torch.cuda.get_device_name(), "rows": rows}, f, indent=1)
 
