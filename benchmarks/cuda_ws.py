@@ -1,6 +1,7 @@
 """The warp-specialized Hopper kernel on ``nk_frag`` (kernels/cuda_ws.py): config sweep against cuBLAS.
 
     PYTHONPATH=src python benchmarks/cuda_ws.py --ms 16,32,64,128,256,512,4096 --json cuda-ws.json [--triton]
+    PYTHONPATH=src python benchmarks/cuda_ws.py --cluster --ms 16,32,64,128 --json cuda-ws-cluster.json
 
 Per shape K×N and row count M: fp16 cuBLAS, the sweep's warp-specialized configs (each checked against
 the fp32 product of the dequantized weight first: a wrong config cannot win), with --triton also the
@@ -52,16 +53,31 @@ def configs(m: int, n: int, k: int, quick: bool) -> list[WsConfig]:
     return seen
 
 
+def cluster_configs(m: int, n: int, k: int) -> list[WsConfig]:
+    """The tuner's candidates without cluster splits, then cluster splits (``cuda_ws.cluster_split``: the
+    most CTAs a tile that fit in one wave, one less, half) of two consumer groups at 64, 128 and 256 inputs
+    a stage, with the x tile of the tuner and a half and a quarter of it (more tiles, fewer CTAs each)."""
+    out = [c for c in cuda_ws.candidates(m, n, k) if c.cl == 1]
+    mt0 = cuda_ws.x_tiles(m)
+    for mt in sorted({mt0, mt0 // 2, mt0 // 4} - {0}, reverse=True):
+        for kch in (1, 2, 4):
+            out += cuda_ws.cluster_split(m, n, k, 132, WsConfig(mt, 2, 2, sets=2, kch=kch, stream_k=False))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_sweep_args(ap, "cuda-ws.json", "16,32,64,128,256,512,4096")
     ap.add_argument("--gpu-time", action="store_true", help="also CUPTI GPU time of the best config and cuBLAS")
+    ap.add_argument("--cluster", action="store_true", help="the tuner's configs against cluster splits only")
     args = ap.parse_args()
     dtype, g, ms, shapes, bw, info = sweep_setup(args)
     rows: list[dict[str, Any]] = []
     for case in sweep_cases(shapes, ms, g, dtype, bw):
         k, n, m, x, wf, row = case.k, case.n, case.m, case.x, case.wf, case.row
-        cfgs = configs(m, n, k, args.quick)
+        cfgs = cluster_configs(m, n, k) if args.cluster else configs(m, n, k, args.quick)
+        # a cluster split whose clusters do not all fit at once (GPCs) runs a second wave: not a candidate
+        cfgs = [c for c in cfgs if c.cl == 1 or cuda_ws.plan(x.device, x.dtype, m, n, k, g, c).waves == 1]
         time_best(case, cfgs, lambda cfg, x=x, wf=wf: cuda_ws.frag_ws(x, wf, g, None, cfg), "ws", args.gpu_time)  # type: ignore[misc]
         if args.triton:
             time_tuned(case, g)

@@ -8,7 +8,8 @@ pieces of work (thread 0 of the first consumer warp group) when the piece starts
 and when its epilogue is done. The stamps are written where the bias would be read (the launch passes
 has_bias = 0). The piece each stamp belongs to comes from replaying the host's schedule, so each piece is
 known to be a whole tile, the head of a split tile (stages 0 …, which waits for the others and writes y) or
-another part of one (which adds its sum into the workspace and goes on).
+another part of one (which adds its sum into the workspace, or in a cluster split into rank 0's shared memory,
+and goes on).
 
 Per config (the tuner's candidates): the event time of the unstamped kernel, the span from the first CTA's
 start to the last CTA's end, the wait for the first stage, the time a stage takes in the main loop, the
@@ -32,8 +33,9 @@ from fastawq.kernels import cuda_rt, cuda_ws
 from fastawq.kernels.triton_awq import _workspace
 from kernels import SHAPES, TIMER_STAMPS, _flush_buffer, edited_source, frag_of, kernel_time_us, random_nk, use_source
 
-_HEAD = 'extern "C" __global__ void __launch_bounds__(NT, OCC) fastawq_frag_ws('
+_HEAD = 'extern "C" __global__ void CLUSTER_DIMS __launch_bounds__(NT, OCC) fastawq_frag_ws('
 _ADDED = 'if (tid == 0) asm volatile("red.release.gpu.global.add.s32 [%0], 1;" :: "l"(cnt + slot) : "memory");\n'
+_SENT = 'asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" :: "r"(bar0) : "memory");\n'
 _STORE = "store_tile(y, acc, blo, bhi, M, N, tm * BT, n_lo - g, g, tq);  // n_lo − g: the warp's first column"
 _END = "if (st0) { tr[3 + 3 * pc] = gt(); tr[13] = pc + 1; }\n    ++pc;"
 #: a CTA's 16 stamp words: 0 start, 1 + 3·i … piece i's start, main loop done, epilogue done (i < 4),
@@ -50,6 +52,7 @@ EDITS = {
     "for (int mt = 0; mt < MT; ++mt) keepf(acc[mt]);": "for (int mt = 0; mt < MT; ++mt) keepf(acc[mt]);\n"
     "    if (st0) tr[2 + 3 * pc] = gt();",
     _ADDED + "        return;": _ADDED + "        " + _END + "\n        return;",
+    _SENT + "      return;": _SENT + "      " + _END + "\n      return;",
     _STORE: _STORE + "\n    " + _END,
 }
 
@@ -73,11 +76,14 @@ def launch_stamped(
     args.set(xmap, wmap, szmap, tr.data_ptr(), y.data_ptr(), ws.data_ptr(), cnt.data_ptr(), m, n,
              p.k // (64 * cfg.kch), n // cfg.rows, dp, per, units, 0)  # fmt: skip
     p.fn.launch_on(x2d.device, (grid, 1, 1), cfg.threads, args, p.smem)
-    return grid, dp, per, units, p.k // (64 * cfg.kch)
+    return grid, dp, per, units, p.k // (64 * cfg.kch), cfg.cl
 
 
-def pieces(b: int, grid: int, dp: int, per: int, units: int, kc: int) -> list[tuple[int, int, int]]:
+def pieces(b: int, grid: int, dp: int, per: int, units: int, kc: int, cl: int = 1) -> list[tuple[int, int, int]]:
     """CTA ``b``'s pieces (tile, first stage, end stage), in the kernel's order."""
+    if cl > 1:  # a cluster split: one piece, the rank's share of the cluster's tile
+        r = b % cl
+        return [(b // cl, r * kc // cl, (r + 1) * kc // cl)]
     out = [(t, 0, kc) for t in range(b, dp, grid)]
     u, u1 = b * per, min(b * per + per, units)
     while u < u1:
@@ -89,7 +95,7 @@ def pieces(b: int, grid: int, dp: int, per: int, units: int, kc: int) -> list[tu
 
 
 def summary(tr: torch.Tensor, sched: tuple[int, ...]) -> dict[str, Any]:
-    grid, dp, per, units, kc = sched
+    grid, dp, per, units, kc, cl = sched
     rows = tr.view(-1, 16)[:grid].cpu().tolist()
     t0 = min(r[0] for r in rows if r[13])
     ends, first_wait, per_stage = [], [], []
@@ -97,7 +103,7 @@ def summary(tr: torch.Tensor, sched: tuple[int, ...]) -> dict[str, Any]:
     for b, r in enumerate(rows):
         if not r[13]:
             continue
-        for i, (_, c0, c1) in enumerate(pieces(b, grid, dp, per, units, kc)[: min(4, r[13])]):
+        for i, (_, c0, c1) in enumerate(pieces(b, grid, dp, per, units, kc, cl)[: min(4, r[13])]):
             start, loop, end = r[1 + 3 * i], r[2 + 3 * i], r[3 + 3 * i]
             if i == 0:
                 first_wait.append((start - r[0]) / 1e3)
@@ -143,7 +149,7 @@ def main() -> None:
                         sched = launch_stamped(p, x, wf, tr)
                         torch.cuda.synchronize()
                         runs.append(summary(tr, sched))
-                    row = {"k": k, "n": n, "m": m, "cfg": cfg.describe(), "event_us": round(event, 2),
+                    row = {"k": k, "n": n, "m": m, "cfg": cfg.describe(), "waves": p.waves, "event_us": round(event, 2),
                            **sorted(runs, key=lambda r: r["span_us"])[3]}  # fmt: skip
                     rows.append(row)
                     print(json.dumps(row), flush=True)

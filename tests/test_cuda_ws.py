@@ -37,6 +37,11 @@ CONFIGS = [
     cuda_ws.WsConfig(mt=4, c=1, stages=3, kch=2),
     cuda_ws.WsConfig(mt=2, c=2, stages=6, sets=2, kch=4),
     cuda_ws.WsConfig(mt=4, c=2, stages=4, sets=2, kch=4, stream_k=False),
+    # cluster splits: a tile's stages over 2 – 8 CTAs of a cluster, summed in rank 0's shared memory
+    cuda_ws.WsConfig(mt=2, c=2, stages=4, sets=2, kch=4, stream_k=False, cl=4),
+    cuda_ws.WsConfig(mt=16, c=2, stages=3, sets=2, kch=2, stream_k=False, cl=2),
+    cuda_ws.WsConfig(mt=8, c=1, stages=3, stream_k=False, cl=3),
+    cuda_ws.WsConfig(mt=4, c=2, stages=3, sets=2, stream_k=False, cl=8),
 ]
 
 # (m, k, n, g): odd M, several tiles of x, N of one tile (every CTA a few chunks of it, stream-K), and
@@ -51,8 +56,8 @@ SHAPES = [(1, 512, 128, 64), (7, 768, 384, 128), (16, 1024, 192, 256), (29, 512,
 @pytest.mark.parametrize("cfg", CONFIGS, ids=[c.describe() for c in CONFIGS])
 @pytest.mark.parametrize(("m", "k", "n", "g"), SHAPES)
 def test_ws_kernel_matches_float64(cfg: cuda_ws.WsConfig, m: int, k: int, n: int, g: int, dtype: torch.dtype) -> None:
-    if n % cfg.rows or k % (64 * cfg.kch):
-        pytest.skip(f"N={n} is not a multiple of {cfg.rows} rows, or K={k} of {64 * cfg.kch} inputs")
+    if n % cfg.rows or k % (64 * cfg.kch) or k // (64 * cfg.kch) < cfg.cl:
+        pytest.skip(f"N={n} is not a multiple of {cfg.rows} rows, or K={k} of {64 * cfg.kch} inputs, or too short")
     check_matches_float64(cuda_ws.frag_ws, cfg, m, k, n, g, dtype)  # split tiles leave the workspace zeroed
 
 
@@ -64,9 +69,10 @@ def test_every_tuner_candidate_matches_float64(m: int) -> None:
     t, w = random_gemm(k, n, g, seed=m, device=DEV)
     wf = layouts.gemm_to_frag(t)
     x = torch.randn(m, k, generator=torch.Generator().manual_seed(m)).half()
-    cands = cuda_ws.candidates(m, n, k)
-    assert cands
+    cands = cuda_ws.candidates(m, n, k, torch.cuda.get_device_properties(0).multi_processor_count)
+    assert cands and (m > 128 or any(cfg.cl > 1 for cfg in cands))  # 5 tiles: cluster splits up to 128 rows
     for cfg in cands:
+        assert cfg.cl == 1 or cuda_ws.plan(x.device, x.dtype, m, n, k, g, cfg).waves == 1  # 5 clusters fit
         got = cuda_ws.frag_ws(x.to(DEV), wf, g, None, cfg)
         assert sqnr_db(got, x.double() @ w) > SQNR_FLOOR[torch.float16], cfg
 
@@ -83,6 +89,8 @@ def test_ws_kernel_reads_a_strided_input_and_replays_in_a_graph() -> None:
     cfg = cuda_ws.WsConfig(mt=4, c=2, stages=4)  # 2 row tiles over 132 SMs: stream-K outside a capture
     assert sqnr_db(cuda_ws.frag_ws(x, wf, g, None, cfg), x.double().cpu() @ w) > SQNR_FLOOR[torch.float16]
     check_graph_replay(lambda: cuda_ws.frag_ws(x, wf, g, None, cfg), x, w, gen)  # captured: whole tiles only
+    cl = cuda_ws.WsConfig(mt=4, c=2, stages=3, sets=2, kch=2, stream_k=False, cl=4)  # needs no workspace
+    check_graph_replay(lambda: cuda_ws.frag_ws(x, wf, g, None, cl), x, w, gen)
 
 
 def _plan(cfg: cuda_ws.WsConfig, m: int, n: int, k: int, sms: int) -> cuda_ws.WsPlan:
@@ -132,6 +140,37 @@ def test_schedule_covers_every_chunk_once(m: int, n: int, k: int, sms: int, stre
                 assert all(b > head_cta[t] for b in other_ctas[t]) and len(other_ctas[t]) == parts[t] - 1
 
 
+@pytest.mark.parametrize(("m", "n", "k", "cl"), [(16, 4096, 4096, 4), (70, 384, 576, 3), (300, 256, 512, 8)])
+def test_cluster_split_gives_each_rank_a_share_of_one_tile(m: int, n: int, k: int, cl: int) -> None:
+    cfg = cuda_ws.WsConfig(mt=8, c=2, stages=3, sets=2, stream_k=False, cl=cl)
+    grid, *_, slots = _plan(cfg, m, n, k, 132).schedule(False)
+    kc, tiles = k // (64 * cfg.kch), -(-m // (8 * cfg.mt)) * (n // cfg.rows)
+    assert grid == tiles * cl and slots == 0  # one cluster a tile, no workspace
+    seen = torch.zeros(tiles, kc, dtype=torch.int32)
+    for b in range(grid):  # the kernel's piece: tile = cluster id, stages rank·kc/cl … (rank + 1)·kc/cl
+        t, r = b // cl, b % cl
+        c0, c1 = r * kc // cl, (r + 1) * kc // cl
+        assert c1 > c0 and (c0 > 0) == (r > 0)  # every rank has stages; only rank 0 starts at stage 0
+        seen[t, c0:c1] += 1
+    assert bool((seen == 1).all())
+
+
+def test_cluster_split_candidates_fill_one_wave() -> None:
+    for m, n, k in ((16, 4096, 4096), (32, 6144, 4096), (64, 4096, 14336), (128, 8192, 8192), (20, 768, 2048),
+                    (100, 640, 1024)):  # fmt: skip
+        splits = [c for c in cuda_ws.candidates(m, n, k, 132) if c.cl > 1]
+        assert splits, (m, n, k)
+        for c in splits:
+            tiles, kc = n // c.rows, k // (64 * c.kch)
+            assert tiles * c.cl <= 132 and 2 <= c.cl <= min(8, kc) and c.smem_bytes() <= cuda_ws.SMEM_MAX
+            assert c.sets <= c.stages <= max(c.sets, -(-kc // c.cl))  # no more stages than a CTA takes
+    assert not [c for c in cuda_ws.candidates(16, 28672, 4096, 132) if c.cl > 1]  # 224 tiles: the persistent grid
+    # from 33 rows: no 256-input stages with the natural x tile (the sums' buffer would leave 2 – 3 stages)
+    assert all(c.kch < 4 or c.mt < 8 for c in cuda_ws.candidates(64, 4096, 4096, 132) if c.cl > 1)
+    assert {c.mt for c in cuda_ws.candidates(128, 4096, 4096, 132) if c.cl > 1} == {8, 16}  # half x tiles too
+    assert not [c for c in cuda_ws.candidates(256, 4096, 4096, 132) if c.cl > 1]
+
+
 def test_config_problems_are_named() -> None:
     assert cuda_ws.WsConfig().problem() is None
     cases = [
@@ -143,6 +182,10 @@ def test_config_problems_are_named() -> None:
         (cuda_ws.WsConfig(mt=2, c=2, occ=2), "do not fit"),
         (cuda_ws.WsConfig(kch=3), "1, 2 or 4 chunks"),
         (cuda_ws.WsConfig(mt=32, c=2, stages=8), "shared memory"),
+        (cuda_ws.WsConfig(cl=2), "cluster split"),  # stream-K on
+        (cuda_ws.WsConfig(stream_k=False, cl=9), "cluster split"),
+        (cuda_ws.WsConfig(mt=4, c=1, occ=2, stream_k=False, cl=2), "cluster split"),
+        (cuda_ws.WsConfig(mt=16, c=2, stages=5, sets=2, kch=2, stream_k=False, cl=2), "shared memory"),
     ]
     for cfg, words in cases:
         assert words in str(cfg.problem()), cfg
@@ -163,7 +206,10 @@ def test_source_defines_the_tile() -> None:
     src = cuda_ws.source(torch.bfloat16, 64, cuda_ws.WsConfig(mt=8, c=2, stages=5))
     for define in ("#define BF16 1", "#define G 64", "#define MT 8", "#define C 2", "#define S 5", "m64n64k16"):
         assert define in src
-    assert "//@WGMMA@" not in src and f"void __launch_bounds__(NT, OCC) {cuda_ws.NAME}(" in src
+    assert "//@WGMMA@" not in src and f"void CLUSTER_DIMS __launch_bounds__(NT, OCC) {cuda_ws.NAME}(" in src
+    assert "#define CL 1" in src and "#define CL 4" in cuda_ws.source(
+        torch.float16, 128, cuda_ws.WsConfig(stream_k=False, cl=4)
+    )
 
 
 def test_tensor_map_arguments_are_copied_in_place() -> None:
@@ -185,7 +231,10 @@ def test_ws_kernel_says_why_it_cannot_run() -> None:
 @pytest.mark.parametrize("m", [20, 100, 512])
 def test_frag_tuner_times_the_ws_kernel_and_its_pick_is_right(m: int) -> None:
     timed = check_frag_tuner(m)
-    assert sum(name == "cuda_ws" for name, _, _ in timed) == len(cuda_ws.candidates(m, 768, 2048)) > 0
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    fits = [c for c in cuda_ws.candidates(m, 768, 2048, sms)
+            if cuda_ws.plan(torch.device("cuda"), torch.float16, m, 768, 2048, 128, c).waves == 1]  # fmt: skip
+    assert sum(name == "cuda_ws" for name, _, _ in timed) == len(fits) > 0
 
 
 @gpu

@@ -27,13 +27,21 @@ CTAs that the GPU started later, and a part that is not the head costs no round 
 the last part to finish writes y made every part wait for a fence and an atomic: up to 9 % slower at 16 – 64
 rows, BENCHMARKS.md, fifteenth version). Inside a CUDA graph capture every tile is whole.
 
+A **cluster split** (``WsConfig.cl`` > 1, for layers with fewer tiles than SMs) replaces the persistent grid:
+each tile is one thread-block cluster of ``cl`` CTAs, rank r taking stages r·kc/cl …; the other ranks store
+their sums into rank 0's shared memory (a slot each, ``st.shared::cluster``) and arrive on its ``mbarrier``,
+and rank 0 adds them and writes y. No workspace and no round trip to L2, so it also runs inside a graph
+capture. (Adding into one buffer with ``red.shared::cluster`` instead took 3 – 11 µs an epilogue.) Clusters
+sit inside a GPC, so fewer may fit at once than the SMs suggest (on an H200, 30 clusters of 4 at one CTA an
+SM): :attr:`WsPlan.waves` says how many rounds a plan takes and the tuner keeps only one-round splits.
+
 Limits (:meth:`WsConfig.problem` and :func:`why_not`): fp16/bf16, group sizes 64/128/256, N a multiple
 of 64·C, K a multiple of 64·KCH, x rows 16-byte aligned.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -57,6 +65,14 @@ _KERNEL = r"""
 #define WOFF (KCH * XBYTES)
 #define SOFF (KCH * (XBYTES + WBYTES))
 #define STAGE ((KCH * (XBYTES + WBYTES + SZBYTES) + 1023) / 1024 * 1024)
+#if CL > 1
+// a cluster split: the CL CTAs of a cluster take one tile's stages in CL ranges, and the other ranks store their
+// sums in rank 0's buffer after the stages, a slot each ([rank − 1][consumer group][mt][thread] float4s)
+#define RBUF (S * STAGE)
+#define CLUSTER_DIMS __cluster_dims__(CL, 1, 1)
+#else
+#define CLUSTER_DIMS
+#endif
 
 struct __align__(64) TMap { u64 v[16]; };
 
@@ -69,6 +85,24 @@ __device__ __forceinline__ void bar_wait(u32 bar, u32 parity) {
     asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
                  : "=r"(done) : "r"(bar), "r"(parity) : "memory");
   } while (!done);
+}
+__device__ __forceinline__ void bar_wait_cluster(u32 bar, u32 parity) {  // sees what the arrivals released
+  u32 done;
+  do {
+    asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
+                 "selp.u32 %0, 1, 0, p; }" : "=r"(done) : "r"(bar), "r"(parity) : "memory");
+  } while (!done);
+}
+__device__ __forceinline__ u32 cluster_reg(int which) {  // 0: this CTA's rank in its cluster, 1: the cluster
+  u32 v;
+  if (which == 0) asm("mov.u32 %0, %%cluster_ctarank;" : "=r"(v));
+  else asm("mov.u32 %0, %%clusterid.x;" : "=r"(v));
+  return v;
+}
+__device__ __forceinline__ u32 rank0_addr(u32 a) {  // the same shared-memory address in the cluster's rank 0
+  u32 r;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, 0;" : "=r"(r) : "r"(a));
+  return r;
 }
 __device__ __forceinline__ void bar_arrive(u32 bar) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" :: "r"(bar) : "memory");
@@ -119,9 +153,13 @@ __device__ __forceinline__ void store_tile(u16* __restrict__ y, const float (&ac
 }
 
 // the pieces of work of this CTA, in order: whole tiles b, b + grid, … below dp, then its share (per
-// stages) of the kc stages of each tile from dp on: f(tile, first stage, end stage)
+// stages) of the kc stages of each tile from dp on: f(tile, first stage, end stage). A cluster split: one piece
 template <class F>
 __device__ __forceinline__ void for_pieces(int kc, int dp, int per, int units, F f) {
+#if CL > 1
+  const int r = cluster_reg(0);  // a cluster split: the cluster's tile, this rank's share of its stages
+  f((int)cluster_reg(1), r * kc / CL, (r + 1) * kc / CL);
+#else
   for (int t = blockIdx.x; t < dp; t += gridDim.x) f(t, 0, kc);
   int u = blockIdx.x * per;
   const int u1 = min(u + per, units);
@@ -131,6 +169,7 @@ __device__ __forceinline__ void for_pieces(int kc, int dp, int per, int units, F
     f(t, c0, c1);
     u += c1 - c0;
   }
+#endif
 }
 
 // one stage (KCH chunks of 64 inputs) for one consumer warp group: wait for it, decode this thread's
@@ -166,12 +205,12 @@ __device__ __forceinline__ void consume(u32 st, u32 full, u32 parity, u32 old_em
   if (release) bar_arrive(old_empty);
 }
 
-extern "C" __global__ void __launch_bounds__(NT, OCC) fastawq_frag_ws(
+extern "C" __global__ void CLUSTER_DIMS __launch_bounds__(NT, OCC) fastawq_frag_ws(
     const __grid_constant__ TMap xmap, const __grid_constant__ TMap wmap, const __grid_constant__ TMap szmap,
     const u16* __restrict__ bias, u16* __restrict__ y, float* __restrict__ ws, int* __restrict__ cnt,
     int M, int N, int kc, int nrb, int dp, int per, int units, int has_bias) {
   extern __shared__ __align__(1024) unsigned char smem[];
-  __shared__ __align__(8) u64 bars[2 * S];
+  __shared__ __align__(8) u64 bars[2 * S + 1];
   const u32 base = (smem_addr(smem) + 1023) & ~1023u;  // TMA's 128-byte swizzle wants 1024-byte atoms
   const u32 full0 = smem_addr(bars), empty0 = full0 + 8 * S;
   const int wg = threadIdx.x >> 7;
@@ -180,9 +219,17 @@ extern "C" __global__ void __launch_bounds__(NT, OCC) fastawq_frag_ws(
       bar_init(full0 + 8 * s, 1);
       bar_init(empty0 + 8 * s, 128 * C);
     }
+#if CL > 1
+    bar_init(full0 + 16 * S, (CL - 1) * 128 * C);  // the other ranks' consumer threads, once each
+#endif
     asm volatile("fence.mbarrier_init.release.cluster;\nfence.proxy.async.shared::cta;" ::: "memory");
   }
   __syncthreads();
+#if CL > 1
+  // rank 0 has started and its barrier is ready before another rank writes to it (they wait on this); a
+  // thread that exits counts as arrived
+  asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
+#endif
 
   if (wg == 0) {  // the producer
 #if C > 1 && OCC == 1
@@ -260,7 +307,31 @@ extern "C" __global__ void __launch_bounds__(NT, OCC) fastawq_frag_ws(
 
     const int tm = t / nrb, rb = t % nrb;
     const int n_lo = rb * 64 * C + row, n_hi = n_lo + 8;
-    const float blo = has_bias ? tofloat(bias[n_lo]) : 0.f, bhi = has_bias ? tofloat(bias[n_hi]) : 0.f;
+#if CL > 1
+    const u32 mine = base + RBUF + cw * (MT * 2048) + tid * 16, sumbar = full0 + 16 * S;
+    if (c0 > 0) {  // not rank 0: store this share in its slot of rank 0's buffer, count it there, and leave
+      asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
+      const u32 dst = rank0_addr(mine + (cluster_reg(0) - 1) * (C * MT * 2048));
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+        asm volatile("st.shared::cluster.v4.f32 [%0], {%1, %2, %3, %4};" :: "r"(dst + mt * 2048), "f"(acc[mt][0]),
+                     "f"(acc[mt][1]), "f"(acc[mt][2]), "f"(acc[mt][3]) : "memory");
+      const u32 bar0 = rank0_addr(sumbar);
+      asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" :: "r"(bar0) : "memory");
+      return;
+    }
+    bar_wait_cluster(sumbar, 0);  // rank 0: every other rank's share is in
+#pragma unroll
+    for (int r = 0; r < CL - 1; ++r)
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        float v[4];
+        asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];" : "=f"(v[0]), "=f"(v[1]), "=f"(v[2]), "=f"(v[3])
+                     : "r"(mine + r * (C * MT * 2048) + mt * 2048) : "memory");
+#pragma unroll
+        for (int i = 0; i < 4; ++i) acc[mt][i] += v[i];
+      }
+#else
     if (c1 - c0 < kc) {  // part of a tile, summed in its workspace slot
       const int slot = (t - dp) * C + cw;
       float* wsp = ws + (u64)slot * (MT * 512) + tid * 4;
@@ -293,6 +364,8 @@ extern "C" __global__ void __launch_bounds__(NT, OCC) fastawq_frag_ws(
         acc[mt][0] += v.x; acc[mt][1] += v.y; acc[mt][2] += v.z; acc[mt][3] += v.w;
       }
     }
+#endif
+    const float blo = has_bias ? tofloat(bias[n_lo]) : 0.f, bhi = has_bias ? tofloat(bias[n_hi]) : 0.f;
     store_tile(y, acc, blo, bhi, M, N, tm * BT, n_lo - g, g, tq);  // n_lo − g: the warp's first column
   });
 }
@@ -302,6 +375,9 @@ GROUP_SIZES = cuda_frag.GROUP_SIZES
 
 #: the largest dynamic shared memory a config may ask for (an H100 allows 227 KiB a block)
 SMEM_MAX = 220 * 1024
+
+#: the most CTAs of a cluster split (the portable cluster size)
+MAX_CLUSTER = 8
 
 
 @dataclass(frozen=True)
@@ -320,10 +396,14 @@ class WsConfig:
     sets: int = 3
     #: chunks of 64 inputs a stage (and a wait / a release / a wgmma batch)
     kch: int = 1
+    #: > 1: a cluster split instead of the persistent grid: each tile is one thread-block cluster of ``cl``
+    #: CTAs, each taking 1 / ``cl`` of its stages, and the sums meet in rank 0's shared memory
+    cl: int = 1
 
     def describe(self) -> str:
         s = f"ws mt{self.mt} c{self.c} s{self.stages} occ{self.occ} r{self.sets}"
-        return s + (f" k{64 * self.kch}" if self.kch > 1 else "") + ("" if self.stream_k else " nosk")
+        s += f" k{64 * self.kch}" if self.kch > 1 else ""
+        return s + (f" cl{self.cl}" if self.cl > 1 else "" if self.stream_k else " nosk")
 
     @property
     def threads(self) -> int:
@@ -338,8 +418,12 @@ class WsConfig:
         raw = self.kch * (self.mt * 8 * 128 + self.c * 4 * 512 + self.c * 64 * 4)  # room for KCH group rows
         return -(-raw // 1024) * 1024
 
+    def sum_bytes(self) -> int:
+        """Rank 0's buffer for the other ranks' sums in a cluster split (their consumers' accumulators)."""
+        return (self.cl - 1) * self.c * self.mt * 2048
+
     def smem_bytes(self) -> int:
-        return self.stages * self.stage_bytes() + 1024  # + room to align the first stage to 1024 bytes
+        return self.stages * self.stage_bytes() + self.sum_bytes() + 1024  # + room to align the first stage
 
     def consumer_regs(self) -> int:
         """Registers a consumer thread gets after the producer gives its own back (``setmaxnreg``)."""
@@ -366,6 +450,8 @@ class WsConfig:
             return f"config {d}: 2 CTAs per SM take at most two consumer warp groups"
         if self.kch not in (1, 2, 4):
             return f"config {d}: a stage holds 1, 2 or 4 chunks of 64 inputs"
+        if not 1 <= self.cl <= MAX_CLUSTER or (self.cl > 1 and (self.stream_k or self.occ > 1)):
+            return f"config {d}: a cluster split takes 2 to {MAX_CLUSTER} CTAs, one an SM, and no stream-K"
         if 4 * self.mt + 16 * self.sets * self.kch + 32 > self.register_budget():  # else ptxas serializes the wgmmas
             return f"config {d}: the accumulators and register sets do not fit {self.register_budget()} registers"
         if self.smem_bytes() * self.occ > SMEM_MAX:
@@ -376,7 +462,7 @@ class WsConfig:
 def source(dtype: torch.dtype, group_size: int, cfg: WsConfig) -> str:
     bf16 = 1 if dtype == torch.bfloat16 else 0
     defs = {"BF16": bf16, "G": group_size, "MT": cfg.mt, "C": cfg.c, "S": cfg.stages, "OCC": cfg.occ,
-            "NSETS": cfg.sets, "KCH": cfg.kch, "CONSUMER_REGS": cfg.consumer_regs(),
+            "NSETS": cfg.sets, "KCH": cfg.kch, "CONSUMER_REGS": cfg.consumer_regs(), "CL": cfg.cl,
             "WG": 1}  # fmt: skip
     header = cuda_frag.HEADER.replace("//@WGMMA@\n", cuda_frag.wgmma_source(cfg.mt))
     return "".join(f"#define {k} {v}\n" for k, v in defs.items()) + header + _KERNEL
@@ -404,10 +490,28 @@ def x_tiles(m: int) -> int:
     return 32 if 128 < m <= 256 else mt
 
 
-def candidates(m: int, n: int, k: int) -> list[WsConfig]:
-    """What the frag tuner times for M rows of x and a [K, N] weight: the fastest configs of the sweeps in
-    BENCHMARKS.md (H100, eighth version; up to 64 rows H200, fourteenth version, where 256 inputs a stage
-    won). Up to 8 rows the decode kernels win every shape."""
+def cluster_split(m: int, n: int, k: int, sms: int, base: WsConfig) -> list[WsConfig]:
+    """Cluster splits of ``base``'s tile for a layer with fewer tiles than SMs: the most CTAs a tile that
+    still leave every tile its own cluster in one wave (one less, and half that: clusters sit inside a GPC, so
+    fewer may fit), each with as many stages as fit in shared memory and as it has to take."""
+    tiles = -(-m // (8 * base.mt)) * (n // base.rows)
+    kc = k // (64 * base.kch)
+    most = min(MAX_CLUSTER, sms // max(tiles, 1), kc)
+    out = []
+    for cl in sorted({most, most - 1, most // 2} - {0, 1}, reverse=True):
+        c = replace(base, cl=cl, stream_k=False, occ=1)
+        fit = (SMEM_MAX - 1024 - c.sum_bytes()) // c.stage_bytes()
+        c = replace(c, stages=max(c.sets, min(fit, -(-kc // cl))))
+        if c.problem() is None:
+            out.append(c)
+    return out
+
+
+def candidates(m: int, n: int, k: int, sms: int = 132) -> list[WsConfig]:
+    """What the frag tuner times for M rows of x and a [K, N] weight on a GPU of ``sms`` SMs: the fastest
+    configs of the sweeps in BENCHMARKS.md (H100, eighth version; up to 64 rows H200, fourteenth version,
+    where 256 inputs a stage won), and up to 128 rows cluster splits where the tiles do not fill the GPU
+    (sixteenth version). Up to 8 rows the decode kernels win every shape."""
     if m <= 8:
         out = []
     elif m <= 32:
@@ -425,6 +529,18 @@ def candidates(m: int, n: int, k: int) -> list[WsConfig]:
         out = [WsConfig(32, 2, 3, sets=2, kch=2), WsConfig(32, 2, 3, sets=2, kch=2, stream_k=False),
                WsConfig(16, 2, 5, sets=2, kch=2), WsConfig(16, 2, 4, sets=2, kch=2, stream_k=False),
                WsConfig(32, 2, 5, sets=2), WsConfig(32, 2, 5, sets=2, stream_k=False)]  # fmt: skip
+    # cluster splits (sixteenth version's sweep, H200): from 33 rows with 128 or 64 inputs a stage or half the
+    # x tile, since the sums' buffer leaves too few 256-input stages (2 – 3) to win
+    if 8 < m <= 32:
+        splits = [WsConfig(x_tiles(m), 2, sets=2, kch=4)]
+    elif 32 < m <= 64:
+        splits = [WsConfig(8, 2, sets=2, kch=2), WsConfig(4, 2, sets=2, kch=4)]
+    elif 64 < m <= 128:
+        splits = [WsConfig(8, 2, sets=2, kch=2), WsConfig(16, 2, sets=2)]
+    else:
+        splits = []
+    for base in splits:
+        out += cluster_split(m, n, k, sms, base)
     return [c for c in out if c.problem() is None and n % c.rows == 0 and k % (64 * c.kch) == 0]
 
 
@@ -452,6 +568,8 @@ class WsPlan:
     group_size: int
     smem: int
     sms: int
+    #: how many rounds the grid's clusters take (a cluster split; else 1): the tuner skips those over one
+    waves: int = 1
     #: a weight's two tensor maps per address of its packed words and of its scales (the plan fixes their
     #: shapes and boxes, so the addresses are all that tells two weights' maps apart); a lookup by two ints,
     #: cheaper on every call than building ``cuda_rt.tensor_map_2d``'s own cache key twice
@@ -480,6 +598,8 @@ class WsPlan:
         4096×28672 at 16 – 512 rows on an H200; BENCHMARKS.md, fifteenth version)."""
         bt, kc = 8 * self.cfg.mt, self.k // (64 * self.cfg.kch)
         tiles = -(-self.m // bt) * (self.n // self.cfg.rows)
+        if self.cfg.cl > 1:  # a cluster split: one cluster a tile, no workspace
+            return tiles * self.cfg.cl, tiles, 0, 0, 0
         grid0 = self.sms * self.cfg.occ
         if not stream_k or tiles % grid0 == 0:
             return min(grid0, tiles), tiles, 0, 0, 0
@@ -532,6 +652,8 @@ def plan(device: torch.device, dtype: torch.dtype, m: int, n: int, k: int, group
         reason = f"N={n} is not a multiple of the config's {cfg.rows} rows a tile"
     if reason is None and k % (64 * cfg.kch):
         reason = f"K={k} is not a multiple of the config's {64 * cfg.kch} inputs a stage"
+    if reason is None and k // (64 * cfg.kch) < cfg.cl:
+        reason = f"K={k} has fewer stages of {64 * cfg.kch} inputs than the config's cluster of {cfg.cl} CTAs"
     if reason is not None:
         raise ValueError(f"the warp-specialized kernel cannot take this layer: {reason}")
     problem = cfg.problem()
@@ -540,7 +662,13 @@ def plan(device: torch.device, dtype: torch.dtype, m: int, n: int, k: int, group
     smem = cfg.smem_bytes()
     fn = cuda_rt.load(source(dtype, group_size, cfg), NAME, torch.device("cuda", index), smem)
     sms = torch.cuda.get_device_properties(index).multi_processor_count
-    p = _PLANS[key] = WsPlan(fn, cfg, m, n, k, group_size, smem, sms)
+    waves = 1
+    if cfg.cl > 1:  # clusters sit inside a GPC, so fewer may fit at once than the SMs say
+        tiles = -(-m // (8 * cfg.mt)) * (n // cfg.rows)
+        with torch.cuda.device(index):
+            fit = cuda_rt.max_active_clusters(fn, (tiles * cfg.cl, 1, 1), cfg.threads, smem)
+        waves = -(-tiles // fit) if fit else 1
+    p = _PLANS[key] = WsPlan(fn, cfg, m, n, k, group_size, smem, sms, waves)
     return p
 
 

@@ -473,8 +473,12 @@ def candidates(m: int, n: int, k: int, group_size: int, dtype: torch.dtype = tor
         wgmma = os.environ.get("FASTAWQ_CUDA_WGMMA") == "1" and torch.cuda.get_device_capability() == (9, 0)
         out += [("cuda_mma", cfg) for cfg in cuda_frag.candidates(m, g, wgmma=wgmma)]
         out += [("cuda_gemv", cfg) for cfg in cuda_gemv.candidates(m, n, k, g)]  # x-stationary, up to 16 rows
-        if cuda_ws.why_not(torch.device("cuda", torch.cuda.current_device()), dtype, k, n, g) is None:
-            out += [("cuda_ws", cfg) for cfg in cuda_ws.candidates(m, n, k)]  # Hopper: warp-specialized
+        dev = torch.device("cuda", torch.cuda.current_device())
+        if cuda_ws.why_not(dev, dtype, k, n, g) is None:  # Hopper: warp-specialized
+            sms = torch.cuda.get_device_properties(dev).multi_processor_count
+            for cfg in cuda_ws.candidates(m, n, k, sms):  # a cluster split only where its clusters fit at once
+                if cfg.cl == 1 or cuda_ws.plan(dev, dtype, m, n, k, g, cfg).waves == 1:
+                    out.append(("cuda_ws", cfg))
     return out
 
 
