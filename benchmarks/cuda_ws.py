@@ -54,15 +54,16 @@ def configs(m: int, n: int, k: int, quick: bool) -> list[WsConfig]:
 
 
 def cluster_configs(m: int, n: int, k: int) -> list[WsConfig]:
-    """The tuner's candidates without cluster splits, then cluster splits (``cuda_ws.cluster_split``: the
-    most CTAs a tile that fit in one wave, one less, half) of two consumer groups at 64, 128 and 256 inputs
-    a stage, with the x tile of the tuner and a half and a quarter of it (more tiles, fewer CTAs each)."""
-    out = [c for c in cuda_ws.candidates(m, n, k) if c.cl == 1]
+    """The tuner's candidates, then cluster splits (``cuda_ws.cluster_split``: the most CTAs a tile that fit
+    in one wave, one less, half) of two consumer groups (one CTA an SM) or one (two CTAs an SM) at 64, 128
+    and 256 inputs a stage, with the x tile of the tuner and a half and a quarter of it."""
+    out = cuda_ws.candidates(m, n, k)
     mt0 = cuda_ws.x_tiles(m)
     for mt in sorted({mt0, mt0 // 2, mt0 // 4} - {0}, reverse=True):
         for kch in (1, 2, 4):
             out += cuda_ws.cluster_split(m, n, k, 132, WsConfig(mt, 2, 2, sets=2, kch=kch, stream_k=False))
-    return out
+            out += cuda_ws.cluster_split(m, n, k, 132, WsConfig(mt, 1, 2, occ=2, sets=2, kch=kch, stream_k=False))
+    return list(dict.fromkeys(out))
 
 
 def main() -> None:

@@ -42,6 +42,7 @@ CONFIGS = [
     cuda_ws.WsConfig(mt=16, c=2, stages=3, sets=2, kch=2, stream_k=False, cl=2),
     cuda_ws.WsConfig(mt=8, c=1, stages=3, stream_k=False, cl=3),
     cuda_ws.WsConfig(mt=4, c=2, stages=3, sets=2, stream_k=False, cl=8),
+    cuda_ws.WsConfig(mt=2, c=1, stages=6, occ=2, sets=2, kch=2, stream_k=False, cl=4),
 ]
 
 # (m, k, n, g): odd M, several tiles of x, N of one tile (every CTA a few chunks of it, stream-K), and
@@ -162,7 +163,8 @@ def test_cluster_split_candidates_fill_one_wave() -> None:
         assert splits, (m, n, k)
         for c in splits:
             tiles, kc = n // c.rows, k // (64 * c.kch)
-            assert tiles * c.cl <= 132 and 2 <= c.cl <= min(8, kc) and c.smem_bytes() <= cuda_ws.SMEM_MAX
+            assert tiles * c.cl <= 132 * c.occ and 2 <= c.cl <= min(8, kc)  # at most one cluster a tile a wave
+            assert c.smem_bytes() * c.occ <= cuda_ws.SMEM_MAX
             assert c.sets <= c.stages <= max(c.sets, -(-kc // c.cl))  # no more stages than a CTA takes
     assert not [c for c in cuda_ws.candidates(16, 28672, 4096, 132) if c.cl > 1]  # 224 tiles: the persistent grid
     # from 33 rows: no 256-input stages with the natural x tile (the sums' buffer would leave 2 – 3 stages)
@@ -184,7 +186,6 @@ def test_config_problems_are_named() -> None:
         (cuda_ws.WsConfig(mt=32, c=2, stages=8), "shared memory"),
         (cuda_ws.WsConfig(cl=2), "cluster split"),  # stream-K on
         (cuda_ws.WsConfig(stream_k=False, cl=9), "cluster split"),
-        (cuda_ws.WsConfig(mt=4, c=1, occ=2, stream_k=False, cl=2), "cluster split"),
         (cuda_ws.WsConfig(mt=16, c=2, stages=5, sets=2, kch=2, stream_k=False, cl=2), "shared memory"),
     ]
     for cfg, words in cases:

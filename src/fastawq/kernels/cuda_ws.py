@@ -450,8 +450,8 @@ class WsConfig:
             return f"config {d}: 2 CTAs per SM take at most two consumer warp groups"
         if self.kch not in (1, 2, 4):
             return f"config {d}: a stage holds 1, 2 or 4 chunks of 64 inputs"
-        if not 1 <= self.cl <= MAX_CLUSTER or (self.cl > 1 and (self.stream_k or self.occ > 1)):
-            return f"config {d}: a cluster split takes 2 to {MAX_CLUSTER} CTAs, one an SM, and no stream-K"
+        if not 1 <= self.cl <= MAX_CLUSTER or (self.cl > 1 and self.stream_k):
+            return f"config {d}: a cluster split takes 2 to {MAX_CLUSTER} CTAs and no stream-K"
         if 4 * self.mt + 16 * self.sets * self.kch + 32 > self.register_budget():  # else ptxas serializes the wgmmas
             return f"config {d}: the accumulators and register sets do not fit {self.register_budget()} registers"
         if self.smem_bytes() * self.occ > SMEM_MAX:
@@ -496,11 +496,11 @@ def cluster_split(m: int, n: int, k: int, sms: int, base: WsConfig) -> list[WsCo
     fewer may fit), each with as many stages as fit in shared memory and as it has to take."""
     tiles = -(-m // (8 * base.mt)) * (n // base.rows)
     kc = k // (64 * base.kch)
-    most = min(MAX_CLUSTER, sms // max(tiles, 1), kc)
+    most = min(MAX_CLUSTER, sms * base.occ // max(tiles, 1), kc)
     out = []
     for cl in sorted({most, most - 1, most // 2} - {0, 1}, reverse=True):
-        c = replace(base, cl=cl, stream_k=False, occ=1)
-        fit = (SMEM_MAX - 1024 - c.sum_bytes()) // c.stage_bytes()
+        c = replace(base, cl=cl, stream_k=False)
+        fit = (SMEM_MAX // c.occ - 1024 - c.sum_bytes()) // c.stage_bytes()
         c = replace(c, stages=max(c.sets, min(fit, -(-kc // cl))))
         if c.problem() is None:
             out.append(c)
