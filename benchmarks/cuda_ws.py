@@ -78,7 +78,7 @@ def main() -> None:
         k, n, m, x, wf, row = case.k, case.n, case.m, case.x, case.wf, case.row
         cfgs = cluster_configs(m, n, k) if args.cluster else configs(m, n, k, args.quick)
         # a cluster split whose clusters do not all fit at once (GPCs) runs a second wave: not a candidate
-        cfgs = [c for c in cfgs if c.cl == 1 or cuda_ws.plan(x.device, x.dtype, m, n, k, g, c).waves == 1]
+        cfgs = [c for c in cfgs if c.cl == 1 or cuda_ws.fits_one_wave(x.device, x.dtype, m, n, k, g, c)]
         time_best(case, cfgs, lambda cfg, x=x, wf=wf: cuda_ws.frag_ws(x, wf, g, None, cfg), "ws", args.gpu_time)  # type: ignore[misc]
         if args.triton:
             time_tuned(case, g)

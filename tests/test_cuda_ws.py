@@ -73,7 +73,7 @@ def test_every_tuner_candidate_matches_float64(m: int) -> None:
     cands = cuda_ws.candidates(m, n, k, torch.cuda.get_device_properties(0).multi_processor_count)
     assert cands and (m > 128 or any(cfg.cl > 1 for cfg in cands))  # 5 tiles: cluster splits up to 128 rows
     for cfg in cands:
-        assert cfg.cl == 1 or cuda_ws.plan(x.device, x.dtype, m, n, k, g, cfg).waves == 1  # 5 clusters fit
+        assert cfg.cl == 1 or cuda_ws.fits_one_wave(x.device, x.dtype, m, n, k, g, cfg)  # 5 clusters fit
         got = cuda_ws.frag_ws(x.to(DEV), wf, g, None, cfg)
         assert sqnr_db(got, x.double() @ w) > SQNR_FLOOR[torch.float16], cfg
 
@@ -225,6 +225,9 @@ def test_tensor_map_arguments_are_copied_in_place() -> None:
 
 def test_ws_kernel_says_why_it_cannot_run() -> None:
     assert "CUDA device" in str(cuda_ws.why_not(torch.device("cpu"), torch.float16, 4096, 4096, 128))
+    # a cluster split that cannot be built here is simply not a candidate (no exception out of the tuner)
+    split = cuda_ws.WsConfig(mt=2, c=2, stages=4, sets=2, kch=4, stream_k=False, cl=4)
+    assert not cuda_ws.fits_one_wave(torch.device("cpu"), torch.float16, 16, 4096, 4096, 128, split)
 
 
 @gpu
@@ -234,7 +237,7 @@ def test_frag_tuner_times_the_ws_kernel_and_its_pick_is_right(m: int) -> None:
     timed = check_frag_tuner(m)
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     fits = [c for c in cuda_ws.candidates(m, 768, 2048, sms)
-            if cuda_ws.plan(torch.device("cuda"), torch.float16, m, 768, 2048, 128, c).waves == 1]  # fmt: skip
+            if cuda_ws.fits_one_wave(torch.device("cuda"), torch.float16, m, 768, 2048, 128, c)]  # fmt: skip
     assert sum(name == "cuda_ws" for name, _, _ in timed) == len(fits) > 0
 
 

@@ -672,6 +672,16 @@ def plan(device: torch.device, dtype: torch.dtype, m: int, n: int, k: int, group
     return p
 
 
+def fits_one_wave(device: torch.device, dtype: torch.dtype, m: int, n: int, k: int, group_size: int,
+                  cfg: WsConfig) -> bool:  # fmt: skip
+    """Whether ``cfg``'s grid runs in one round on this GPU (compiling it if need be); False also where it
+    cannot be built here, so a tuner can leave it out like any config the card cannot hold."""
+    try:
+        return plan(device, dtype, m, n, k, group_size, cfg).waves == 1
+    except Exception:  # NVRTC, the driver or the plan's own checks: not a candidate here
+        return False
+
+
 def frag_ws(
     x2d: torch.Tensor, w: dict[str, torch.Tensor], group_size: int, bias: torch.Tensor | None,
     config: WsConfig | None = None,

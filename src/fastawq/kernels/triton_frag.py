@@ -477,7 +477,7 @@ def candidates(m: int, n: int, k: int, group_size: int, dtype: torch.dtype = tor
         if cuda_ws.why_not(dev, dtype, k, n, g) is None:  # Hopper: warp-specialized
             sms = torch.cuda.get_device_properties(dev).multi_processor_count
             for cfg in cuda_ws.candidates(m, n, k, sms):  # a cluster split only where its clusters fit at once
-                if cfg.cl == 1 or cuda_ws.plan(dev, dtype, m, n, k, g, cfg).waves == 1:
+                if cfg.cl == 1 or cuda_ws.fits_one_wave(dev, dtype, m, n, k, g, cfg):
                     out.append(("cuda_ws", cfg))
     return out
 
