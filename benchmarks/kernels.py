@@ -6,7 +6,9 @@
 What is measured (CUDA events around each call, L2 flushed before every call: "kernel time, cold L2"):
 - copy bandwidth of a 1 GiB device-to-device copy (read + write bytes over time);
 - for every shape K×N and row count M: cuBLAS (``F.linear`` with a dense weight of the activation dtype),
-  the kernel the dispatcher picks, and each fastawq kernel where it applies;
+  the kernel the dispatcher picks, and each fastawq kernel where it applies; the headline pair (cuBLAS and
+  the picked kernel) is timed in alternation, 5 rounds of 10 calls each, and the speed-up is the median of
+  the rounds' ratios (``single_*``: the one-shot times from before the tuning, kept for reference);
 - the int4 memory bound: (packed weights + fp16 scales + 4-bit zeros + x + y) / copy bandwidth;
 - eager time: back-to-back ``AWQLinear`` / ``nn.Linear`` module calls, warm L2, wall clock per call,
   Python launch overhead included;
@@ -53,6 +55,8 @@ def _flush_buffer() -> torch.Tensor:
     return _FLUSH[0]
 
 
+#: rounds of :func:`paired_times` for the headline fastawq / cuBLAS pair of each row
+PAIR_ROUNDS = 5
 #: "read": the L2 is flushed by reading 256 MiB (it ends up holding clean lines of another buffer, as
 #: after the previous layer's kernel in a real forward pass); "write": by overwriting 256 MiB, which
 #: leaves ~50 MiB of dirty lines that the timed kernel then pays to write back (triton's do_bench way).
@@ -85,6 +89,25 @@ def kernel_time_us(fn: Callable[[], Any], reps: int = 30) -> float:
         end[i].record()
     torch.cuda.synchronize()
     return statistics.median(s.elapsed_time(e) for s, e in zip(start, end)) * 1e3
+
+
+def paired_times(
+    a: Callable[[], Any], b: Callable[[], Any], rounds: int = PAIR_ROUNDS, reps: int = 10
+) -> dict[str, Any]:
+    """``a`` (the baseline) and ``b`` timed in alternation, ``rounds`` times :func:`kernel_time_us` each:
+    the median of each, and the median of the per-round ratios a / b (b's speed-up).
+
+    The card's speed drifts by up to ±10 % over seconds in compute-bound calls (an H200 at 4096 rows: cuBLAS
+    1272 – 1537 µs within one process, BENCHMARKS.md sixteenth version), so a baseline timed once at the
+    start of a row and the kernel timed a second later (after its tuning) are not comparable there;
+    alternating puts both under the same conditions."""
+    pairs = [(kernel_time_us(a, reps), kernel_time_us(b, reps)) for _ in range(rounds)]
+    return {
+        "a_us": statistics.median(p[0] for p in pairs),
+        "b_us": statistics.median(p[1] for p in pairs),
+        "ratio": statistics.median(p[0] / p[1] for p in pairs),
+        "pairs": [[round(v, 2) for v in p] for p in pairs],
+    }
 
 
 def gpu_time_us(fn: Callable[[], Any], reps: int = 20) -> float:
@@ -359,6 +382,11 @@ def bench_case(m: int, k: int, n: int, g: int, dtype: torch.dtype, bw: float) ->
         row[f"{prefix}_choice"] = choice(x, wk, g, None)
         row[f"{prefix}_tuning"] = triton_awq.TUNE_LOG.get(tuner.key(x, n, k, g, None), [])
         row[f"{prefix}_speedup"] = row["cublas_us"] / row[f"{prefix}_us"]
+        if prefix == "fastawq":  # the headline pair, timed again in alternation (see paired_times)
+            pair = paired_times(lambda: torch.nn.functional.linear(x, dense), call)
+            row["single_cublas_us"], row["single_fastawq_us"] = row["cublas_us"], row["fastawq_us"]
+            row["cublas_us"], row["fastawq_us"], row["fastawq_speedup"] = pair["a_us"], pair["b_us"], pair["ratio"]
+            row["pairs_us"] = pair["pairs"]
         row[f"{prefix}_pct_of_bound"] = 100 * row["bound_us"] / row[f"{prefix}_us"]
         row[f"{prefix}_rel_err"] = check(call, x, w, g)
         if GPU_TIME[0]:
