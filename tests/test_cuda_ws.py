@@ -43,6 +43,7 @@ CONFIGS = [
     cuda_ws.WsConfig(mt=8, c=1, stages=3, stream_k=False, cl=3),
     cuda_ws.WsConfig(mt=4, c=2, stages=3, sets=2, stream_k=False, cl=8),
     cuda_ws.WsConfig(mt=2, c=1, stages=6, occ=2, sets=2, kch=2, stream_k=False, cl=4),
+    cuda_ws.WsConfig(mt=16, c=3, stages=8, sets=2),  # 192-row tiles (N = 6144: 32 of them)
 ]
 
 # (m, k, n, g): odd M, several tiles of x, N of one tile (every CTA a few chunks of it, stream-K), and

@@ -528,7 +528,9 @@ def candidates(m: int, n: int, k: int, sms: int = 132) -> list[WsConfig]:
     else:
         out = [WsConfig(32, 2, 3, sets=2, kch=2), WsConfig(32, 2, 3, sets=2, kch=2, stream_k=False),
                WsConfig(16, 2, 5, sets=2, kch=2), WsConfig(16, 2, 4, sets=2, kch=2, stream_k=False),
-               WsConfig(32, 2, 5, sets=2), WsConfig(32, 2, 5, sets=2, stream_k=False)]  # fmt: skip
+               WsConfig(32, 2, 5, sets=2), WsConfig(32, 2, 5, sets=2, stream_k=False),
+               # 192-row tiles where N takes them: 4096×6144 at 512 rows fills 128 SMs (sixteenth version)
+               WsConfig(16, 3, 8, sets=2), WsConfig(16, 3, 8, sets=2, stream_k=False)]  # fmt: skip
     # cluster splits (sixteenth version's sweep, H200): from 33 rows with 128 or 64 inputs a stage or half the
     # x tile, since the sums' buffer leaves too few 256-input stages (2 – 3) to win
     if 8 < m <= 32:
