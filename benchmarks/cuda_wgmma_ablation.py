@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from fastawq.kernels import cuda_frag
 from fastawq.kernels.cuda_frag import CudaConfig
-from kernels import edited_source, frag_of, kernel_time_us, random_nk, use_source
+from kernels import edited_source, frag_of, kernel_time_us, own_source, random_nk, use_source
 
 _DECODE = "decode_scaled(wr[d][ch][j], zlo, zhi, slo, shi, af[d & 1][ch * 4 + j], magic);"
 _RAW = "{ u32 (&a)[4] = af[d & 1][ch * 4 + j]; a[0] = wr[d][ch][j]; a[1] = wr[d][ch][j] >> 4; " \
@@ -42,9 +42,8 @@ def main() -> None:
     args = ap.parse_args()
     k, n, g = 4096, 28672, 128
     wf = frag_of(random_nk(k, n, g, torch.Generator().manual_seed(1)))
-    original = cuda_frag._KERNEL
     rows = []
-    try:
+    with own_source(cuda_frag) as original:
         for name, edits in VARIANTS.items():
             use_source(cuda_frag, edited_source(original, edits))
             for m, mt in ((16, 2), (128, 16)):
@@ -54,8 +53,6 @@ def main() -> None:
                     us = kernel_time_us(lambda x=x, cfg=cfg: cuda_frag.frag_mma_cuda(x, wf, g, None, cfg), reps=10)  # type: ignore[misc]
                     rows.append({"variant": name, "m": m, "cfg": cfg.describe(), "us": us})
                     print(f"{name:7s} M={m:3d} {cfg.describe():40s} {us:7.1f} us", flush=True)
-    finally:
-        use_source(cuda_frag, original)
     with open(args.json, "w") as f:
         json.dump({"device": torch.cuda.get_device_name(), "k": k, "n": n, "rows": rows}, f, indent=1)
 

@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from fastawq.kernels import cuda_ws
-from kernels import SHAPES, edited_source, frag_of, kernel_time_us, random_nk, use_source
+from kernels import SHAPES, edited_source, frag_of, kernel_time_us, own_source, random_nk, use_source
 
 _DECODE = "decode_scaled(w[i], zlo, zhi, slo, shi, af[H][4 * j + i], magic);"
 _STORE = "if (m < M)\n      *reinterpret_cast<uint4*>"
@@ -78,17 +78,14 @@ def main() -> None:
     ap.add_argument("--json", default="ws-ablation.json")
     args = ap.parse_args()
     g = 128
-    original = cuda_ws._KERNEL
-    sources = {name: edited_source(original, edits) for name, edits in VARIANTS.items()}
     rows: list[dict[str, Any]] = []
-    try:
+    with own_source(cuda_ws) as original:
+        sources = {name: edited_source(original, edits) for name, edits in VARIANTS.items()}
         for k, n in SHAPES:
             wf = frag_of(random_nk(k, n, g, torch.Generator().manual_seed(k + n)))
             dense = torch.randn(n, k, device="cuda", dtype=torch.float16)
             for m in (int(v) for v in args.ms.split(",")):
                 rows.append(case(m, k, n, g, wf, dense, original, sources))
-    finally:
-        use_source(cuda_ws, original)
     with open(args.json, "w") as f:
         json.dump({"device": torch.cuda.get_device_name(), "rows": rows}, f, indent=1)
 

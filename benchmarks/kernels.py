@@ -21,6 +21,7 @@ Weights are random (codes, zero points, scales; never zeros). Output: a printed 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import platform
@@ -173,9 +174,21 @@ def edited_source(src: str, edits: dict[str, str]) -> str:
 
 def use_source(module: Any, src: str) -> None:
     """Make a run-time-compiled kernel module (``cuda_frag``, ``cuda_ws``) compile ``src`` from its next plan on
-    (its cached plans are dropped), for scripts that time an edited kernel; give it back its own source after."""
+    (its cached plans are dropped), for scripts that time an edited kernel, inside an :func:`own_source`
+    block, which gives the module back its own source."""
     module._KERNEL = src
     module._PLANS.clear()
+
+
+@contextlib.contextmanager
+def own_source(module: Any) -> Iterator[str]:
+    """A block in which a script may :func:`use_source` edited kernels: yields the module's own source and
+    gives it back (plans dropped) when the block ends, also on an error."""
+    original: str = module._KERNEL
+    try:
+        yield original
+    finally:
+        use_source(module, original)
 
 
 #: device helpers for scripts that stamp a kernel copy: the global nanosecond timer and the SM a CTA runs on

@@ -31,7 +31,17 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from fastawq.kernels import cuda_rt, cuda_ws
 from fastawq.kernels.triton_awq import _workspace
-from kernels import SHAPES, TIMER_STAMPS, _flush_buffer, edited_source, frag_of, kernel_time_us, random_nk, use_source
+from kernels import (
+    SHAPES,
+    TIMER_STAMPS,
+    _flush_buffer,
+    edited_source,
+    frag_of,
+    kernel_time_us,
+    own_source,
+    random_nk,
+    use_source,
+)
 
 _HEAD = 'extern "C" __global__ void CLUSTER_DIMS __launch_bounds__(NT, OCC) fastawq_frag_ws('
 _ADDED = 'if (tid == 0) asm volatile("red.release.gpu.global.add.s32 [%0], 1;" :: "l"(cnt + slot) : "memory");\n'
@@ -126,11 +136,10 @@ def main() -> None:
     ap.add_argument("--ms", default="16,32,64")
     ap.add_argument("--json", default="ws-trace.json")
     args = ap.parse_args()
-    original = cuda_ws._KERNEL
-    stamped = edited_source(original, EDITS)
     flush = _flush_buffer()
     rows: list[dict[str, Any]] = []
-    try:
+    with own_source(cuda_ws) as original:
+        stamped = edited_source(original, EDITS)
         for k, n in SHAPES:
             wf = frag_of(random_nk(k, n, 128, torch.Generator().manual_seed(k + n)))
             for m in (int(v) for v in args.ms.split(",")):
@@ -153,8 +162,6 @@ def main() -> None:
                            **sorted(runs, key=lambda r: r["span_us"])[3]}  # fmt: skip
                     rows.append(row)
                     print(json.dumps(row), flush=True)
-    finally:
-        use_source(cuda_ws, original)
     with open(args.json, "w") as f:
         json.dump({"device": torch.cuda.get_device_name(), "rows": rows}, f, indent=1)
 
