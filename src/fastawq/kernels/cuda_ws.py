@@ -414,6 +414,10 @@ class WsConfig:
         """Output rows of a tile."""
         return 64 * self.c
 
+    def tiles(self, m: int, n: int) -> int:
+        """Tiles of an [M, N] output: x tiles of 8·mt rows × weight tiles of :attr:`rows` rows."""
+        return -(-m // (8 * self.mt)) * (n // self.rows)
+
     def stage_bytes(self) -> int:
         raw = self.kch * (self.mt * 8 * 128 + self.c * 4 * 512 + self.c * 64 * 4)  # room for KCH group rows
         return -(-raw // 1024) * 1024
@@ -494,7 +498,7 @@ def cluster_split(m: int, n: int, k: int, sms: int, base: WsConfig) -> list[WsCo
     """Cluster splits of ``base``'s tile for a layer with fewer tiles than SMs: the most CTAs a tile that
     still leave every tile its own cluster in one wave (one less, and half that: clusters sit inside a GPC, so
     fewer may fit), each with as many stages as fit in shared memory and as it has to take."""
-    tiles = -(-m // (8 * base.mt)) * (n // base.rows)
+    tiles = base.tiles(m, n)
     kc = k // (64 * base.kch)
     most = min(MAX_CLUSTER, sms * base.occ // max(tiles, 1), kc)
     out = []
@@ -598,8 +602,7 @@ class WsPlan:
         are shared out, ``per`` a CTA. Every full round of tiles is whole and only the part-filled last round
         is shared out (sharing the last full round too, as the stream-K paper does, was 2 – 10 % slower on
         4096×28672 at 16 – 512 rows on an H200; BENCHMARKS.md, fifteenth version)."""
-        bt, kc = 8 * self.cfg.mt, self.k // (64 * self.cfg.kch)
-        tiles = -(-self.m // bt) * (self.n // self.cfg.rows)
+        kc, tiles = self.k // (64 * self.cfg.kch), self.cfg.tiles(self.m, self.n)
         if self.cfg.cl > 1:  # a cluster split: one cluster a tile, no workspace
             return tiles * self.cfg.cl, tiles, 0, 0, 0
         grid0 = self.sms * self.cfg.occ
@@ -666,7 +669,7 @@ def plan(device: torch.device, dtype: torch.dtype, m: int, n: int, k: int, group
     sms = torch.cuda.get_device_properties(index).multi_processor_count
     waves = 1
     if cfg.cl > 1:  # clusters sit inside a GPC, so fewer may fit at once than the SMs say
-        tiles = -(-m // (8 * cfg.mt)) * (n // cfg.rows)
+        tiles = cfg.tiles(m, n)
         with torch.cuda.device(index):
             fit = cuda_rt.max_active_clusters(fn, (tiles * cfg.cl, 1, 1), cfg.threads, smem)
         waves = -(-tiles // fit) if fit else 1
