@@ -67,8 +67,13 @@ _KERNEL = r"""
 #define STAGE ((KCH * (XBYTES + WBYTES + SZBYTES) + 1023) / 1024 * 1024)
 #if CL > 1
 // a cluster split: the CL CTAs of a cluster take one tile's stages in CL ranges, and the other ranks store their
-// sums in rank 0's buffer after the stages, a slot each ([rank − 1][consumer group][mt][thread] float4s)
+// sums in rank 0's buffer, a slot each ([rank − 1][consumer group][mt][thread] float4s): after the stages, or
+// (REUSE) in rank 0's stage ring once its consumers are done with it
+#if REUSE
+#define RBUF 0
+#else
 #define RBUF (S * STAGE)
+#endif
 #define CLUSTER_DIMS __cluster_dims__(CL, 1, 1)
 #else
 #define CLUSTER_DIMS
@@ -99,9 +104,9 @@ __device__ __forceinline__ u32 cluster_reg(int which) {  // 0: this CTA's rank i
   else asm("mov.u32 %0, %%clusterid.x;" : "=r"(v));
   return v;
 }
-__device__ __forceinline__ u32 rank0_addr(u32 a) {  // the same shared-memory address in the cluster's rank 0
+__device__ __forceinline__ u32 rank_addr(u32 a, u32 rank) {  // the same shared-memory address in CTA `rank`
   u32 r;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, 0;" : "=r"(r) : "r"(a));
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(rank));
   return r;
 }
 __device__ __forceinline__ void bar_arrive(u32 bar) {
@@ -210,7 +215,7 @@ extern "C" __global__ void CLUSTER_DIMS __launch_bounds__(NT, OCC) fastawq_frag_
     const u16* __restrict__ bias, u16* __restrict__ y, float* __restrict__ ws, int* __restrict__ cnt,
     int M, int N, int kc, int nrb, int dp, int per, int units, int has_bias) {
   extern __shared__ __align__(1024) unsigned char smem[];
-  __shared__ __align__(8) u64 bars[2 * S + 1];
+  __shared__ __align__(8) u64 bars[2 * S + 2];
   const u32 base = (smem_addr(smem) + 1023) & ~1023u;  // TMA's 128-byte swizzle wants 1024-byte atoms
   const u32 full0 = smem_addr(bars), empty0 = full0 + 8 * S;
   const int wg = threadIdx.x >> 7;
@@ -221,6 +226,7 @@ extern "C" __global__ void CLUSTER_DIMS __launch_bounds__(NT, OCC) fastawq_frag_
     }
 #if CL > 1
     bar_init(full0 + 16 * S, (CL - 1) * 128 * C);  // the other ranks' consumer threads, once each
+    bar_init(full0 + 16 * S + 8, 128 * C);  // REUSE: rank 0's consumer threads, done with its stage ring
 #endif
     asm volatile("fence.mbarrier_init.release.cluster;\nfence.proxy.async.shared::cta;" ::: "memory");
   }
@@ -311,15 +317,27 @@ extern "C" __global__ void CLUSTER_DIMS __launch_bounds__(NT, OCC) fastawq_frag_
     const u32 mine = base + RBUF + cw * (MT * 2048) + tid * 16, sumbar = full0 + 16 * S;
     if (c0 > 0) {  // not rank 0: store this share in its slot of rank 0's buffer, count it there, and leave
       asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
-      const u32 dst = rank0_addr(mine + (cluster_reg(0) - 1) * (C * MT * 2048));
+#if REUSE
+      bar_wait_cluster(sumbar + 8, 0);  // rank 0's ring is free
+#endif
+      const u32 dst = rank_addr(mine + (cluster_reg(0) - 1) * (C * MT * 2048), 0);
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
         asm volatile("st.shared::cluster.v4.f32 [%0], {%1, %2, %3, %4};" :: "r"(dst + mt * 2048), "f"(acc[mt][0]),
                      "f"(acc[mt][1]), "f"(acc[mt][2]), "f"(acc[mt][3]) : "memory");
-      const u32 bar0 = rank0_addr(sumbar);
+      const u32 bar0 = rank_addr(sumbar, 0);
       asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" :: "r"(bar0) : "memory");
       return;
     }
+#if REUSE
+    // rank 0: every wgmma that read this thread's stages is done (and the producer has nothing more to copy),
+    // so the ring may take the other ranks' sums: tell each of them (their barriers are set up by now)
+    asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
+#pragma unroll
+    for (int r = 1; r < CL; ++r)
+      asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" :: "r"(rank_addr(sumbar + 8, r))
+                   : "memory");
+#endif
     bar_wait_cluster(sumbar, 0);  // rank 0: every other rank's share is in
 #pragma unroll
     for (int r = 0; r < CL - 1; ++r)
@@ -399,11 +417,16 @@ class WsConfig:
     #: > 1: a cluster split instead of the persistent grid: each tile is one thread-block cluster of ``cl``
     #: CTAs, each taking 1 / ``cl`` of its stages, and the sums meet in rank 0's shared memory
     cl: int = 1
+    #: a cluster split whose other ranks store their sums in rank 0's stage ring once it is done with it,
+    #: instead of a buffer of their own (which can leave large tiles too few stages)
+    reuse: bool = False
 
     def describe(self) -> str:
         s = f"ws mt{self.mt} c{self.c} s{self.stages} occ{self.occ} r{self.sets}"
         s += f" k{64 * self.kch}" if self.kch > 1 else ""
-        return s + (f" cl{self.cl}" if self.cl > 1 else "" if self.stream_k else " nosk")
+        if self.cl > 1:
+            return s + f" cl{self.cl}" + (" ru" if self.reuse else "")
+        return s + ("" if self.stream_k else " nosk")
 
     @property
     def threads(self) -> int:
@@ -426,8 +449,12 @@ class WsConfig:
         """Rank 0's buffer for the other ranks' sums in a cluster split (their consumers' accumulators)."""
         return (self.cl - 1) * self.c * self.mt * 2048
 
+    def extra_sum_bytes(self) -> int:
+        """Shared memory for :meth:`sum_bytes` beyond the stages (none when the stage ring takes them)."""
+        return 0 if self.reuse else self.sum_bytes()
+
     def smem_bytes(self) -> int:
-        return self.stages * self.stage_bytes() + self.sum_bytes() + 1024  # + room to align the first stage
+        return self.stages * self.stage_bytes() + self.extra_sum_bytes() + 1024  # + room to align the first stage
 
     def consumer_regs(self) -> int:
         """Registers a consumer thread gets after the producer gives its own back (``setmaxnreg``)."""
@@ -456,6 +483,10 @@ class WsConfig:
             return f"config {d}: a stage holds 1, 2 or 4 chunks of 64 inputs"
         if not 1 <= self.cl <= MAX_CLUSTER or (self.cl > 1 and self.stream_k):
             return f"config {d}: a cluster split takes 2 to {MAX_CLUSTER} CTAs and no stream-K"
+        if self.reuse and self.cl == 1:
+            return f"config {d}: only a cluster split can keep its sums in the stage ring"
+        if self.reuse and self.stages * self.stage_bytes() < self.sum_bytes():
+            return f"config {d}: the stage ring is smaller than the other ranks' sums"
         if 4 * self.mt + 16 * self.sets * self.kch + 32 > self.register_budget():  # else ptxas serializes the wgmmas
             return f"config {d}: the accumulators and register sets do not fit {self.register_budget()} registers"
         if self.smem_bytes() * self.occ > SMEM_MAX:
@@ -467,7 +498,7 @@ def source(dtype: torch.dtype, group_size: int, cfg: WsConfig) -> str:
     bf16 = 1 if dtype == torch.bfloat16 else 0
     defs = {"BF16": bf16, "G": group_size, "MT": cfg.mt, "C": cfg.c, "S": cfg.stages, "OCC": cfg.occ,
             "NSETS": cfg.sets, "KCH": cfg.kch, "CONSUMER_REGS": cfg.consumer_regs(), "CL": cfg.cl,
-            "WG": 1}  # fmt: skip
+            "REUSE": int(cfg.reuse), "WG": 1}  # fmt: skip
     header = cuda_frag.HEADER.replace("//@WGMMA@\n", cuda_frag.wgmma_source(cfg.mt))
     return "".join(f"#define {k} {v}\n" for k, v in defs.items()) + header + _KERNEL
 
@@ -497,15 +528,19 @@ def x_tiles(m: int) -> int:
 def cluster_split(m: int, n: int, k: int, sms: int, base: WsConfig) -> list[WsConfig]:
     """Cluster splits of ``base``'s tile for a layer with fewer tiles than SMs: the most CTAs a tile that
     still leave every tile its own cluster in one wave (one less, and half that: clusters sit inside a GPC, so
-    fewer may fit), each with as many stages as fit in shared memory and as it has to take."""
+    fewer may fit), each with as many stages as fit in shared memory and as it has to take (the sums in the
+    stage ring with ``base.reuse``)."""
     tiles = base.tiles(m, n)
     kc = k // (64 * base.kch)
     most = min(MAX_CLUSTER, sms * base.occ // max(tiles, 1), kc)
     out = []
     for cl in sorted({most, most - 1, most // 2} - {0, 1}, reverse=True):
         c = replace(base, cl=cl, stream_k=False)
-        fit = (SMEM_MAX // c.occ - 1024 - c.sum_bytes()) // c.stage_bytes()
-        c = replace(c, stages=max(c.sets, min(fit, -(-kc // cl))))
+        fit = (SMEM_MAX // c.occ - 1024 - c.extra_sum_bytes()) // c.stage_bytes()
+        stages = max(c.sets, min(fit, -(-kc // cl)))
+        if c.reuse:  # the ring must hold the other ranks' sums, even where the share has fewer stages
+            stages = max(stages, -(-c.sum_bytes() // c.stage_bytes()))
+        c = replace(c, stages=stages)
         if c.problem() is None:
             out.append(c)
     return out
@@ -514,8 +549,8 @@ def cluster_split(m: int, n: int, k: int, sms: int, base: WsConfig) -> list[WsCo
 def candidates(m: int, n: int, k: int, sms: int = 132) -> list[WsConfig]:
     """What the frag tuner times for M rows of x and a [K, N] weight on a GPU of ``sms`` SMs: the fastest
     configs of the sweeps in BENCHMARKS.md (H100, eighth version; up to 64 rows H200, fourteenth version,
-    where 256 inputs a stage won), and up to 128 rows cluster splits where the tiles do not fill the GPU
-    (sixteenth version). Up to 8 rows the decode kernels win every shape."""
+    where 256 inputs a stage won), and cluster splits where the tiles do not fill the GPU (sixteenth and
+    seventeenth versions). Up to 8 rows the decode kernels win every shape."""
     if m <= 8:
         out = []
     elif m <= 32:
@@ -536,13 +571,16 @@ def candidates(m: int, n: int, k: int, sms: int = 132) -> list[WsConfig]:
                # 192-row tiles where N takes them: 4096×6144 at 512 rows fills 128 SMs (sixteenth version)
                WsConfig(16, 3, 8, sets=2), WsConfig(16, 3, 8, sets=2, stream_k=False)]  # fmt: skip
     # cluster splits (sixteenth version's sweep, H200): from 33 rows with 128 or 64 inputs a stage or half the
-    # x tile, since the sums' buffer leaves too few 256-input stages (2 – 3) to win
+    # x tile, since the sums' buffer leaves too few 256-input stages (2 – 3) to win; from 65 rows also with the
+    # sums in the stage ring (seventeenth version), which leaves large tiles their stages
     if 8 < m <= 32:
         splits = [WsConfig(x_tiles(m), 2, sets=2, kch=4)]
     elif 32 < m <= 64:
         splits = [WsConfig(8, 2, sets=2, kch=2), WsConfig(4, 2, sets=2, kch=4)]
     elif 64 < m <= 128:
-        splits = [WsConfig(8, 2, sets=2, kch=2), WsConfig(16, 2, sets=2)]
+        splits = [WsConfig(8, 2, sets=2, kch=2), WsConfig(16, 2, sets=2), WsConfig(16, 2, sets=2, kch=2, reuse=True)]
+    elif m > 128:  # 256-row x tiles, the sums in the stage ring (seventeenth version: 14336×4096 at 512 rows)
+        splits = [WsConfig(32, 2, sets=2, reuse=True)]
     else:
         splits = []
     for base in splits:
