@@ -54,17 +54,17 @@ def configs(m: int, n: int, k: int, quick: bool) -> list[WsConfig]:
     return seen
 
 
-def cluster_configs(m: int, n: int, k: int, reuse_only: bool = False) -> list[WsConfig]:
+def cluster_configs(m: int, n: int, k: int) -> list[WsConfig]:
     """The tuner's candidates, then cluster splits (``cuda_ws.cluster_split``: the most CTAs a tile that fit
     in one wave, one less, half) of two or three consumer groups (one CTA an SM) or one (two CTAs an SM) at
     64, 128 and 256 inputs a stage, with the x tile of the tuner and a half and a quarter of it (from 129 rows
-    also 256-row x tiles), each with the other ranks' sums in a buffer of their own and in the stage ring."""
+    also 256-row x tiles)."""
     out = cuda_ws.candidates(m, n, k)
     mt0 = cuda_ws.x_tiles(m)
     mts = {mt0, mt0 // 2, mt0 // 4} | ({32} if m > 128 else set())  # from 129 rows also 256-row x tiles
     for mt in sorted(mts - {0}, reverse=True):
-        for kch, c, reuse in itertools.product((1, 2, 4), (2, 1, 3), (True,) if reuse_only else (False, True)):
-            base = WsConfig(mt, c, 2, occ=2 if c == 1 else 1, sets=2, kch=kch, stream_k=False, reuse=reuse)
+        for kch, c in itertools.product((1, 2, 4), (2, 1, 3)):
+            base = WsConfig(mt, c, 2, occ=2 if c == 1 else 1, sets=2, kch=kch, stream_k=False)
             out += cuda_ws.cluster_split(m, n, k, 132, base)
     return list(dict.fromkeys(out))
 
@@ -74,13 +74,12 @@ def main() -> None:
     add_config_sweep_args(ap, "cuda-ws.json", "16,32,64,128,256,512,4096")
     ap.add_argument("--gpu-time", action="store_true", help="also CUPTI GPU time of the best config and cuBLAS")
     ap.add_argument("--cluster", action="store_true", help="the tuner's configs against cluster splits only")
-    ap.add_argument("--reuse-only", action="store_true", help="with --cluster: only splits whose sums use the ring")
     args = ap.parse_args()
     dtype, g, ms, shapes, bw, info = sweep_setup(args)
     rows: list[dict[str, Any]] = []
     for case in sweep_cases(shapes, ms, g, dtype, bw):
         k, n, m, x, wf, row = case.k, case.n, case.m, case.x, case.wf, case.row
-        cfgs = cluster_configs(m, n, k, args.reuse_only) if args.cluster else configs(m, n, k, args.quick)
+        cfgs = cluster_configs(m, n, k) if args.cluster else configs(m, n, k, args.quick)
         # a cluster split whose clusters do not all fit at once (GPCs) runs a second wave: not a candidate
         cfgs = [c for c in cfgs if c.cl == 1 or cuda_ws.fits_one_wave(x.device, x.dtype, m, n, k, g, c)]
         time_best(case, cfgs, lambda cfg, x=x, wf=wf: cuda_ws.frag_ws(x, wf, g, None, cfg), "ws", args.gpu_time)  # type: ignore[misc]

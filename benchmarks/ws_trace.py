@@ -1,15 +1,15 @@
 """Where the warp-specialized kernel's time goes: per-CTA ``%globaltimer`` stamps of ``cuda_ws`` on the GPU
 (cold L2, as in benchmarks/kernels.py).
 
-    PYTHONPATH=src python benchmarks/ws_trace.py --ms 16,32,64 --json ws-trace.json
+    PYTHONPATH=src python benchmarks/ws_trace.py --ms 16,32,64 --json ws-trace.json [--shapes 4096x4096,...]
 
 A copy of the kernel source gets stamps: the CTA's start and SM (thread 0), and for each of its first four
 pieces of work (thread 0 of the first consumer warp group) when the piece starts, when its main loop is done
 and when its epilogue is done. The stamps are written where the bias would be read (the launch passes
 has_bias = 0). The piece each stamp belongs to comes from replaying the host's schedule, so each piece is
 known to be a whole tile, the head of a split tile (stages 0 …, which waits for the others and writes y) or
-another part of one (which adds its sum into the workspace, or in a cluster split into rank 0's shared memory,
-and goes on).
+another part of one (which adds its sum into the workspace and goes on). In a cluster split every rank writes
+its share of y after the others' sums of it are in: rank 0 counts as the head, the others as parts.
 
 Per config (the tuner's candidates): the event time of the unstamped kernel, the span from the first CTA's
 start to the last CTA's end, the wait for the first stage, the time a stage takes in the main loop, the
@@ -45,7 +45,7 @@ from kernels import (
 
 _HEAD = 'extern "C" __global__ void CLUSTER_DIMS __launch_bounds__(NT, OCC) fastawq_frag_ws('
 _ADDED = 'if (tid == 0) asm volatile("red.release.gpu.global.add.s32 [%0], 1;" :: "l"(cnt + slot) : "memory");\n'
-_SENT = 'asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" :: "r"(bar0) : "memory");\n'
+_CL_STORE = "store_tile(y, acc, blo, bhi, M, N, tm * BT, n_lo - g, g, tq, own_lo, own_hi);  // its own slices"
 _STORE = "store_tile(y, acc, blo, bhi, M, N, tm * BT, n_lo - g, g, tq);  // n_lo − g: the warp's first column"
 _END = "if (st0) { tr[3 + 3 * pc] = gt(); tr[13] = pc + 1; }\n    ++pc;"
 #: a CTA's 16 stamp words: 0 start, 1 + 3·i … piece i's start, main loop done, epilogue done (i < 4),
@@ -62,7 +62,7 @@ EDITS = {
     "for (int mt = 0; mt < MT; ++mt) keepf(acc[mt]);": "for (int mt = 0; mt < MT; ++mt) keepf(acc[mt]);\n"
     "    if (st0) tr[2 + 3 * pc] = gt();",
     _ADDED + "        return;": _ADDED + "        " + _END + "\n        return;",
-    _SENT + "      return;": _SENT + "      " + _END + "\n      return;",
+    _CL_STORE: _CL_STORE + "\n    " + _END,
     _STORE: _STORE + "\n    " + _END,
 }
 
@@ -135,12 +135,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ms", default="16,32,64")
     ap.add_argument("--json", default="ws-trace.json")
+    ap.add_argument("--shapes", default="", help="subset, e.g. 4096x4096,14336x4096")
     args = ap.parse_args()
+    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")] if args.shapes else SHAPES
     flush = _flush_buffer()
     rows: list[dict[str, Any]] = []
     with own_source(cuda_ws) as original:
         stamped = edited_source(original, EDITS)
-        for k, n in SHAPES:
+        for k, n in shapes:
             wf = frag_of(random_nk(k, n, 128, torch.Generator().manual_seed(k + n)))
             for m in (int(v) for v in args.ms.split(",")):
                 x = torch.randn(m, k, generator=torch.Generator().manual_seed(m)).half().cuda()

@@ -43,10 +43,9 @@ CONFIGS = [
     cuda_ws.WsConfig(mt=8, c=1, stages=3, stream_k=False, cl=3),
     cuda_ws.WsConfig(mt=4, c=2, stages=3, sets=2, stream_k=False, cl=8),
     cuda_ws.WsConfig(mt=2, c=1, stages=6, occ=2, sets=2, kch=2, stream_k=False, cl=4),
-    # ... with the other ranks' sums in rank 0's stage ring once it is done with it
-    cuda_ws.WsConfig(mt=32, c=2, stages=5, sets=2, stream_k=False, cl=2, reuse=True),
-    cuda_ws.WsConfig(mt=8, c=3, stages=7, sets=2, kch=2, stream_k=False, cl=3, reuse=True),
-    cuda_ws.WsConfig(mt=4, c=1, stages=9, occ=2, sets=2, stream_k=False, cl=5, reuse=True),
+    cuda_ws.WsConfig(mt=32, c=2, stages=4, sets=2, stream_k=False, cl=2),  # 16 slices of x rows a rank
+    cuda_ws.WsConfig(mt=8, c=3, stages=5, sets=2, kch=2, stream_k=False, cl=3),  # pairs of slices 1, 1, 2
+    cuda_ws.WsConfig(mt=4, c=1, stages=9, occ=2, sets=2, stream_k=False, cl=5),  # ranks that own no rows
     cuda_ws.WsConfig(mt=16, c=3, stages=8, sets=2),  # 192-row tiles (N = 6144: 32 of them)
 ]
 
@@ -170,15 +169,13 @@ def test_cluster_split_candidates_fill_one_wave() -> None:
             tiles, kc = n // c.rows, k // (64 * c.kch)
             assert tiles * c.cl <= 132 * c.occ and 2 <= c.cl <= min(8, kc)  # at most one cluster a tile a wave
             assert c.smem_bytes() * c.occ <= cuda_ws.SMEM_MAX
-            # no more stages than a CTA takes, or (sums in the ring) than hold the other ranks' sums
-            ring = -(-c.sum_bytes() // c.stage_bytes()) if c.reuse else 0
-            assert c.sets <= c.stages <= max(c.sets, -(-kc // c.cl), ring)
+            assert c.sets <= c.stages <= max(c.sets, -(-kc // c.cl))  # no more stages than a CTA takes
     assert not [c for c in cuda_ws.candidates(16, 28672, 4096, 132) if c.cl > 1]  # 224 tiles: the persistent grid
-    # from 33 rows: no 256-input stages with the natural x tile (the sums' buffer would leave 2 – 3 stages)
-    assert all(c.kch < 4 or c.mt < 8 for c in cuda_ws.candidates(64, 4096, 4096, 132) if c.cl > 1)
+    # from 33 rows also 256-input stages with the whole x tile (a rank's buffer holds only its share of the sums)
+    assert any(c.kch == 4 and c.mt == 8 for c in cuda_ws.candidates(64, 4096, 4096, 132) if c.cl > 1)
     assert {c.mt for c in cuda_ws.candidates(128, 4096, 4096, 132) if c.cl > 1} == {8, 16}  # half x tiles too
-    # from 129 rows: 256-row x tiles with the sums in the stage ring (their own buffer would leave 2 stages)
-    assert {(c.mt, c.reuse) for c in cuda_ws.candidates(512, 4096, 14336, 132) if c.cl > 1} == {(32, True)}
+    # from 129 rows: 256-row x tiles
+    assert {(c.mt, c.cl) for c in cuda_ws.candidates(512, 4096, 14336, 132) if c.cl > 1} == {(32, 2)}
     assert not [c for c in cuda_ws.candidates(512, 28672, 4096, 132) if c.cl > 1]  # 224 tiles
 
 
@@ -196,8 +193,6 @@ def test_config_problems_are_named() -> None:
         (cuda_ws.WsConfig(cl=2), "cluster split"),  # stream-K on
         (cuda_ws.WsConfig(stream_k=False, cl=9), "cluster split"),
         (cuda_ws.WsConfig(mt=16, c=2, stages=5, sets=2, kch=2, stream_k=False, cl=2), "shared memory"),
-        (cuda_ws.WsConfig(reuse=True), "only a cluster split"),
-        (cuda_ws.WsConfig(mt=32, c=2, stages=3, sets=2, stream_k=False, cl=2, reuse=True), "smaller than"),
     ]
     for cfg, words in cases:
         assert words in str(cfg.problem()), cfg
@@ -214,14 +209,16 @@ def test_config_problems_are_named() -> None:
     assert all(cfg.kch < 4 for cfg in cuda_ws.candidates(32, 4096, 576 + 64))
 
 
+def test_the_gpu_tests_configs_can_be_built() -> None:
+    for cfg in CONFIGS:
+        assert cfg.problem() is None, cfg
+
+
 def test_source_defines_the_tile() -> None:
     src = cuda_ws.source(torch.bfloat16, 64, cuda_ws.WsConfig(mt=8, c=2, stages=5))
     for define in ("#define BF16 1", "#define G 64", "#define MT 8", "#define C 2", "#define S 5", "m64n64k16"):
         assert define in src
     assert "//@WGMMA@" not in src and f"void CLUSTER_DIMS __launch_bounds__(NT, OCC) {cuda_ws.NAME}(" in src
-    assert "#define REUSE 0" in src and "#define REUSE 1" in cuda_ws.source(
-        torch.float16, 128, cuda_ws.WsConfig(stream_k=False, cl=2, reuse=True)
-    )
     assert "#define CL 1" in src and "#define CL 4" in cuda_ws.source(
         torch.float16, 128, cuda_ws.WsConfig(stream_k=False, cl=4)
     )

@@ -28,10 +28,13 @@ the last part to finish writes y made every part wait for a fence and an atomic:
 rows, BENCHMARKS.md, fifteenth version). Inside a CUDA graph capture every tile is whole.
 
 A **cluster split** (``WsConfig.cl`` > 1, for layers with fewer tiles than SMs) replaces the persistent grid:
-each tile is one thread-block cluster of ``cl`` CTAs, rank r taking stages r·kc/cl …; the other ranks store
-their sums into rank 0's shared memory (a slot each, ``st.shared::cluster``) and arrive on its ``mbarrier``,
-and rank 0 adds them and writes y. No workspace and no round trip to L2, so it also runs inside a graph
-capture. (Adding into one buffer with ``red.shared::cluster`` instead took 3 – 11 µs an epilogue.) Clusters
+each tile is one thread-block cluster of ``cl`` CTAs, rank r taking stages r·kc/cl …, and the ranks
+reduce-scatter their sums: each owns a share of the tile's x rows, the others store their sums of those rows
+into its shared memory (a slot each, ``st.shared::cluster``) and arrive on its ``mbarrier``, and it adds them
+and writes its rows of y (the slots sit after the stages: a share of the tile's sums, not all of them). No
+workspace and no round trip to L2, so it also runs inside a graph capture. (Every rank sending all its sums to
+rank 0 took 4 – 7 µs an epilogue at 256 x rows; adding into one buffer with ``red.shared::cluster`` took
+3 – 11 µs.) Clusters
 sit inside a GPC, so fewer may fit at once than the SMs suggest (on an H200, 30 clusters of 4 at one CTA an
 SM): :attr:`WsPlan.waves` says how many rounds a plan takes and the tuner keeps only one-round splits.
 
@@ -66,14 +69,15 @@ _KERNEL = r"""
 #define SOFF (KCH * (XBYTES + WBYTES))
 #define STAGE ((KCH * (XBYTES + WBYTES + SZBYTES) + 1023) / 1024 * 1024)
 #if CL > 1
-// a cluster split: the CL CTAs of a cluster take one tile's stages in CL ranges, and the other ranks store their
-// sums in rank 0's buffer, a slot each ([rank − 1][consumer group][mt][thread] float4s): after the stages, or
-// (REUSE) in rank 0's stage ring once its consumers are done with it
-#if REUSE
-#define RBUF 0
-#else
+// a cluster split: the CL CTAs of a cluster take one tile's stages in CL ranges and then reduce-scatter their
+// sums: rank r owns the x-row slices of pairs [r·PAIRS / CL, (r + 1)·PAIRS / CL) (OWN_LO, OWN_HI), and every
+// other rank stores its sums of those slices in r's buffer, a slot each ([writer][consumer group][slice][thread]
+// float4s, OWNED slices a slot), after the stages
+#define PAIRS ((MT + 1) / 2)
+#define OWN_LO(r) (2 * ((r) * PAIRS / CL))
+#define OWN_HI(r) (2 * (((r) + 1) * PAIRS / CL) < MT ? 2 * (((r) + 1) * PAIRS / CL) : MT)
+#define OWNED (2 * ((PAIRS + CL - 1) / CL) < MT ? 2 * ((PAIRS + CL - 1) / CL) : MT)
 #define RBUF (S * STAGE)
-#endif
 #define CLUSTER_DIMS __cluster_dims__(CL, 1, 1)
 #else
 #define CLUSTER_DIMS
@@ -126,14 +130,16 @@ __device__ __forceinline__ u32 pack2(float a, float b) { return (u32)fromfloat(a
 // g and g + 8 of rows 2·tq and 2·tq + 1 of each 8-row slice mt), stored in 16-byte pieces: whole 32-byte
 // sectors instead of 2-byte stores. Three exchanges regroup the values: lanes g, g ^ 1 swap so each holds two
 // adjacent columns of both rows; lanes g, g ^ 2 swap so each holds four columns of one row; lanes g, g ^ 4 swap
-// across two slices so each holds eight columns of one row (one slice: 8-byte pieces)
+// across two slices so each holds eight columns of one row (one slice: 8-byte pieces). Only slices
+// [s_lo, s_hi) are stored (warp-uniform; a pair's first slice decides)
 __device__ __forceinline__ void store_tile(u16* __restrict__ y, const float (&acc)[MT][4], float blo, float bhi,
-                                           int M, int N, int m0, int n0, int g, int tq) {
+                                           int M, int N, int m0, int n0, int g, int tq, int s_lo = 0, int s_hi = MT) {
   const bool odd = g & 1, up = g & 2;
   const int col = (odd ? g + 7 : g) - (up ? 2 : 0);  // of this lane's first column after two exchanges
   uint2 q[MT];
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
+    if (mt < (s_lo & ~1) || mt >= s_hi + (s_hi & 1)) continue;
     const u32 lo = pack2(acc[mt][0] + blo, acc[mt][1] + blo), hi = pack2(acc[mt][2] + bhi, acc[mt][3] + bhi);
     const u32 keep = odd ? hi : lo, r = __shfl_xor_sync(0xFFFFFFFFu, odd ? lo : hi, 4);
     const u32 p0 = __byte_perm(keep, r, odd ? 0x1054 : 0x5410), p1 = __byte_perm(keep, r, odd ? 0x3276 : 0x7632);
@@ -142,11 +148,12 @@ __device__ __forceinline__ void store_tile(u16* __restrict__ y, const float (&ac
   }
 #if MT % 2
   const int m = m0 + 2 * tq + up;
-  if (m < M) *reinterpret_cast<uint2*>(y + (u64)m * N + n0 + col) = q[0];
+  if (m < M && s_lo == 0 && s_hi > 0) *reinterpret_cast<uint2*>(y + (u64)m * N + n0 + col) = q[0];
 #else
   const bool hi3 = g & 4;
 #pragma unroll
   for (int p = 0; p < MT / 2; ++p) {
+    if (2 * p < s_lo || 2 * p >= s_hi) continue;
     const uint2 a = q[2 * p], b = q[2 * p + 1], s = hi3 ? a : b;
     const u32 rx = __shfl_xor_sync(0xFFFFFFFFu, s.x, 16), ry = __shfl_xor_sync(0xFFFFFFFFu, s.y, 16);
     const int m = m0 + (2 * p + hi3) * 8 + 2 * tq + up;
@@ -225,14 +232,13 @@ extern "C" __global__ void CLUSTER_DIMS __launch_bounds__(NT, OCC) fastawq_frag_
       bar_init(empty0 + 8 * s, 128 * C);
     }
 #if CL > 1
-    bar_init(full0 + 16 * S, (CL - 1) * 128 * C);  // the other ranks' consumer threads, once each
-    bar_init(full0 + 16 * S + 8, 128 * C);  // REUSE: rank 0's consumer threads, done with its stage ring
+    bar_init(full0 + 16 * S, (CL - 1) * 128 * C);  // the other ranks' consumer threads: their sums are in
 #endif
     asm volatile("fence.mbarrier_init.release.cluster;\nfence.proxy.async.shared::cta;" ::: "memory");
   }
   __syncthreads();
 #if CL > 1
-  // rank 0 has started and its barrier is ready before another rank writes to it (they wait on this); a
+  // every rank has started and its barriers are ready before another writes to it (they wait on this); a
   // thread that exits counts as arrived
   asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
 #endif
@@ -314,38 +320,33 @@ extern "C" __global__ void CLUSTER_DIMS __launch_bounds__(NT, OCC) fastawq_frag_
     const int tm = t / nrb, rb = t % nrb;
     const int n_lo = rb * 64 * C + row, n_hi = n_lo + 8;
 #if CL > 1
-    const u32 mine = base + RBUF + cw * (MT * 2048) + tid * 16, sumbar = full0 + 16 * S;
-    if (c0 > 0) {  // not rank 0: store this share in its slot of rank 0's buffer, count it there, and leave
-      asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
-#if REUSE
-      bar_wait_cluster(sumbar + 8, 0);  // rank 0's ring is free
-#endif
-      const u32 dst = rank_addr(mine + (cluster_reg(0) - 1) * (C * MT * 2048), 0);
+    // reduce-scatter: store this rank's sums of every other rank's slices in that rank's buffer and count them
+    // there; then add the other ranks' sums of this rank's own slices and write those
+    const u32 rank = cluster_reg(0), sumbar = full0 + 16 * S;
+    const u32 slot = base + RBUF + cw * (OWNED * 2048) + tid * 16;  // + (writer slot · C) · OWNED · 2048
+    asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");  // every rank's barriers are set up
+    for (u32 i = 1; i < CL; ++i) {
+      const u32 q = (rank + i) % CL;  // the ranks after this one first: not every rank sends to rank 0 at once
+      const int lo = OWN_LO(q), hi = OWN_HI(q);
+      const u32 dst = rank_addr(slot + (rank < q ? rank : rank - 1) * (C * OWNED * 2048), q);
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
-        asm volatile("st.shared::cluster.v4.f32 [%0], {%1, %2, %3, %4};" :: "r"(dst + mt * 2048), "f"(acc[mt][0]),
-                     "f"(acc[mt][1]), "f"(acc[mt][2]), "f"(acc[mt][3]) : "memory");
-      const u32 bar0 = rank_addr(sumbar, 0);
-      asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" :: "r"(bar0) : "memory");
-      return;
-    }
-#if REUSE
-    // rank 0: every wgmma that read this thread's stages is done (and the producer has nothing more to copy),
-    // so the ring may take the other ranks' sums: tell each of them (their barriers are set up by now)
-    asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
-#pragma unroll
-    for (int r = 1; r < CL; ++r)
-      asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" :: "r"(rank_addr(sumbar + 8, r))
+        if (mt >= lo && mt < hi)
+          asm volatile("st.shared::cluster.v4.f32 [%0], {%1, %2, %3, %4};" :: "r"(dst + (mt - lo) * 2048),
+                       "f"(acc[mt][0]), "f"(acc[mt][1]), "f"(acc[mt][2]), "f"(acc[mt][3]) : "memory");
+      asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" :: "r"(rank_addr(sumbar, q))
                    : "memory");
-#endif
-    bar_wait_cluster(sumbar, 0);  // rank 0: every other rank's share is in
+    }
+    const int own_lo = OWN_LO(rank), own_hi = OWN_HI(rank);
+    bar_wait_cluster(sumbar, 0);  // every other rank's sums of this rank's slices are in
 #pragma unroll
     for (int r = 0; r < CL - 1; ++r)
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
+        if (mt < own_lo || mt >= own_hi) continue;
         float v[4];
         asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];" : "=f"(v[0]), "=f"(v[1]), "=f"(v[2]), "=f"(v[3])
-                     : "r"(mine + r * (C * MT * 2048) + mt * 2048) : "memory");
+                     : "r"(slot + r * (C * OWNED * 2048) + (mt - own_lo) * 2048) : "memory");
 #pragma unroll
         for (int i = 0; i < 4; ++i) acc[mt][i] += v[i];
       }
@@ -384,7 +385,11 @@ extern "C" __global__ void CLUSTER_DIMS __launch_bounds__(NT, OCC) fastawq_frag_
     }
 #endif
     const float blo = has_bias ? tofloat(bias[n_lo]) : 0.f, bhi = has_bias ? tofloat(bias[n_hi]) : 0.f;
+#if CL > 1
+    store_tile(y, acc, blo, bhi, M, N, tm * BT, n_lo - g, g, tq, own_lo, own_hi);  // its own slices
+#else
     store_tile(y, acc, blo, bhi, M, N, tm * BT, n_lo - g, g, tq);  // n_lo − g: the warp's first column
+#endif
   });
 }
 """
@@ -415,17 +420,15 @@ class WsConfig:
     #: chunks of 64 inputs a stage (and a wait / a release / a wgmma batch)
     kch: int = 1
     #: > 1: a cluster split instead of the persistent grid: each tile is one thread-block cluster of ``cl``
-    #: CTAs, each taking 1 / ``cl`` of its stages, and the sums meet in rank 0's shared memory
+    #: CTAs, each taking 1 / ``cl`` of its stages, and the sums are reduce-scattered through the ranks'
+    #: shared memory
     cl: int = 1
-    #: a cluster split whose other ranks store their sums in rank 0's stage ring once it is done with it,
-    #: instead of a buffer of their own (which can leave large tiles too few stages)
-    reuse: bool = False
 
     def describe(self) -> str:
         s = f"ws mt{self.mt} c{self.c} s{self.stages} occ{self.occ} r{self.sets}"
         s += f" k{64 * self.kch}" if self.kch > 1 else ""
         if self.cl > 1:
-            return s + f" cl{self.cl}" + (" ru" if self.reuse else "")
+            return s + f" cl{self.cl}"
         return s + ("" if self.stream_k else " nosk")
 
     @property
@@ -445,16 +448,18 @@ class WsConfig:
         raw = self.kch * (self.mt * 8 * 128 + self.c * 4 * 512 + self.c * 64 * 4)  # room for KCH group rows
         return -(-raw // 1024) * 1024
 
-    def sum_bytes(self) -> int:
-        """Rank 0's buffer for the other ranks' sums in a cluster split (their consumers' accumulators)."""
-        return (self.cl - 1) * self.c * self.mt * 2048
+    def owned_slices(self) -> int:
+        """The most 8-row slices of x one rank of a cluster split owns (sums up and writes): pairs of slices,
+        shared out over the ranks."""
+        pairs = (self.mt + 1) // 2
+        return min(self.mt, 2 * -(-pairs // self.cl))
 
-    def extra_sum_bytes(self) -> int:
-        """Shared memory for :meth:`sum_bytes` beyond the stages (none when the stage ring takes them)."""
-        return 0 if self.reuse else self.sum_bytes()
+    def sum_bytes(self) -> int:
+        """A rank's buffer for the other ranks' sums of its own slices in a cluster split."""
+        return (self.cl - 1) * self.c * self.owned_slices() * 2048 if self.cl > 1 else 0
 
     def smem_bytes(self) -> int:
-        return self.stages * self.stage_bytes() + self.extra_sum_bytes() + 1024  # + room to align the first stage
+        return self.stages * self.stage_bytes() + self.sum_bytes() + 1024  # + room to align the first stage
 
     def consumer_regs(self) -> int:
         """Registers a consumer thread gets after the producer gives its own back (``setmaxnreg``)."""
@@ -483,10 +488,6 @@ class WsConfig:
             return f"config {d}: a stage holds 1, 2 or 4 chunks of 64 inputs"
         if not 1 <= self.cl <= MAX_CLUSTER or (self.cl > 1 and self.stream_k):
             return f"config {d}: a cluster split takes 2 to {MAX_CLUSTER} CTAs and no stream-K"
-        if self.reuse and self.cl == 1:
-            return f"config {d}: only a cluster split can keep its sums in the stage ring"
-        if self.reuse and self.stages * self.stage_bytes() < self.sum_bytes():
-            return f"config {d}: the stage ring is smaller than the other ranks' sums"
         if 4 * self.mt + 16 * self.sets * self.kch + 32 > self.register_budget():  # else ptxas serializes the wgmmas
             return f"config {d}: the accumulators and register sets do not fit {self.register_budget()} registers"
         if self.smem_bytes() * self.occ > SMEM_MAX:
@@ -498,7 +499,7 @@ def source(dtype: torch.dtype, group_size: int, cfg: WsConfig) -> str:
     bf16 = 1 if dtype == torch.bfloat16 else 0
     defs = {"BF16": bf16, "G": group_size, "MT": cfg.mt, "C": cfg.c, "S": cfg.stages, "OCC": cfg.occ,
             "NSETS": cfg.sets, "KCH": cfg.kch, "CONSUMER_REGS": cfg.consumer_regs(), "CL": cfg.cl,
-            "REUSE": int(cfg.reuse), "WG": 1}  # fmt: skip
+            "WG": 1}  # fmt: skip
     header = cuda_frag.HEADER.replace("//@WGMMA@\n", cuda_frag.wgmma_source(cfg.mt))
     return "".join(f"#define {k} {v}\n" for k, v in defs.items()) + header + _KERNEL
 
@@ -528,19 +529,15 @@ def x_tiles(m: int) -> int:
 def cluster_split(m: int, n: int, k: int, sms: int, base: WsConfig) -> list[WsConfig]:
     """Cluster splits of ``base``'s tile for a layer with fewer tiles than SMs: the most CTAs a tile that
     still leave every tile its own cluster in one wave (one less, and half that: clusters sit inside a GPC, so
-    fewer may fit), each with as many stages as fit in shared memory and as it has to take (the sums in the
-    stage ring with ``base.reuse``)."""
+    fewer may fit), each with as many stages as fit in shared memory and as it has to take."""
     tiles = base.tiles(m, n)
     kc = k // (64 * base.kch)
     most = min(MAX_CLUSTER, sms * base.occ // max(tiles, 1), kc)
     out = []
     for cl in sorted({most, most - 1, most // 2} - {0, 1}, reverse=True):
         c = replace(base, cl=cl, stream_k=False)
-        fit = (SMEM_MAX // c.occ - 1024 - c.extra_sum_bytes()) // c.stage_bytes()
-        stages = max(c.sets, min(fit, -(-kc // cl)))
-        if c.reuse:  # the ring must hold the other ranks' sums, even where the share has fewer stages
-            stages = max(stages, -(-c.sum_bytes() // c.stage_bytes()))
-        c = replace(c, stages=stages)
+        fit = (SMEM_MAX // c.occ - 1024 - c.sum_bytes()) // c.stage_bytes()
+        c = replace(c, stages=max(c.sets, min(fit, -(-kc // cl))))
         if c.problem() is None:
             out.append(c)
     return out
@@ -570,17 +567,16 @@ def candidates(m: int, n: int, k: int, sms: int = 132) -> list[WsConfig]:
                WsConfig(32, 2, 5, sets=2), WsConfig(32, 2, 5, sets=2, stream_k=False),
                # 192-row tiles where N takes them: 4096×6144 at 512 rows fills 128 SMs (sixteenth version)
                WsConfig(16, 3, 8, sets=2), WsConfig(16, 3, 8, sets=2, stream_k=False)]  # fmt: skip
-    # cluster splits (sixteenth version's sweep, H200): from 33 rows with 128 or 64 inputs a stage or half the
-    # x tile, since the sums' buffer leaves too few 256-input stages (2 – 3) to win; from 65 rows also with the
-    # sums in the stage ring (seventeenth version), which leaves large tiles their stages
+    # cluster splits (H200 sweeps, sixteenth and seventeenth versions; the reduce-scatter's smaller buffers
+    # leave room for 256-input stages with the whole x tile from 33 rows, and for 256-row x tiles from 129)
     if 8 < m <= 32:
         splits = [WsConfig(x_tiles(m), 2, sets=2, kch=4)]
     elif 32 < m <= 64:
-        splits = [WsConfig(8, 2, sets=2, kch=2), WsConfig(4, 2, sets=2, kch=4)]
+        splits = [WsConfig(8, 2, sets=2, kch=4), WsConfig(8, 2, sets=2, kch=2), WsConfig(4, 2, sets=2, kch=4)]
     elif 64 < m <= 128:
-        splits = [WsConfig(8, 2, sets=2, kch=2), WsConfig(16, 2, sets=2), WsConfig(16, 2, sets=2, kch=2, reuse=True)]
-    elif m > 128:  # 256-row x tiles, the sums in the stage ring (seventeenth version: 14336×4096 at 512 rows)
-        splits = [WsConfig(32, 2, sets=2, reuse=True)]
+        splits = [WsConfig(8, 2, sets=2, kch=2), WsConfig(16, 2, sets=2, kch=2), WsConfig(16, 2, sets=2)]
+    elif m > 128:  # 14336×4096 at 512 rows
+        splits = [WsConfig(32, 2, sets=2)]
     else:
         splits = []
     for base in splits:
