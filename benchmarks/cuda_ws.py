@@ -2,6 +2,7 @@
 
     PYTHONPATH=src python benchmarks/cuda_ws.py --ms 16,32,64,128,256,512,4096 --json cuda-ws.json [--triton]
     PYTHONPATH=src python benchmarks/cuda_ws.py --cluster --ms 16,32,64,128 --json cuda-ws-cluster.json
+    PYTHONPATH=src python benchmarks/cuda_ws.py --late --ms 16,32,64 --json cuda-ws-late.json
 
 Per shape K×N and row count M: fp16 cuBLAS, the sweep's warp-specialized configs (each checked against
 the fp32 product of the dequantized weight first: a wrong config cannot win), with --triton also the
@@ -17,6 +18,7 @@ import itertools
 import json
 import os
 import sys
+from dataclasses import replace
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -74,12 +76,18 @@ def main() -> None:
     add_config_sweep_args(ap, "cuda-ws.json", "16,32,64,128,256,512,4096")
     ap.add_argument("--gpu-time", action="store_true", help="also CUPTI GPU time of the best config and cuBLAS")
     ap.add_argument("--cluster", action="store_true", help="the tuner's configs against cluster splits only")
+    ap.add_argument("--late", action="store_true", help="the tuner's configs with and without late scaling only")
     args = ap.parse_args()
     dtype, g, ms, shapes, bw, info = sweep_setup(args)
     rows: list[dict[str, Any]] = []
     for case in sweep_cases(shapes, ms, g, dtype, bw):
         k, n, m, x, wf, row = case.k, case.n, case.m, case.x, case.wf, case.row
-        cfgs = cluster_configs(m, n, k) if args.cluster else configs(m, n, k, args.quick)
+        if args.late:
+            cfgs = cuda_ws.candidates(m, n, k)
+            cfgs += [c for c in (replace(c, late=True, sets=2) for c in cfgs) if c.problem() is None]
+            cfgs = list(dict.fromkeys(cfgs))
+        else:
+            cfgs = cluster_configs(m, n, k) if args.cluster else configs(m, n, k, args.quick)
         # a cluster split whose clusters do not all fit at once (GPCs) runs a second wave: not a candidate
         cfgs = [c for c in cfgs if c.cl == 1 or cuda_ws.fits_one_wave(x.device, x.dtype, m, n, k, g, c)]
         time_best(case, cfgs, lambda cfg, x=x, wf=wf: cuda_ws.frag_ws(x, wf, g, None, cfg), "ws", args.gpu_time)  # type: ignore[misc]

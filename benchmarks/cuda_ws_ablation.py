@@ -5,7 +5,8 @@
 For each shape K×N (fp16, g128) and row count M, the tuner's candidates are timed and the fastest one is
 rebuilt with the kernel source edited before it is compiled; each variant is timed like benchmarks/kernels.py
 (cold L2, kernel time) next to fp16 cuBLAS. Only ``base`` computes the right product: ``nodec`` feeds the
-raw words to the tensor cores instead of decoding them, ``noepi`` stores no output, ``nowg`` issues no
+raw words to the tensor cores instead of decoding them, ``raw`` decodes them as magic + code only (no zero
+point, no scale), ``noepi`` stores no output, ``nowg`` issues no
 ``wgmma``, ``nox`` copies x only for the first stage of each piece of work (the other stages keep stale x),
 ``now`` copies no packed weights (the stages keep stale words). The differences bound what each part costs;
 they are not kernels to use. Up to 8 rows, where the tuner has no ``cuda_ws`` candidates, the config is the
@@ -34,6 +35,12 @@ VARIANTS: dict[str, dict[str, str]] = {
     "nodec": {
         _DECODE: "{ u32 (&a)[4] = af[H][4 * j + i]; a[0] = w[i]; a[1] = w[i] >> 4; a[2] = w[i] >> 8; "
         "a[3] = w[i] >> 12; }"
+    },
+    # the cheapest decode: magic | code (one shift a word, one LOP3 a pair), no zero point and no scale; what
+    # a kernel that takes both off after the product (with the group's sum of x) would pay for the decode
+    "raw": {
+        _DECODE: "{ u32 (&a)[4] = af[H][4 * j + i]; const u32 w8 = w[i] >> 8; a[0] = (w[i] & 0x000F000Fu) | magic; "
+        "a[1] = (w[i] & 0x00F000F0u) | magic; a[2] = (w8 & 0x000F000Fu) | magic; a[3] = (w8 & 0x00F000F0u) | magic; }"
     },
     "noepi": {_STORE: "if (m < M && a.x == 0x7C017C01u)\n      *reinterpret_cast<uint4*>"},
     "nowg": {"wgmma(acc, af[H][4 * j + i], desc + ((i * 32) >> 4));": "keep(af[H][4 * j + i]);"},
@@ -76,12 +83,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ms", default="128,512,4096")
     ap.add_argument("--json", default="ws-ablation.json")
+    ap.add_argument("--shapes", default="", help="subset, e.g. 4096x28672,14336x4096")
     args = ap.parse_args()
+    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")] if args.shapes else SHAPES
     g = 128
     rows: list[dict[str, Any]] = []
     with own_source(cuda_ws) as original:
         sources = {name: edited_source(original, edits) for name, edits in VARIANTS.items()}
-        for k, n in SHAPES:
+        for k, n in shapes:
             wf = frag_of(random_nk(k, n, g, torch.Generator().manual_seed(k + n)))
             dense = torch.randn(n, k, device="cuda", dtype=torch.float16)
             for m in (int(v) for v in args.ms.split(",")):

@@ -45,8 +45,14 @@ CONFIGS = [
     cuda_ws.WsConfig(mt=2, c=1, stages=6, occ=2, sets=2, kch=2, stream_k=False, cl=4),
     cuda_ws.WsConfig(mt=32, c=2, stages=4, sets=2, stream_k=False, cl=2),  # 16 slices of x rows a rank
     cuda_ws.WsConfig(mt=8, c=3, stages=5, sets=2, kch=2, stream_k=False, cl=3),  # pairs of slices 1, 1, 2
-    cuda_ws.WsConfig(mt=4, c=1, stages=9, occ=2, sets=2, stream_k=False, cl=5),  # ranks that own no rows
+    cuda_ws.WsConfig(mt=4, c=1, stages=9, occ=2, sets=2, stream_k=False, cl=5),  # gathered into rank 0
+    cuda_ws.WsConfig(mt=8, c=2, stages=4, sets=2, kch=2, stream_k=False, cl=6),  # two ranks own no rows
     cuda_ws.WsConfig(mt=16, c=3, stages=8, sets=2),  # 192-row tiles (N = 6144: 32 of them)
+    # the scale after the product (where late_applies; else the usual decode, e.g. group size 256 at k128)
+    cuda_ws.WsConfig(mt=2, c=2, stages=6, sets=2, kch=4, late=True),
+    cuda_ws.WsConfig(mt=4, c=2, stages=6, sets=2, kch=2, late=True),
+    cuda_ws.WsConfig(mt=8, c=2, stages=4, sets=2, kch=2, stream_k=False, cl=2, late=True),
+    cuda_ws.WsConfig(mt=1, c=1, stages=4, sets=2, late=True),
 ]
 
 # (m, k, n, g): odd M, several tiles of x, N of one tile (every CTA a few chunks of it, stream-K), and
@@ -203,6 +209,9 @@ def test_config_problems_are_named() -> None:
             for k in (4096, 576):
                 for cfg in cuda_ws.candidates(m, n, k) + [cuda_ws.default_config(m, n, k)]:
                     assert cfg.problem() is None and n % cfg.rows == 0 and k % (64 * cfg.kch) == 0, (m, n, k, cfg)
+    # up to 64 rows the two-set candidates scale after the product; from 65 rows none do
+    assert all(c.late == (c.sets == 2) for c in cuda_ws.candidates(16, 4096, 4096))
+    assert not any(c.late for c in cuda_ws.candidates(128, 4096, 4096))
     # from 9 rows the tuner times the warp-specialized kernel too (256 inputs a stage where K allows)
     assert not cuda_ws.candidates(8, 4096, 4096)
     assert any(cfg.kch == 4 for cfg in cuda_ws.candidates(16, 4096, 4096))
@@ -212,6 +221,22 @@ def test_config_problems_are_named() -> None:
 def test_the_gpu_tests_configs_can_be_built() -> None:
     for cfg in CONFIGS:
         assert cfg.problem() is None, cfg
+    late = [c for c in CONFIGS if c.late]
+    # each late config of the GPU tests scales late at some group size, and each falls back at another
+    assert all(any(c.late_applies(g) for g in (64, 128, 256)) for c in late)
+    assert all(not all(c.late_applies(g) for g in (64, 128, 256)) for c in late[1:])
+
+
+def test_late_scaling_is_a_two_set_option_that_knows_when_it_applies() -> None:
+    assert "two register sets" in str(cuda_ws.WsConfig(late=True, sets=3).problem())
+    assert cuda_ws.WsConfig(mt=2, sets=2, kch=4, late=True).late_applies(128)
+    assert not cuda_ws.WsConfig(mt=2, sets=2, kch=4).late_applies(128)  # not asked for
+    assert not cuda_ws.WsConfig(mt=2, sets=2, kch=1, late=True).late_applies(128)  # a group spans two stages
+    assert not cuda_ws.WsConfig(mt=16, sets=2, kch=2, late=True).late_applies(128)  # too many registers
+    src = cuda_ws.source(torch.float16, 128, cuda_ws.WsConfig(mt=2, sets=2, kch=4, late=True))
+    assert "#define LATE 1" in src and "#define LATE 0" in cuda_ws.source(
+        torch.float16, 256, cuda_ws.WsConfig(mt=4, sets=2, kch=2, late=True)
+    )
 
 
 def test_source_defines_the_tile() -> None:

@@ -530,16 +530,18 @@ class CudaConfig:
 
 
 def wgmma_source(mt: int) -> str:
-    """``wgmma(acc, a, desc)``: one m64n(8·mt)k16 product, A from registers, accumulating into acc."""
+    """``wgmma(acc, a, desc)``: one m64n(8·mt)k16 product, A from registers, accumulating into acc; and
+    ``wgmma_set(acc, a, desc)``, the same product written over acc (scale-d = 0)."""
     nacc = 4 * mt
     outs = ",".join(f"%{i}" for i in range(nacc))
     ins = ",".join(f"%{nacc + i}" for i in range(4))
     accs = ", ".join(f'"+f"(c[{i // 4}][{i % 4}])' for i in range(nacc))
-    return (
-        "__device__ __forceinline__ void wgmma(float (&c)[MT][4], const u32 (&a)[4], u64 desc) {\n"
+    return "".join(
+        f"__device__ __forceinline__ void {name}(float (&c)[MT][4], const u32 (&a)[4], u64 desc) {{\n"
         f'  asm volatile("wgmma.mma_async.sync.aligned.m64n{8 * mt}k16." WGTYPE " {{{outs}}}, {{{ins}}}, %{nacc + 4},'
-        f' 1, 1, 1, 0;"\n      : {accs}\n'
+        f' {scale_d}, 1, 1, 0;"\n      : {accs}\n'
         '      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc));\n}\n'
+        for name, scale_d in (("wgmma", 1), ("wgmma_set", 0))
     )
 
 

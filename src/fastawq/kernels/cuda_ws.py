@@ -28,13 +28,13 @@ the last part to finish writes y made every part wait for a fence and an atomic:
 rows, BENCHMARKS.md, fifteenth version). Inside a CUDA graph capture every tile is whole.
 
 A **cluster split** (``WsConfig.cl`` > 1, for layers with fewer tiles than SMs) replaces the persistent grid:
-each tile is one thread-block cluster of ``cl`` CTAs, rank r taking stages r·kc/cl …, and the ranks
-reduce-scatter their sums: each owns a share of the tile's x rows, the others store their sums of those rows
-into its shared memory (a slot each, ``st.shared::cluster``) and arrive on its ``mbarrier``, and it adds them
-and writes its rows of y (the slots sit after the stages: a share of the tile's sums, not all of them). No
-workspace and no round trip to L2, so it also runs inside a graph capture. (Every rank sending all its sums to
-rank 0 took 4 – 7 µs an epilogue at 256 x rows; adding into one buffer with ``red.shared::cluster`` took
-3 – 11 µs.) Clusters
+each tile is one thread-block cluster of ``cl`` CTAs, rank r taking stages r·kc/cl …; the sums meet in
+shared memory. From 64 x rows a tile the ranks reduce-scatter them: each owns a share of the tile's x rows,
+the others store their sums of those rows into its shared memory (a slot each, ``st.shared::cluster``) and
+arrive on its ``mbarrier``, and it adds them and writes its rows of y. Smaller tiles gather everything into
+rank 0 (the other ranks then wait for nothing; sharing out 32 rows cost 2 – 4 %). No workspace and no round
+trip to L2, so it also runs inside a graph capture. (Gathering 256 x rows took 4 – 7 µs an epilogue; adding
+into one buffer with ``red.shared::cluster`` took 3 – 11 µs.) Clusters
 sit inside a GPC, so fewer may fit at once than the SMs suggest (on an H200, 30 clusters of 4 at one CTA an
 SM): :attr:`WsPlan.waves` says how many rounds a plan takes and the tuner keeps only one-round splits.
 
@@ -61,6 +61,9 @@ _KERNEL = r"""
 #define WBYTES (C * 4 * 512)
 #define SZBYTES (C * 64 * 4)
 #define GR ((KCH * 64 + G - 1) / G)
+// LATE: the decode leaves the scale out ((q − z) only, exact), each group's product goes to its own accumulator
+// (PART), and the scale is applied to it in fp32 once its wgmmas are done (WsConfig.late_applies: a stage holds
+// whole groups, and the registers suffice)
 // the weight comes in pieces of WP chunks (a TMA box is at most 256 words wide): piece p holds every block's
 // chunks p·WP … side by side
 #define WP (KCH < 2 ? KCH : 2)
@@ -73,10 +76,17 @@ _KERNEL = r"""
 // sums: rank r owns the x-row slices of pairs [r·PAIRS / CL, (r + 1)·PAIRS / CL) (OWN_LO, OWN_HI), and every
 // other rank stores its sums of those slices in r's buffer, a slot each ([writer][consumer group][slice][thread]
 // float4s, OWNED slices a slot), after the stages
-#define PAIRS ((MT + 1) / 2)
+#if MT >= 8
+#define PAIRS (MT / 2)
 #define OWN_LO(r) (2 * ((r) * PAIRS / CL))
-#define OWN_HI(r) (2 * (((r) + 1) * PAIRS / CL) < MT ? 2 * (((r) + 1) * PAIRS / CL) : MT)
-#define OWNED (2 * ((PAIRS + CL - 1) / CL) < MT ? 2 * ((PAIRS + CL - 1) / CL) : MT)
+#define OWN_HI(r) (2 * (((r) + 1) * PAIRS / CL))
+#define OWNED (2 * ((PAIRS + CL - 1) / CL))
+#else
+// small x tiles gather into rank 0: their sums cross quickly, and the other ranks then wait for nothing
+#define OWN_LO(r) 0
+#define OWN_HI(r) ((r) == 0 ? MT : 0)
+#define OWNED MT
+#endif
 #define RBUF (S * STAGE)
 #define CLUSTER_DIMS __cluster_dims__(CL, 1, 1)
 #else
@@ -186,10 +196,43 @@ __device__ __forceinline__ void for_pieces(int kc, int dp, int per, int units, F
 
 // one stage (KCH chunks of 64 inputs) for one consumer warp group: wait for it, decode this thread's
 // fragments into register set H (of NSETS), multiply, and release the stage read NSETS − 1 stages ago once
-// its wgmmas are done (wait_group NSETS − 1: that many stages of products stay in flight during a decode)
+// its wgmmas are done (wait_group NSETS − 1: that many stages of products stay in flight during a decode).
+// LATE (two register sets): the decode comes first, then a wait for every wgmma; the previous stage's
+// products (part[other set][group]) are scaled into acc and its stage released; then this stage's wgmmas
+#if LATE
+#define PARTS float (&part)[NSETS][GR][MT][4]
+// the finished products of a stage (register set P, its scale/zero words at stg) scaled into acc
+template <int P>
+__device__ __forceinline__ void fixup(u32 stg, int row, float (&acc)[MT][4], PARTS) {
+#pragma unroll
+  for (int q = 0; q < GR; ++q) {
+    u32 szlo, szhi;
+    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(szlo) : "r"(stg + SOFF + q * SZBYTES + row * 4));
+    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(szhi) : "r"(stg + SOFF + q * SZBYTES + row * 4 + 32));
+    const float slo = half_to_float(szlo & 0xFFFF);
+#if BF16
+    const float shi = half_to_float(szhi & 0xFFFF);
+#else
+    const float shi = half_to_float(szhi & 0xFFFF) * 0.0625f;  // row g + 8 decoded as 16·(q − z)
+#endif
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      keepf(part[P][q][mt]);
+      acc[mt][0] += slo * part[P][q][mt][0];
+      acc[mt][1] += slo * part[P][q][mt][1];
+      acc[mt][2] += shi * part[P][q][mt][2];
+      acc[mt][3] += shi * part[P][q][mt][3];
+    }
+  }
+}
+#else
+#define PARTS float (&part)[1][1][1][4]
+#endif
+
 template <int H>
-__device__ __forceinline__ void consume(u32 st, u32 full, u32 parity, u32 old_empty, bool release, int wrow, int row,
-                                      float (&acc)[MT][4], u32 (&af)[NSETS][4 * KCH][4], u32 magic) {
+__device__ __forceinline__ void consume(u32 st, u32 full, u32 parity, u32 old_st, u32 old_empty, bool release,
+                                      int wrow, int row, float (&acc)[MT][4], u32 (&af)[NSETS][4 * KCH][4],
+                                      u32 magic, PARTS) {
   bar_wait(full, parity);
 #pragma unroll
   for (int j = 0; j < KCH; ++j) {
@@ -199,22 +242,55 @@ __device__ __forceinline__ void consume(u32 st, u32 full, u32 parity, u32 old_em
     const u32 sz = st + SOFF + (j * 64 / G) * SZBYTES + row * 4;  // this chunk's group row
     asm volatile("ld.shared.u32 %0, [%1];" : "=r"(szlo) : "r"(sz));
     asm volatile("ld.shared.u32 %0, [%1];" : "=r"(szhi) : "r"(sz + 32));
+#if LATE
+#if BF16
+    const u32 zlo = zpair((szlo >> 16) & 0xFF), zhi = zpair((szhi >> 16) & 0xFF);
+#else
+    const u32 zlo = zpair((szlo >> 16) & 0xFF), zhi = zpair(((szhi >> 16) & 0xFF) << 4);
+#endif
+#pragma unroll
+    for (int i = 0; i < 4; ++i) decode(w[i], zlo, zhi, af[H][4 * j + i], magic);
+#else
     const u32 zlo = zpair((szlo >> 16) & 0xFF), zhi = zpair((szhi >> 16) & 0xFF);
     const u32 slo = spair(szlo), shi = spair(szhi);
 #pragma unroll
     for (int i = 0; i < 4; ++i) decode_scaled(w[i], zlo, zhi, slo, shi, af[H][4 * j + i], magic);
+#endif
   }
+#if LATE
+  // the previous stage's products (the other register set) are done once every wgmma is: ptxas serializes all
+  // wgmmas if accumulators are read after a wait that leaves some in flight. Scale them, release their stage
+  asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+#pragma unroll
+  for (int j = 0; j < 4 * KCH; ++j) keep(af[(H + 1) % NSETS][j]);  // read by the wgmmas just finished
+  if (release) {
+    fixup<(H + 1) % NSETS>(old_st, row, acc, part);
+    bar_arrive(old_empty);
+  }
+#endif
   asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
 #pragma unroll
   for (int j = 0; j < KCH; ++j) {
     const u64 desc = gmma_desc(st + j * XBYTES);
 #pragma unroll
-    for (int i = 0; i < 4; ++i) wgmma(acc, af[H][4 * j + i], desc + ((i * 32) >> 4));  // k16 step i: 32 bytes in
+    for (int i = 0; i < 4; ++i) {  // k16 step i: 32 bytes in
+#if LATE
+      if (i == 0 && (j * 64) % G == 0)  // a group's first k16 step starts its accumulators
+        wgmma_set(part[H][j * 64 / G], af[H][4 * j + i], desc + ((i * 32) >> 4));
+      else wgmma(part[H][j * 64 / G], af[H][4 * j + i], desc + ((i * 32) >> 4));
+#else
+      wgmma(acc, af[H][4 * j + i], desc + ((i * 32) >> 4));
+#endif
+    }
   }
+#if LATE
+  asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");  // waited for at the next stage
+#else
   asm volatile("wgmma.commit_group.sync.aligned;\nwgmma.wait_group.sync.aligned %0;" :: "n"(NSETS - 1) : "memory");
 #pragma unroll
   for (int j = 0; j < 4 * KCH; ++j) keep(af[(H + 1) % NSETS][j]);  // read by the wgmmas just finished
   if (release) bar_arrive(old_empty);
+#endif
 }
 
 extern "C" __global__ void CLUSTER_DIMS __launch_bounds__(NT, OCC) fastawq_frag_ws(
@@ -287,6 +363,11 @@ extern "C" __global__ void CLUSTER_DIMS __launch_bounds__(NT, OCC) fastawq_frag_
 #pragma unroll
       for (int i = 0; i < 4; ++i) af[h][j][i] = 0u;
   float acc[MT][4];
+#if LATE
+  float part[NSETS][GR][MT][4];
+#else
+  float part[1][1][1][4];
+#endif
   // the ring position s of the next stage (counted over all pieces, as the producer counts) and its phase
   // parity, the stage released after it (NSETS − 1 back) and its register set h: all kept incrementally
   int s = 0, h = 0, old = S - (NSETS - 1);
@@ -298,12 +379,13 @@ extern "C" __global__ void CLUSTER_DIMS __launch_bounds__(NT, OCC) fastawq_frag_
       for (int i = 0; i < 4; ++i) acc[mt][i] = 0.f;
     for (int c = c0; c < c1; ++c) {
       const u32 st = base + s * STAGE, full = full0 + 8 * s, old_empty = empty0 + 8 * old;
+      const u32 old_st = base + old * STAGE;
       const bool release = c - c0 >= NSETS - 1;
-      if (h == 0) consume<0>(st, full, parity, old_empty, release, wrow, row, acc, af, magic);
+      if (h == 0) consume<0>(st, full, parity, old_st, old_empty, release, wrow, row, acc, af, magic, part);
 #if NSETS > 2
-      else if (h == 2) consume<2>(st, full, parity, old_empty, release, wrow, row, acc, af, magic);
+      else if (h == 2) consume<2>(st, full, parity, old_st, old_empty, release, wrow, row, acc, af, magic, part);
 #endif
-      else consume<1>(st, full, parity, old_empty, release, wrow, row, acc, af, magic);
+      else consume<1>(st, full, parity, old_st, old_empty, release, wrow, row, acc, af, magic, part);
       h = h + 1 == NSETS ? 0 : h + 1;
       old = old + 1 == S ? 0 : old + 1;
       if (++s == S) {
@@ -312,8 +394,21 @@ extern "C" __global__ void CLUSTER_DIMS __launch_bounds__(NT, OCC) fastawq_frag_
       }
     }
     asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+#if LATE
+    // the products of the stages not scaled yet (the last min(NSETS − 1, stages) ones, register sets h − r)
+    for (int r = min(NSETS - 1, c1 - c0); r > 0; --r) {
+      const u32 stg = base + ((s + S - r) % S) * STAGE;
+      const int p = (h + NSETS - r) % NSETS;
+      if (p == 0) fixup<0>(stg, row, acc, part);
+#if NSETS > 2
+      else if (p == 2) fixup<2>(stg, row, acc, part);
+#endif
+      else fixup<1>(stg, row, acc, part);
+    }
+#else
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) keepf(acc[mt]);
+#endif
     // the stages this piece has not released yet: its last min(NSETS − 1, stages) ones
     for (int r = min(NSETS - 1, c1 - c0); r > 0; --r) bar_arrive(empty0 + 8 * ((s + S - r) % S));
 
@@ -324,10 +419,14 @@ extern "C" __global__ void CLUSTER_DIMS __launch_bounds__(NT, OCC) fastawq_frag_
     // there; then add the other ranks' sums of this rank's own slices and write those
     const u32 rank = cluster_reg(0), sumbar = full0 + 16 * S;
     const u32 slot = base + RBUF + cw * (OWNED * 2048) + tid * 16;  // + (writer slot · C) · OWNED · 2048
-    asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");  // every rank's barriers are set up
+    bool sends = false;  // to a rank that owns rows (gathering, rank 0 sends nothing and waits for nobody else)
+#pragma unroll
+    for (u32 q = 0; q < CL; ++q) sends |= q != rank && OWN_LO(q) < OWN_HI(q);
+    if (sends) asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");  // their barriers are set up
     for (u32 i = 1; i < CL; ++i) {
       const u32 q = (rank + i) % CL;  // the ranks after this one first: not every rank sends to rank 0 at once
       const int lo = OWN_LO(q), hi = OWN_HI(q);
+      if (lo >= hi) continue;  // q owns no rows
       const u32 dst = rank_addr(slot + (rank < q ? rank : rank - 1) * (C * OWNED * 2048), q);
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
@@ -338,6 +437,7 @@ extern "C" __global__ void CLUSTER_DIMS __launch_bounds__(NT, OCC) fastawq_frag_
                    : "memory");
     }
     const int own_lo = OWN_LO(rank), own_hi = OWN_HI(rank);
+    if (own_lo >= own_hi) return;  // nothing to write: the owners have this rank's sums
     bar_wait_cluster(sumbar, 0);  // every other rank's sums of this rank's slices are in
 #pragma unroll
     for (int r = 0; r < CL - 1; ++r)
@@ -385,7 +485,7 @@ extern "C" __global__ void CLUSTER_DIMS __launch_bounds__(NT, OCC) fastawq_frag_
     }
 #endif
     const float blo = has_bias ? tofloat(bias[n_lo]) : 0.f, bhi = has_bias ? tofloat(bias[n_hi]) : 0.f;
-#if CL > 1
+#if CL > 1 && MT >= 8
     store_tile(y, acc, blo, bhi, M, N, tm * BT, n_lo - g, g, tq, own_lo, own_hi);  // its own slices
 #else
     store_tile(y, acc, blo, bhi, M, N, tm * BT, n_lo - g, g, tq);  // n_lo − g: the warp's first column
@@ -423,10 +523,15 @@ class WsConfig:
     #: CTAs, each taking 1 / ``cl`` of its stages, and the sums are reduce-scattered through the ranks'
     #: shared memory
     cl: int = 1
+    #: the scale applied after the product: the decode gives (q − z) only, each group of a stage has its own
+    #: accumulators, scaled in fp32 once their wgmmas are done. Where :meth:`late_applies` says no for a group
+    #: size (a group spans stages, or the accumulators would not fit in registers) the kernel scales as usual
+    late: bool = False
 
     def describe(self) -> str:
         s = f"ws mt{self.mt} c{self.c} s{self.stages} occ{self.occ} r{self.sets}"
         s += f" k{64 * self.kch}" if self.kch > 1 else ""
+        s += " late" if self.late else ""
         if self.cl > 1:
             return s + f" cl{self.cl}"
         return s + ("" if self.stream_k else " nosk")
@@ -449,14 +554,21 @@ class WsConfig:
         return -(-raw // 1024) * 1024
 
     def owned_slices(self) -> int:
-        """The most 8-row slices of x one rank of a cluster split owns (sums up and writes): pairs of slices,
-        shared out over the ranks."""
-        pairs = (self.mt + 1) // 2
-        return min(self.mt, 2 * -(-pairs // self.cl))
+        """The most 8-row slices of x one rank of a cluster split owns (sums up and writes): from 8 slices
+        pairs of them shared out over the ranks, else all of them in rank 0."""
+        return 2 * -(-(self.mt // 2) // self.cl) if self.mt >= 8 else self.mt
 
     def sum_bytes(self) -> int:
         """A rank's buffer for the other ranks' sums of its own slices in a cluster split."""
         return (self.cl - 1) * self.c * self.owned_slices() * 2048 if self.cl > 1 else 0
+
+    def late_applies(self, group_size: int) -> bool:
+        """Whether ``late`` takes effect at this group size: every group within one stage, and the accumulators,
+        the register sets and the groups' own accumulators within what ptxas kept free of spills and of
+        serialized wgmmas (232 of the estimate below: the sm_90 compiles of 2 – 8 x-row tiles)."""
+        groups = -(-64 * self.kch // group_size)
+        need = 4 * self.mt + 16 * self.sets * self.kch + 4 * self.mt * self.sets * groups + 32
+        return self.late and group_size <= 64 * self.kch and need <= 232
 
     def smem_bytes(self) -> int:
         return self.stages * self.stage_bytes() + self.sum_bytes() + 1024  # + room to align the first stage
@@ -480,6 +592,8 @@ class WsConfig:
             return f"config {d}: 1 to 3 consumer warp groups"
         if self.sets not in (2, 3):
             return f"config {d}: 2 or 3 register sets"
+        if self.late and self.sets != 2:
+            return f"config {d}: late scaling takes two register sets"
         if self.stages < self.sets:
             return f"config {d}: at least as many stages as register sets"
         if self.occ not in (1, 2) or (self.occ == 2 and self.c > 2):
@@ -499,7 +613,7 @@ def source(dtype: torch.dtype, group_size: int, cfg: WsConfig) -> str:
     bf16 = 1 if dtype == torch.bfloat16 else 0
     defs = {"BF16": bf16, "G": group_size, "MT": cfg.mt, "C": cfg.c, "S": cfg.stages, "OCC": cfg.occ,
             "NSETS": cfg.sets, "KCH": cfg.kch, "CONSUMER_REGS": cfg.consumer_regs(), "CL": cfg.cl,
-            "WG": 1}  # fmt: skip
+            "LATE": int(cfg.late_applies(group_size)), "WG": 1}  # fmt: skip
     header = cuda_frag.HEADER.replace("//@WGMMA@\n", cuda_frag.wgmma_source(cfg.mt))
     return "".join(f"#define {k} {v}\n" for k, v in defs.items()) + header + _KERNEL
 
@@ -581,6 +695,8 @@ def candidates(m: int, n: int, k: int, sms: int = 132) -> list[WsConfig]:
         splits = []
     for base in splits:
         out += cluster_split(m, n, k, sms, base)
+    if m <= 64:  # the scale after the product (seventeenth version: 2 – 11 % up to 64 rows where it applies)
+        out = [replace(c, late=True) if c.sets == 2 else c for c in out]
     return [c for c in out if c.problem() is None and n % c.rows == 0 and k % (64 * c.kch) == 0]
 
 
