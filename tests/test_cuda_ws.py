@@ -151,6 +151,26 @@ def test_schedule_covers_every_chunk_once(m: int, n: int, k: int, sms: int, stre
                 assert all(b > head_cta[t] for b in other_ctas[t]) and len(other_ctas[t]) == parts[t] - 1
 
 
+def _owned(mt: int, cl: int, rank: int) -> range:
+    """The kernel's OWN_LO / OWN_HI: pairs of 8-row slices shared out from 8 slices, else all in rank 0."""
+    if mt < 8:
+        return range(mt) if rank == 0 else range(0)
+    pairs = mt // 2
+    return range(2 * (rank * pairs // cl), 2 * ((rank + 1) * pairs // cl))
+
+
+@pytest.mark.parametrize("mt", [1, 2, 4, 8, 16, 24, 32])
+@pytest.mark.parametrize("cl", range(2, 9))
+def test_cluster_split_owners_cover_every_slice_once_within_the_buffer(mt: int, cl: int) -> None:
+    cfg = cuda_ws.WsConfig(mt=mt, c=2, stages=2, sets=2, stream_k=False, cl=cl)
+    owned = [_owned(mt, cl, r) for r in range(cl)]
+    assert sorted(i for o in owned for i in o) == list(range(mt))  # every slice written once
+    assert max(len(o) for o in owned) <= cfg.owned_slices()  # a slot holds the largest share
+    assert cfg.sum_bytes() == (cl - 1) * 2 * cfg.owned_slices() * 2048
+    if mt >= 8:  # shared out: a rank's buffer holds less than the whole tile's sums
+        assert cfg.owned_slices() < mt
+
+
 @pytest.mark.parametrize(("m", "n", "k", "cl"), [(16, 4096, 4096, 4), (70, 384, 576, 3), (300, 256, 512, 8)])
 def test_cluster_split_gives_each_rank_a_share_of_one_tile(m: int, n: int, k: int, cl: int) -> None:
     cfg = cuda_ws.WsConfig(mt=8, c=2, stages=3, sets=2, stream_k=False, cl=cl)

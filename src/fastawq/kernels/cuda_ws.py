@@ -563,9 +563,9 @@ class WsConfig:
         return (self.cl - 1) * self.c * self.owned_slices() * 2048 if self.cl > 1 else 0
 
     def late_applies(self, group_size: int) -> bool:
-        """Whether ``late`` takes effect at this group size: every group within one stage, and the accumulators,
-        the register sets and the groups' own accumulators within what ptxas kept free of spills and of
-        serialized wgmmas (232 of the estimate below: the sm_90 compiles of 2 – 8 x-row tiles)."""
+        """Whether ``late`` takes effect at this group size: every group within one stage, and an estimate of
+        the consumer's registers (accumulators, decoded register sets, the groups' own accumulators) of at most
+        232, the most that compiled without spills or serialized wgmmas for 2 – 8 x-row tiles on sm_90."""
         groups = -(-64 * self.kch // group_size)
         need = 4 * self.mt + 16 * self.sets * self.kch + 4 * self.mt * self.sets * groups + 32
         return self.late and group_size <= 64 * self.kch and need <= 232
