@@ -32,7 +32,7 @@ each tile is one thread-block cluster of ``cl`` CTAs, rank r taking stages r·kc
 shared memory. From 64 x rows a tile the ranks reduce-scatter them: each owns a share of the tile's x rows,
 the others store their sums of those rows into its shared memory (a slot each, ``st.shared::cluster``) and
 arrive on its ``mbarrier``, and it adds them and writes its rows of y. Smaller tiles gather everything into
-rank 0 (the other ranks then wait for nothing; sharing out 32 rows cost 2 – 4 %). No workspace and no round
+rank 0, as before (their sums are small, and the other ranks then wait for nothing). No workspace and no round
 trip to L2, so it also runs inside a graph capture. (Gathering 256 x rows took 4 – 7 µs an epilogue; adding
 into one buffer with ``red.shared::cluster`` took 3 – 11 µs.) Clusters
 sit inside a GPC, so fewer may fit at once than the SMs suggest (on an H200, 30 clusters of 4 at one CTA an
@@ -82,7 +82,7 @@ _KERNEL = r"""
 #define OWN_HI(r) (2 * (((r) + 1) * PAIRS / CL))
 #define OWNED (2 * ((PAIRS + CL - 1) / CL))
 #else
-// small x tiles gather into rank 0: their sums cross quickly, and the other ranks then wait for nothing
+// small x tiles gather into rank 0: their sums are small, and the other ranks then wait for nothing
 #define OWN_LO(r) 0
 #define OWN_HI(r) ((r) == 0 ? MT : 0)
 #define OWNED MT
