@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from fastawq.kernels import cuda_ws
-from kernels import SHAPES, edited_source, frag_of, kernel_time_us, own_source, random_nk, use_source
+from kernels import edited_source, frag_of, kernel_time_us, own_source, parse_shapes, random_nk, use_source
 
 _DECODE = "decode_scaled(w[i], zlo, zhi, slo, shi, af[H][4 * j + i], magic);"
 _STORE = "if (m < M)\n      *reinterpret_cast<uint4*>"
@@ -85,7 +85,7 @@ def main() -> None:
     ap.add_argument("--json", default="ws-ablation.json")
     ap.add_argument("--shapes", default="", help="subset, e.g. 4096x28672,14336x4096")
     args = ap.parse_args()
-    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")] if args.shapes else SHAPES
+    shapes = parse_shapes(args.shapes)
     g = 128
     rows: list[dict[str, Any]] = []
     with own_source(cuda_ws) as original:

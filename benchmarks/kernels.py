@@ -267,13 +267,16 @@ class SweepCase:
     row: dict[str, Any]
 
 
+def parse_shapes(text: str) -> list[tuple[int, ...]]:
+    """The K×N shapes of a ``--shapes`` option ("4096x4096,14336x4096"); empty: the five benchmark shapes."""
+    return [tuple(int(v) for v in s.split("x")) for s in text.split(",")] if text else list(SHAPES)
+
+
 def sweep_setup(
     args: argparse.Namespace,
 ) -> tuple[torch.dtype, int, list[int], list[tuple[int, ...]], float, dict[str, Any]]:
     """(dtype, group size, Ms, shapes, copy bandwidth, run info) of a config sweep; the info is printed."""
-    shapes: list[tuple[int, ...]] = list(SHAPES)
-    if args.shapes:
-        shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    shapes = parse_shapes(args.shapes)
     bw = copy_bandwidth()
     info = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "python": platform.python_version(),
             "copy_bandwidth_TBps": bw / 1e12, "dtype": args.dtype, "group_size": args.group_size}  # fmt: skip
@@ -763,7 +766,7 @@ def main() -> None:
     ap.add_argument("--gpu-time", action="store_true", help="also report CUPTI kernel durations (torch.profiler)")
     ap.add_argument("--compile-slice", default="", help=argparse.SUPPRESS)  # "i/n": a --jobs worker
     args = ap.parse_args()
-    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")] if args.shapes else SHAPES
+    shapes = parse_shapes(args.shapes)
     ms = [int(v) for v in args.ms.split(",")] if args.ms else MS
     sweep_ms = ms if args.ms else [1, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
     OTHER[0] = args.other

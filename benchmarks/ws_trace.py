@@ -32,13 +32,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fastawq.kernels import cuda_rt, cuda_ws
 from fastawq.kernels.triton_awq import _workspace
 from kernels import (
-    SHAPES,
     TIMER_STAMPS,
     _flush_buffer,
     edited_source,
     frag_of,
     kernel_time_us,
     own_source,
+    parse_shapes,
     random_nk,
     use_source,
 )
@@ -137,7 +137,7 @@ def main() -> None:
     ap.add_argument("--json", default="ws-trace.json")
     ap.add_argument("--shapes", default="", help="subset, e.g. 4096x4096,14336x4096")
     args = ap.parse_args()
-    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")] if args.shapes else SHAPES
+    shapes = parse_shapes(args.shapes)
     flush = _flush_buffer()
     rows: list[dict[str, Any]] = []
     with own_source(cuda_ws) as original:
