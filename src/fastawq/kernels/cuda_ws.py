@@ -298,7 +298,7 @@ extern "C" __global__ void CLUSTER_DIMS __launch_bounds__(NT, OCC) fastawq_frag_
     const u16* __restrict__ bias, u16* __restrict__ y, float* __restrict__ ws, int* __restrict__ cnt,
     int M, int N, int kc, int nrb, int dp, int per, int units, int has_bias) {
   extern __shared__ __align__(1024) unsigned char smem[];
-  __shared__ __align__(8) u64 bars[2 * S + 2];
+  __shared__ __align__(8) u64 bars[2 * S + 1];  // S full, S empty, the cluster split's sums
   const u32 base = (smem_addr(smem) + 1023) & ~1023u;  // TMA's 128-byte swizzle wants 1024-byte atoms
   const u32 full0 = smem_addr(bars), empty0 = full0 + 8 * S;
   const int wg = threadIdx.x >> 7;
