@@ -69,6 +69,17 @@ __device__ __forceinline__ void raw(u32 w, u32 magic, u32 (&a)[4]) {
 #endif
 }
 
+// a 4 × 4 transpose of u32s over the quad of lanes t = 0 … 3: e[i] of lane t becomes e[t] of lane i before
+__device__ __forceinline__ void transpose4(u32 (&e)[4], int t) {
+  const bool o1 = t & 1, o2 = t & 2;
+  u32 a = __shfl_xor_sync(0xFFFFFFFFu, o1 ? e[0] : e[1], 1);
+  u32 b = __shfl_xor_sync(0xFFFFFFFFu, o1 ? e[2] : e[3], 1);
+  if (o1) { e[0] = a; e[2] = b; } else { e[1] = a; e[3] = b; }
+  a = __shfl_xor_sync(0xFFFFFFFFu, o2 ? e[0] : e[2], 2);
+  b = __shfl_xor_sync(0xFFFFFFFFu, o2 ? e[1] : e[3], 2);
+  if (o2) { e[0] = a; e[1] = b; } else { e[2] = a; e[3] = b; }
+}
+
 #if CL > 1
 // the K slices of a row range sum up through the cluster's shared memory (Hopper)
 __device__ __forceinline__ void cluster_sync_all() {
@@ -166,17 +177,27 @@ extern "C" __global__ void __launch_bounds__(KW * 32) fastawq_frag_gemv(
     }
   }
 #endif
-  // x: B fragment of 16-input step s is x[g][k + 2t, +1] and x[g][k + 8 + 2t, +1] (rows past M: zero)
+  // x: B fragment of 16-input step s is x[g][k + 2t, +1] and x[g][k + 8 + 2t, +1], u32s 8s + t and 8s + 4 + t
+  // of the row (rows past M: zero). Each half chunk of row g (16 u32s) comes in as 16-byte pieces, piece t to
+  // lane t, and a transpose over the quad gives each lane its u32s 4i + t: whole 32-byte sectors, a quarter of
+  // the loads (u32 loads used half of each sector, and the x read was most of the time 8 rows took over 1)
   u32 xf[KC * 4][MT][2];
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
     const int r = mt * 8 + g;
     const bool ok = busy && r < mrows;
-    const u32* xr = reinterpret_cast<const u32*>(x + (u64)(m0 + (ok ? r : 0)) * ldx + c0 * 64) + t;
+    const uint4* xr = reinterpret_cast<const uint4*>(x + (u64)(m0 + (ok ? r : 0)) * ldx + c0 * 64) + t;
+    uint4 v[KC * 2];
 #pragma unroll
-    for (int s = 0; s < KC * 4; ++s) {
-      xf[s][mt][0] = ok ? __ldg(xr + s * 8) : 0u;
-      xf[s][mt][1] = ok ? __ldg(xr + s * 8 + 4) : 0u;
+    for (int h = 0; h < KC * 2; ++h) v[h] = ok ? __ldg(xr + 4 * h) : make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+    for (int h = 0; h < KC * 2; ++h) {  // half chunk h: steps 2h and 2h + 1
+      u32 e[4] = {v[h].x, v[h].y, v[h].z, v[h].w};
+      transpose4(e, t);
+      xf[2 * h][mt][0] = e[0];
+      xf[2 * h][mt][1] = e[1];
+      xf[2 * h + 1][mt][0] = e[2];
+      xf[2 * h + 1][mt][1] = e[3];
     }
   }
   // each group's sum of x per x row (columns 2t, 2t + 1 of an all-ones A times x): the zero-point term
