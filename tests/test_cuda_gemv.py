@@ -60,7 +60,7 @@ def test_config_problems_are_named() -> None:
     cases = [
         (GemvConfig(kc=0), "at least 1"),
         (GemvConfig(kw=33), "32 warps"),
-        (GemvConfig(kc=3), "chunks of a group"),
+        (GemvConfig(kc=3), "steps of 16 inputs"),
         (GemvConfig(kw=32, rbc=32), "shared memory"),
         (GemvConfig(stages=1), "copy stages"),
         (GemvConfig(stages=9), "copy stages"),
@@ -71,6 +71,10 @@ def test_config_problems_are_named() -> None:
     for cfg, words in cases:
         assert words in str(cfg.problem(128)), cfg
     assert GemvConfig(kc=3).problem(64) is None  # one chunk a group: any kc
+    assert GemvConfig(kc=3).problem(32) is None  # two groups a chunk: any kc
+    # a warp's scale/zero words a stage: one pair a group it covers (two a chunk at group size 32)
+    cfg = GemvConfig(kc=4, kw=2, stages=2)
+    assert cfg.smem_bytes(32, 1) - cfg.smem_bytes(128, 1) == 2 * 2 * (8 - 2) * 2 * 128  # stages, warps, groups
     assert GemvConfig(kc=2, kw=4).split(4096) == 8 and GemvConfig(kc=4, kw=16).split(4096) == 1
     assert GemvConfig(kc=4, kw=16).split(4160) == 2  # 65 chunks: a second CTA for the last one
 
@@ -96,7 +100,7 @@ def test_balanced_rows_cover_every_block_once_within_shared_memory() -> None:
 
 def test_candidates_fit_and_stop_at_sixteen_rows() -> None:
     for m in (1, 5, 8, 9, 16):
-        for g in cuda_frag.GROUP_SIZES:
+        for g in cuda_gemv.GROUP_SIZES:
             for k in (4096, 14336, 4160):
                 cands = cuda_gemv.candidates(m, 4096, k, g)
                 assert cands, (m, g, k)
@@ -132,7 +136,8 @@ def test_zero_point_comes_off_after_the_product() -> None:
 @pytest.mark.parametrize("cfg", CONFIGS, ids=[c.describe() for c in CONFIGS])
 @pytest.mark.parametrize(("m", "k", "n", "g"), [(1, 512, 96, 64), (3, 1024, 160, 128), (8, 1536, 48, 256),
                                                 (13, 768, 64, 128), (1, 4096, 256, 128), (16, 512, 80, 128),
-                                                (29, 1024, 48, 64)])  # fmt: skip
+                                                (29, 1024, 48, 64), (1, 512, 96, 32), (8, 1024, 48, 32),
+                                                (16, 768, 80, 32)])  # fmt: skip
 def test_cuda_gemv_matches_float64(cfg: GemvConfig, m: int, k: int, n: int, g: int, dtype: torch.dtype) -> None:
     if cfg.problem(g) is not None:
         pytest.skip(str(cfg.problem(g)))

@@ -7,6 +7,7 @@ schedule covers every chunk of every tile exactly once, and the kernel says why 
 from __future__ import annotations
 
 import ctypes
+from dataclasses import replace
 
 import pytest
 import torch
@@ -56,9 +57,11 @@ CONFIGS = [
 ]
 
 # (m, k, n, g): odd M, several tiles of x, N of one tile (every CTA a few chunks of it, stream-K), and
-# more tiles than SMs (whole tiles first, then the rest shared out)
+# more tiles than SMs (whole tiles first, then the rest shared out); the last two at group size 32 (two groups a
+# chunk)
 SHAPES = [(1, 512, 128, 64), (7, 768, 384, 128), (16, 1024, 192, 256), (29, 512, 128, 128), (70, 384, 384, 64),
-          (133, 512, 256, 128), (300, 1024, 384, 128), (600, 256, 3840, 128)]  # fmt: skip
+          (133, 512, 256, 128), (300, 1024, 384, 128), (600, 256, 3840, 128),
+          (13, 768, 384, 32), (133, 512, 256, 32)]  # fmt: skip
 
 
 @gpu
@@ -69,18 +72,21 @@ SHAPES = [(1, 512, 128, 64), (7, 768, 384, 128), (16, 1024, 192, 256), (29, 512,
 def test_ws_kernel_matches_float64(cfg: cuda_ws.WsConfig, m: int, k: int, n: int, g: int, dtype: torch.dtype) -> None:
     if n % cfg.rows or k % (64 * cfg.kch) or k // (64 * cfg.kch) < cfg.cl:
         pytest.skip(f"N={n} is not a multiple of {cfg.rows} rows, or K={k} of {64 * cfg.kch} inputs, or too short")
+    if cfg.problem(g) is not None:  # group size 32: a stage takes more shared memory
+        pytest.skip(str(cfg.problem(g)))
     check_matches_float64(cuda_ws.frag_ws, cfg, m, k, n, g, dtype)  # split tiles leave the workspace zeroed
 
 
 @gpu
 @needs_hopper
-@pytest.mark.parametrize("m", [12, 29, 40, 100, 300])
-def test_every_tuner_candidate_matches_float64(m: int) -> None:
-    k, n, g = 1024, 640, 128
+@pytest.mark.parametrize(("m", "g"), [(12, 128), (29, 128), (40, 128), (100, 128), (300, 128), (12, 32), (100, 32),
+                                      (300, 32)])  # fmt: skip
+def test_every_tuner_candidate_matches_float64(m: int, g: int) -> None:
+    k, n = 1024, 640
     t, w = random_gemm(k, n, g, seed=m, device=DEV)
     wf = layouts.gemm_to_frag(t)
     x = torch.randn(m, k, generator=torch.Generator().manual_seed(m)).half()
-    cands = cuda_ws.candidates(m, n, k, torch.cuda.get_device_properties(0).multi_processor_count)
+    cands = cuda_ws.candidates(m, n, k, torch.cuda.get_device_properties(0).multi_processor_count, g)
     assert cands and (m > 128 or any(cfg.cl > 1 for cfg in cands))  # 5 tiles: cluster splits up to 128 rows
     for cfg in cands:
         assert cfg.cl == 1 or cuda_ws.fits_one_wave(x.device, x.dtype, m, n, k, g, cfg)  # 5 clusters fit
@@ -236,6 +242,27 @@ def test_config_problems_are_named() -> None:
     assert not cuda_ws.candidates(8, 4096, 4096)
     assert any(cfg.kch == 4 for cfg in cuda_ws.candidates(16, 4096, 4096))
     assert all(cfg.kch < 4 for cfg in cuda_ws.candidates(32, 4096, 576 + 64))
+
+
+def test_group_size_32_takes_twice_the_scale_rows_and_fewer_stages_where_needed() -> None:
+    """At group size 32 a stage holds two scale/zero rows a chunk: the stage grows by KCH rows of C·256 bytes
+    (before rounding to 1 KiB), candidates that no longer fit take fewer stages, and late scaling is off."""
+    for cfg in CONFIGS:
+        extra = cfg.kch * cfg.c * 64 * 4
+        grew = cfg.stage_bytes(32) - cfg.stage_bytes(64)
+        assert grew % 1024 == 0 and abs(grew - extra) < 1024, cfg
+        assert cfg.stage_bytes(64) == cfg.stage_bytes(128) == cfg.stage_bytes(256), cfg
+        assert not cfg.late_applies(32)
+    for m in (16, 32, 64, 128, 512):
+        for n, k in ((4096, 4096), (4096, 14336), (640, 1024)):
+            c128 = cuda_ws.candidates(m, n, k, 132, 128)
+            c32 = cuda_ws.candidates(m, n, k, 132, 32)
+            assert c32 and all(c.problem(32) is None for c in c32), (m, n, k)
+            for a in c32:  # each the same tile as a candidate at group size 128, with at most its stages
+                assert any(replace(a, stages=b.stages) == b and a.stages <= b.stages for b in c128), a
+    eight = cuda_ws.WsConfig(mt=2, c=2, stages=8, sets=2, kch=4)  # the 16-row candidate: 7 stages at group size 32
+    assert eight.problem(64) is None and "shared memory" in str(eight.problem(32))
+    assert "#define G 32" in cuda_ws.source(torch.float16, 32, cuda_ws.WsConfig())
 
 
 def test_the_gpu_tests_configs_can_be_built() -> None:

@@ -478,7 +478,7 @@ extern "C" __global__ void __launch_bounds__(NW * 32) fastawq_frag_mma(
 }
 """
 
-#: the group sizes of the CUDA kernels on ``nk_frag`` (the Triton ones also take 32)
+#: the group sizes of this kernel (the decode and warp-specialized kernels and the Triton ones also take 32)
 GROUP_SIZES = (64, 128, 256)
 
 
@@ -553,8 +553,11 @@ def source(dtype: torch.dtype, group_size: int, cfg: CudaConfig) -> str:
     return "".join(f"#define {k} {v}\n" for k, v in defs.items()) + body
 
 
-def why_not(device: torch.device, dtype: torch.dtype, k: int, n: int, group_size: int) -> str | None:
-    """Why the CUDA fragment kernel cannot run this call (None: it can)."""
+def why_not(
+    device: torch.device, dtype: torch.dtype, k: int, n: int, group_size: int, sizes: tuple[int, ...] = GROUP_SIZES
+) -> str | None:
+    """Why the CUDA fragment kernel (or another whose group sizes are ``sizes``) cannot run this call (None: it
+    can)."""
     reason = cuda_rt.why_unavailable(device)
     if reason is not None:
         return reason
@@ -562,14 +565,15 @@ def why_not(device: torch.device, dtype: torch.dtype, k: int, n: int, group_size
         return f"the CUDA kernel takes fp16 or bf16 activations, got {dtype}"
     if torch.cuda.get_device_capability(device) < (8, 0):
         return "the CUDA kernel needs compute capability 8.0 or newer (mma.m16n8k16 with bf16)"
-    return layer_problem(k, n, group_size)
+    return layer_problem(k, n, group_size, sizes)
 
 
-def layer_problem(k: int, n: int, group_size: int) -> str | None:
-    """Why a CUDA kernel on ``nk_frag`` cannot take a [K, N] layer of this group size (None: it can)."""
+def layer_problem(k: int, n: int, group_size: int, sizes: tuple[int, ...] = GROUP_SIZES) -> str | None:
+    """Why a CUDA kernel on ``nk_frag`` that takes group sizes ``sizes`` cannot take a [K, N] layer of this group
+    size (None: it can)."""
     reason = layouts.frag_supported(k, n, group_size)
-    if reason is None and group_size not in GROUP_SIZES:
-        reason = f"the CUDA kernels take group sizes {GROUP_SIZES}, not {group_size} (the Triton ones take it)"
+    if reason is None and group_size not in sizes:
+        reason = f"this CUDA kernel takes group sizes {sizes}, not {group_size} (the Triton ones take it)"
     if reason is None and k % group_size:
         reason = f"K={k} is not a multiple of the group size {group_size}"
     return reason

@@ -30,7 +30,7 @@ along the grid's z axis, each reading the weight again. The tuner offers this ke
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -39,12 +39,14 @@ from fastawq.kernels import cuda_frag, cuda_rt
 NAME = "fastawq_frag_gemv"
 
 _KERNEL = r"""
-// a warp's groups: NGW groups of CPG chunks (KC chunks in all; a group may also span several warps)
+// a warp's groups: NGW groups of SPW 16-input steps (KC·4 steps in all, four a chunk; a group may also span
+// several warps, and at group size 32 a chunk holds two)
 // MT: 8-row tiles of x a program (each decoded A fragment feeds MT mma); a partial-sum slot is
 // [row block][warp][tile][lane]
 #define SLOT(i, w, mt) ((((i) * KW + (w)) * MT + (mt)) * 32)
-#define CPG (KC < CH ? KC : CH)
-#define NGW (KC / CPG)
+#define SPG (G / 16)
+#define SPW (KC * 4 < SPG ? KC * 4 : SPG)
+#define NGW (KC * 4 / SPW)
 #if BF16
 #define MAGICF 128.f
 #else
@@ -140,7 +142,7 @@ extern "C" __global__ void __launch_bounds__(KW * 32) fastawq_frag_gemv(
   // words (rb·kc + c0 + j)·128 + 4·lane; the next row block is kc·128 words on
   const u32* wp = qw + ((u64)rb0 * kc + c0) * 128 + lane * 4;
   const u64 wstep = (u64)kc * 128;
-  const u32* sp = sz + (u64)(c0 / CH) * N + rb0 * 16 + g;  // group c0 / CH, row g of the row block
+  const u32* sp = sz + (u64)(c0 * 64 / G) * N + rb0 * 16 + g;  // group c0·64 / G, row g of the row block
 #if STG
   // STG copy stages a warp in shared memory instead of a register ring: [stage][chunk][lane] 16 bytes of
   // weight, then [stage][group][row half][lane] a scale/zero word
@@ -210,7 +212,7 @@ extern "C" __global__ void __launch_bounds__(KW * 32) fastawq_frag_gemv(
       for (int mt = 0; mt < MT; ++mt) {
         float c[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-        for (int s = q * CPG * 4; s < (q + 1) * CPG * 4; ++s)
+        for (int s = q * SPW; s < (q + 1) * SPW; ++s)
           mma(c, one2, one2, one2, one2, xf[s][mt][0], xf[s][mt][1]);
         xs[q][mt][0] = c[0];
         xs[q][mt][1] = c[1];
@@ -233,16 +235,13 @@ extern "C" __global__ void __launch_bounds__(KW * 32) fastawq_frag_gemv(
 #endif
       float part[MT][4] = {};
 #pragma unroll
-      for (int cc = 0; cc < CPG; ++cc) {
-        const int j = q * CPG + cc;
+      for (int ss = 0; ss < SPW; ++ss) {
+        const int st = q * SPW + ss;  // 16-input step st: word st % 4 of chunk st / 4
+        u32 a[4];
+        raw(w[st >> 2][st & 3], magic, a);
 #pragma unroll
-        for (int v = 0; v < 4; ++v) {
-          u32 a[4];
-          raw(w[j][v], magic, a);
-#pragma unroll
-          for (int mt = 0; mt < MT; ++mt)
-            mma(part[mt], a[0], a[1], a[2], a[3], xf[j * 4 + v][mt][0], xf[j * 4 + v][mt][1]);
-        }
+        for (int mt = 0; mt < MT; ++mt)
+          mma(part[mt], a[0], a[1], a[2], a[3], xf[st][mt][0], xf[st][mt][1]);
       }
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
@@ -446,9 +445,10 @@ class GemvConfig:
             return f"config {self.describe()}: 2 to 8 copy stages (or 0: registers)"
         if self.cluster and not self.kfirst:
             return f"config {self.describe()}: a cluster needs the K slices along the grid's x (kfirst)"
-        ch = group_size // 64
-        if self.kc % ch and ch % self.kc:
-            return f"config {self.describe()}: kc must divide, or be a multiple of, the {ch} chunks of a group"
+        spg, steps = group_size // 16, 4 * self.kc  # 16-input steps of a group, of a warp
+        if steps % spg and spg % steps:
+            d = self.describe()
+            return f"config {d}: a warp's {steps} steps of 16 inputs must divide, or be a multiple of, a group's {spg}"
         need = self.smem_bytes(group_size, 1 if self.fill else self.rbc)
         if need > SMEM_MAX:
             return f"config {self.describe()} needs {need} bytes of shared memory (at most {SMEM_MAX})"
@@ -456,7 +456,7 @@ class GemvConfig:
 
     def smem_bytes(self, group_size: int, rbc: int) -> int:
         """Shared memory a CTA takes for ``rbc`` row blocks: the warps' partial sums, then the copy stages."""
-        ngw = self.kc // min(self.kc, group_size // 64)  # groups a warp: scale/zero words a stage
+        ngw = 4 * self.kc // min(4 * self.kc, group_size // 16)  # groups a warp: scale/zero words a stage
         return rbc * self.kw * self.mt * 512 + self.stages * self.kw * (self.kc * 512 + ngw * 2 * 128)
 
     def split(self, k: int) -> int:
@@ -478,6 +478,8 @@ class GemvConfig:
         return ranges, -(-nb // ranges)
 
 
+#: group sizes: at 32 a chunk of 64 inputs holds two groups, each scaled after its two 16-input steps
+GROUP_SIZES = (32, 64, 128, 256)
 #: dynamic shared memory a CTA may ask for (an H100 allows 227 KiB a block)
 SMEM_MAX = 200 * 1024
 MAX_ROWS = 8
@@ -565,8 +567,15 @@ class GemvPlan:
         if self.split > 1 and not self.clustered:
             buf = _workspace(x2d.device, m * n, grid[0] * grid[1] * grid[2] // self.split)  # a counter a row range
             if buf is None:  # too large, or inside a CUDA graph capture: the staged kernel, unsplit
-                cfg = cuda_frag.default_config(m, n, self.k, self.group_size)
-                return cuda_frag.plan(x2d.device, x2d.dtype, m, n, self.k, self.group_size, cfg)(x2d, w, bias)
+                g = self.group_size
+                if g not in cuda_frag.GROUP_SIZES:  # group size 32: the Triton kernel, unsplit
+                    from fastawq.kernels import triton_frag
+
+                    return triton_frag.frag_mma(
+                        x2d, w, g, bias, replace(triton_frag.mma_default(m, n, self.k, g), split=1)
+                    )
+                cfg = cuda_frag.default_config(m, n, self.k, g)
+                return cuda_frag.plan(x2d.device, x2d.dtype, m, n, self.k, g, cfg)(x2d, w, bias)
             ws, cnt = buf
         y = torch.empty(m, n, device=x2d.device, dtype=x2d.dtype)
         b = bias.to(x2d.dtype) if bias is not None else y
@@ -589,7 +598,7 @@ _PLANS: dict[tuple[object, ...], GemvPlan] = {}
 
 def why_not(device: torch.device, dtype: torch.dtype, k: int, n: int, group_size: int) -> str | None:
     """Why the decode kernel cannot run this call (None: it can)."""
-    return cuda_frag.why_not(device, dtype, k, n, group_size)
+    return cuda_frag.why_not(device, dtype, k, n, group_size, GROUP_SIZES)
 
 
 def plan(
@@ -601,7 +610,7 @@ def plan(
     p = _PLANS.get(key)
     if p is not None:
         return p
-    reason = cuda_frag.layer_problem(k, n, group_size)
+    reason = cuda_frag.layer_problem(k, n, group_size, GROUP_SIZES)
     if reason is None and (k // 64) % cfg.kc:
         reason = f"K={k} is not a multiple of the config's {64 * cfg.kc} inputs a warp"
     if reason is not None:

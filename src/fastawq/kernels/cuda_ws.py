@@ -38,7 +38,7 @@ into one buffer with ``red.shared::cluster`` took 3 – 11 µs.) Clusters
 sit inside a GPC, so fewer may fit at once than the SMs suggest (on an H200, 30 clusters of 4 at one CTA an
 SM): :attr:`WsPlan.waves` says how many rounds a plan takes and the tuner keeps only one-round splits.
 
-Limits (:meth:`WsConfig.problem` and :func:`why_not`): fp16/bf16, group sizes 64/128/256, N a multiple
+Limits (:meth:`WsConfig.problem` and :func:`why_not`): fp16/bf16, group sizes 32/64/128/256, N a multiple
 of 64·C, K a multiple of 64·KCH, x rows 16-byte aligned.
 """
 
@@ -56,7 +56,8 @@ _KERNEL = r"""
 #define BT (8 * MT)
 #define NT (128 * (C + 1))
 // a stage holds KCH chunks of 64 inputs: KCH x tiles (1024-byte multiples), then the tile's 16-row blocks'
-// fragment blocks (in pieces of WP chunks, below), then the scale/zero words of the GR (≤ KCH) groups it covers
+// fragment blocks (in pieces of WP chunks, below), then the scale/zero words of the GR groups it covers (≤ KCH
+// rows; 2·KCH at group size 32, two groups a chunk)
 #define XBYTES (BT * 128)
 #define WBYTES (C * 4 * 512)
 #define SZBYTES (C * 64 * 4)
@@ -70,7 +71,8 @@ _KERNEL = r"""
 #define WPIECE (4 * C * WP * 512)
 #define WOFF (KCH * XBYTES)
 #define SOFF (KCH * (XBYTES + WBYTES))
-#define STAGE ((KCH * (XBYTES + WBYTES + SZBYTES) + 1023) / 1024 * 1024)
+#define SZROWS (GR > KCH ? GR : KCH)
+#define STAGE ((KCH * (XBYTES + WBYTES) + SZROWS * SZBYTES + 1023) / 1024 * 1024)
 #if CL > 1
 // a cluster split: the CL CTAs of a cluster take one tile's stages in CL ranges and then reduce-scatter their
 // sums: rank r owns the x-row slices of pairs [r·PAIRS / CL, (r + 1)·PAIRS / CL) (OWN_LO, OWN_HI), and every
@@ -253,8 +255,21 @@ __device__ __forceinline__ void consume(u32 st, u32 full, u32 parity, u32 old_st
 #else
     const u32 zlo = zpair((szlo >> 16) & 0xFF), zhi = zpair((szhi >> 16) & 0xFF);
     const u32 slo = spair(szlo), shi = spair(szhi);
+#if G < 64
+    // two groups a chunk: k16 steps 0 and 1 in the first, 2 and 3 in the next group row
+    u32 szlo2, szhi2;
+    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(szlo2) : "r"(sz + SZBYTES));
+    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(szhi2) : "r"(sz + SZBYTES + 32));
+    const u32 zlo2 = zpair((szlo2 >> 16) & 0xFF), zhi2 = zpair((szhi2 >> 16) & 0xFF);
+    const u32 slo2 = spair(szlo2), shi2 = spair(szhi2);
+#pragma unroll
+    for (int i = 0; i < 2; ++i) decode_scaled(w[i], zlo, zhi, slo, shi, af[H][4 * j + i], magic);
+#pragma unroll
+    for (int i = 2; i < 4; ++i) decode_scaled(w[i], zlo2, zhi2, slo2, shi2, af[H][4 * j + i], magic);
+#else
 #pragma unroll
     for (int i = 0; i < 4; ++i) decode_scaled(w[i], zlo, zhi, slo, shi, af[H][4 * j + i], magic);
+#endif
 #endif
   }
 #if LATE
@@ -494,10 +509,11 @@ extern "C" __global__ void CLUSTER_DIMS __launch_bounds__(NT, OCC) fastawq_frag_
 }
 """
 
-GROUP_SIZES = cuda_frag.GROUP_SIZES
-
 #: the largest dynamic shared memory a config may ask for (an H100 allows 227 KiB a block)
 SMEM_MAX = 220 * 1024
+#: group sizes: at 32 a chunk's two groups each scale two of its k16 steps (no late scaling), and a stage holds
+#: twice the scale/zero rows
+GROUP_SIZES = (32, 64, 128, 256)
 
 #: the most CTAs of a cluster split (the portable cluster size)
 MAX_CLUSTER = 8
@@ -549,8 +565,11 @@ class WsConfig:
         """Tiles of an [M, N] output: x tiles of 8·mt rows × weight tiles of :attr:`rows` rows."""
         return -(-m // (8 * self.mt)) * (n // self.rows)
 
-    def stage_bytes(self) -> int:
-        raw = self.kch * (self.mt * 8 * 128 + self.c * 4 * 512 + self.c * 64 * 4)  # room for KCH group rows
+    def stage_bytes(self, group_size: int = 64) -> int:
+        """A stage's shared memory: x, the weight, and room for KCH group rows of scale/zero words (2·KCH at
+        group size 32)."""
+        rows = max(self.kch, -(-64 * self.kch // group_size))
+        raw = self.kch * (self.mt * 8 * 128 + self.c * 4 * 512) + rows * self.c * 64 * 4
         return -(-raw // 1024) * 1024
 
     def owned_slices(self) -> int:
@@ -568,10 +587,10 @@ class WsConfig:
         232, the most that compiled without spills or serialized wgmmas for 2 – 8 x-row tiles on sm_90."""
         groups = -(-64 * self.kch // group_size)
         need = 4 * self.mt + 16 * self.sets * self.kch + 4 * self.mt * self.sets * groups + 32
-        return self.late and group_size <= 64 * self.kch and need <= 232
+        return self.late and 64 <= group_size <= 64 * self.kch and need <= 232
 
-    def smem_bytes(self) -> int:
-        return self.stages * self.stage_bytes() + self.sum_bytes() + 1024  # + room to align the first stage
+    def smem_bytes(self, group_size: int = 64) -> int:
+        return self.stages * self.stage_bytes(group_size) + self.sum_bytes() + 1024  # + room to align the first stage
 
     def consumer_regs(self) -> int:
         """Registers a consumer thread gets after the producer gives its own back (``setmaxnreg``)."""
@@ -583,8 +602,8 @@ class WsConfig:
             return self.consumer_regs()
         return min(255, 65536 // (self.threads * self.occ) // 8 * 8)
 
-    def problem(self) -> str | None:
-        """Why this config cannot be compiled (None: it can)."""
+    def problem(self, group_size: int = 64) -> str | None:
+        """Why this config cannot be compiled for ``group_size`` (None: it can)."""
         d = self.describe()
         if self.mt not in (1, 2, 4, 8, 16, 24, 32):
             return f"config {d}: mt must be 1, 2, 4, 8, 16, 24 or 32 (x tiles of 8 to 256 rows)"
@@ -604,8 +623,9 @@ class WsConfig:
             return f"config {d}: a cluster split takes 2 to {MAX_CLUSTER} CTAs and no stream-K"
         if 4 * self.mt + 16 * self.sets * self.kch + 32 > self.register_budget():  # else ptxas serializes the wgmmas
             return f"config {d}: the accumulators and register sets do not fit {self.register_budget()} registers"
-        if self.smem_bytes() * self.occ > SMEM_MAX:
-            return f"config {d} needs {self.smem_bytes() * self.occ} bytes of shared memory an SM (at most {SMEM_MAX})"
+        smem = self.smem_bytes(group_size) * self.occ
+        if smem > SMEM_MAX:
+            return f"config {d} needs {smem} bytes of shared memory an SM (at most {SMEM_MAX})"
         return None
 
 
@@ -629,7 +649,7 @@ def why_not(device: torch.device, dtype: torch.dtype, k: int, n: int, group_size
         return f"the warp-specialized kernel takes fp16 or bf16 activations, got {dtype}"
     if n % 64:
         return f"the warp-specialized kernel needs out_features % 64 == 0, got {n}"
-    return cuda_frag.layer_problem(k, n, group_size)
+    return cuda_frag.layer_problem(k, n, group_size, GROUP_SIZES)
 
 
 def x_tiles(m: int) -> int:
@@ -640,7 +660,7 @@ def x_tiles(m: int) -> int:
     return 32 if 128 < m <= 256 else mt
 
 
-def cluster_split(m: int, n: int, k: int, sms: int, base: WsConfig) -> list[WsConfig]:
+def cluster_split(m: int, n: int, k: int, sms: int, base: WsConfig, group_size: int = 64) -> list[WsConfig]:
     """Cluster splits of ``base``'s tile for a layer with fewer tiles than SMs: the most CTAs a tile that
     still leave every tile its own cluster in one wave (one less, and half that: clusters sit inside a GPC, so
     fewer may fit), each with as many stages as fit in shared memory and as it has to take."""
@@ -650,14 +670,14 @@ def cluster_split(m: int, n: int, k: int, sms: int, base: WsConfig) -> list[WsCo
     out = []
     for cl in sorted({most, most - 1, most // 2} - {0, 1}, reverse=True):
         c = replace(base, cl=cl, stream_k=False)
-        fit = (SMEM_MAX // c.occ - 1024 - c.sum_bytes()) // c.stage_bytes()
+        fit = (SMEM_MAX // c.occ - 1024 - c.sum_bytes()) // c.stage_bytes(group_size)
         c = replace(c, stages=max(c.sets, min(fit, -(-kc // cl))))
-        if c.problem() is None:
+        if c.problem(group_size) is None:
             out.append(c)
     return out
 
 
-def candidates(m: int, n: int, k: int, sms: int = 132) -> list[WsConfig]:
+def candidates(m: int, n: int, k: int, sms: int = 132, group_size: int = 64) -> list[WsConfig]:
     """What the frag tuner times for M rows of x and a [K, N] weight on a GPU of ``sms`` SMs: the fastest
     configs of the sweeps in BENCHMARKS.md (H100, eighth version; up to 64 rows H200, fourteenth version,
     where 256 inputs a stage won), and cluster splits where the tiles do not fill the GPU (sixteenth and
@@ -694,10 +714,19 @@ def candidates(m: int, n: int, k: int, sms: int = 132) -> list[WsConfig]:
     else:
         splits = []
     for base in splits:
-        out += cluster_split(m, n, k, sms, base)
+        out += cluster_split(m, n, k, sms, base, group_size)
     if m <= 64:  # the scale after the product (seventeenth version: 2 – 11 % up to 64 rows where it applies)
         out = [replace(c, late=True) if c.sets == 2 else c for c in out]
-    return [c for c in out if c.problem() is None and n % c.rows == 0 and k % (64 * c.kch) == 0]
+    out = [_fewer_stages(c, group_size) for c in out]
+    return [c for c in out if c.problem(group_size) is None and n % c.rows == 0 and k % (64 * c.kch) == 0]
+
+
+def _fewer_stages(cfg: WsConfig, group_size: int) -> WsConfig:
+    """``cfg`` with as many stages as fit where its stages do not (group size 32: twice the scale/zero rows)."""
+    if cfg.smem_bytes(group_size) * cfg.occ <= SMEM_MAX:
+        return cfg
+    fit = (SMEM_MAX // cfg.occ - 1024 - cfg.sum_bytes()) // cfg.stage_bytes(group_size)
+    return replace(cfg, stages=max(cfg.sets, fit))
 
 
 def default_config(m: int, n: int, k: int) -> WsConfig:
@@ -811,10 +840,10 @@ def plan(device: torch.device, dtype: torch.dtype, m: int, n: int, k: int, group
         reason = f"K={k} has fewer stages of {64 * cfg.kch} inputs than the config's cluster of {cfg.cl} CTAs"
     if reason is not None:
         raise ValueError(f"the warp-specialized kernel cannot take this layer: {reason}")
-    problem = cfg.problem()
+    problem = cfg.problem(group_size)
     if problem is not None:
         raise ValueError(problem)
-    smem = cfg.smem_bytes()
+    smem = cfg.smem_bytes(group_size)
     fn = cuda_rt.load(source(dtype, group_size, cfg), NAME, torch.device("cuda", index), smem)
     sms = torch.cuda.get_device_properties(index).multi_processor_count
     waves = 1

@@ -402,7 +402,7 @@ def frag_mma(
     x2d: torch.Tensor, w: dict[str, torch.Tensor], group_size: int, bias: torch.Tensor | None,
     config: TileConfig | None = None,
 ) -> torch.Tensor:  # fmt: skip
-    return _planned(plan_frag_mma, _mma_default, _check, x2d, w, group_size, bias, config)
+    return _planned(plan_frag_mma, mma_default, _check, x2d, w, group_size, bias, config)
 
 
 def frag_gemv(
@@ -445,7 +445,8 @@ def _gemv_default(m: int, n: int, k: int, g: int) -> TileConfig:
     return TileConfig(1, 16, 128, 2, 1, split=4)  # within 13 % of the best on the five H100 sweep shapes
 
 
-def _mma_default(m: int, n: int, k: int, g: int) -> TileConfig:
+def mma_default(m: int, n: int, k: int, g: int) -> TileConfig:
+    """The untuned MMA config (also the decode kernel's unsplit stand-in inside a graph capture at group size 32)."""
     return TileConfig(min(128, max(16, _bucket(m))), 64, g, 4, 3, split=4 if m <= 64 else 2)
 
 
@@ -467,33 +468,33 @@ def candidates(m: int, n: int, k: int, group_size: int, dtype: torch.dtype = tor
             out += [("frag_mma", TileConfig(64, 64, g, 4, 3, split=split)) for split in (1, 2)]
     if m >= 32:
         out.append(("frag_dequant", None))
-    if _cuda_ok(dtype, k, n, g):
-        # the warp-group variant is correct but not yet faster than the Triton kernels (BENCHMARKS.md,
-        # seventh version): timed only when asked for, on sm_90
-        wgmma = os.environ.get("FASTAWQ_CUDA_WGMMA") == "1" and torch.cuda.get_device_capability() == (9, 0)
-        out += [("cuda_mma", cfg) for cfg in cuda_frag.candidates(m, g, wgmma=wgmma)]
-        out += [("cuda_gemv", cfg) for cfg in cuda_gemv.candidates(m, n, k, g)]  # x-stationary, up to 16 rows
+    if _cuda_ok():
         dev = torch.device("cuda", torch.cuda.current_device())
+        if cuda_frag.why_not(dev, dtype, k, n, g) is None:  # group sizes 64 and up
+            # the warp-group variant is correct but not yet faster than the Triton kernels (BENCHMARKS.md,
+            # seventh version): timed only when asked for, on sm_90
+            wgmma = os.environ.get("FASTAWQ_CUDA_WGMMA") == "1" and torch.cuda.get_device_capability() == (9, 0)
+            out += [("cuda_mma", cfg) for cfg in cuda_frag.candidates(m, g, wgmma=wgmma)]
+        if cuda_gemv.why_not(dev, dtype, k, n, g) is None:
+            out += [("cuda_gemv", cfg) for cfg in cuda_gemv.candidates(m, n, k, g)]  # x-stationary, up to 16 rows
         if cuda_ws.why_not(dev, dtype, k, n, g) is None:  # Hopper: warp-specialized
             sms = torch.cuda.get_device_properties(dev).multi_processor_count
-            for cfg in cuda_ws.candidates(m, n, k, sms):  # a cluster split only where its clusters fit at once
+            for cfg in cuda_ws.candidates(m, n, k, sms, g):  # a cluster split only where its clusters fit at once
                 if cfg.cl == 1 or cuda_ws.fits_one_wave(dev, dtype, m, n, k, g, cfg):
                     out.append(("cuda_ws", cfg))
     return out
 
 
-def _cuda_ok(dtype: torch.dtype, k: int, n: int, g: int) -> bool:
-    """Whether the run-time-compiled CUDA kernel can join the tuning here (off: FASTAWQ_CUDA_KERNELS=0)."""
-    if os.environ.get("FASTAWQ_CUDA_KERNELS", "1") == "0" or interpreting() or not torch.cuda.is_available():
-        return False
-    return cuda_frag.why_not(torch.device("cuda", torch.cuda.current_device()), dtype, k, n, g) is None
+def _cuda_ok() -> bool:
+    """Whether the run-time-compiled CUDA kernels can join the tuning here (off: FASTAWQ_CUDA_KERNELS=0)."""
+    return os.environ.get("FASTAWQ_CUDA_KERNELS", "1") != "0" and not interpreting() and torch.cuda.is_available()
 
 
 def _default(m: int, n: int, k: int, g: int) -> Candidate:
     if m == 1:
         return ("frag_gemv", _gemv_default(m, n, k, g))
     if m <= 256:
-        return ("frag_mma", _mma_default(m, n, k, g))
+        return ("frag_mma", mma_default(m, n, k, g))
     return ("frag_dequant", None)
 
 
