@@ -6,6 +6,8 @@ it cannot run on a CPU tensor.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -156,13 +158,15 @@ def test_cuda_gemv_reads_a_strided_input() -> None:
 
 @gpu
 @needs_cuda
+@pytest.mark.parametrize("g", [128, 32])
 @pytest.mark.parametrize("cluster", [False, True], ids=["workspace", "cluster"])
-def test_cuda_gemv_replays_in_a_cuda_graph(cluster: bool) -> None:
-    """Inside a capture there is no workspace: a split config runs as the staged kernel, unsplit, unless its K
-    slices sum through the cluster's shared memory, which needs none: then the capture runs it as itself."""
+def test_cuda_gemv_replays_in_a_cuda_graph(cluster: bool, g: int) -> None:
+    """Inside a capture there is no workspace: a split config runs as the staged kernel, unsplit (at group size
+    32, which that kernel does not take, the Triton MMA kernel), unless its K slices sum through the cluster's
+    shared memory, which needs none: then the capture runs it as itself."""
     if cluster and torch.cuda.get_device_capability() < (9, 0):
         pytest.skip("thread-block clusters need sm_90")
-    k, n, g, m = 1024, 256, 128, 4
+    k, n, m = 1024, 256, 4
     t, w = random_gemm(k, n, g, seed=5 + cluster, device=DEV)
     wf = layouts.gemm_to_frag(t)
     if cluster:
@@ -176,8 +180,12 @@ def test_cuda_gemv_replays_in_a_cuda_graph(cluster: bool) -> None:
     gen = torch.Generator().manual_seed(9 + cluster)
     x = torch.randn(m, k, generator=gen).half().cuda()
     cuda_gemv.frag_gemv_cuda(x, wf, g, None, cfg)  # compiles outside the capture
-    if not cluster:
+    if not cluster and g in cuda_frag.GROUP_SIZES:
         cuda_frag.frag_mma_cuda(x, wf, g, None, cuda_frag.default_config(m, n, k, g))  # the capture's kernel too
+    elif not cluster:
+        from fastawq.kernels import triton_frag
+
+        triton_frag.frag_mma(x, wf, g, None, replace(triton_frag.mma_default(m, n, k, g), split=1))
     check_graph_replay(lambda: cuda_gemv.frag_gemv_cuda(x, wf, g, None, cfg), x, w, gen)
 
 

@@ -56,11 +56,14 @@ def test_frag_layout_says_what_it_cannot_hold() -> None:
     assert "% 64" in str(layouts.frag_supported(96, 64, 32))
     assert layouts.frag_supported(4096, 4096, 32) is None
     assert "group sizes" in str(layouts.frag_supported(4096, 4096, 16))
-    # group size 32 is for the Triton kernels on the layout only; the CUDA ones say so
-    from fastawq.kernels import cuda_frag
+    # group size 32: the decode and warp-specialized CUDA kernels take it, the staged one says it does not
+    from fastawq.kernels import cuda_frag, cuda_gemv, cuda_ws
 
-    assert "CUDA kernels take group sizes (64, 128, 256), not 32" in str(cuda_frag.layer_problem(4096, 4096, 32))
+    assert "CUDA kernel takes group sizes (64, 128, 256), not 32" in str(cuda_frag.layer_problem(4096, 4096, 32))
     assert cuda_frag.layer_problem(4096, 4096, 64) is None
+    for sizes in (cuda_gemv.GROUP_SIZES, cuda_ws.GROUP_SIZES):
+        assert cuda_frag.layer_problem(4096, 4096, 32, sizes) is None
+        assert "not 16" in str(cuda_frag.layer_problem(4096, 4096, 16, sizes))
 
 
 # ------------------------------------------------------------------------------------------ kernels

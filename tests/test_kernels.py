@@ -441,21 +441,23 @@ def test_auto_choice_prefers_nk_frag_on_hopper(
     for dtype in (torch.float16, torch.bfloat16):
         assert dispatch.auto_kernel_for(cuda, dtype, 4096, 4096, 128, m=1) == expected
         assert dispatch.auto_kernel_for(cuda, dtype, 4096, 4096, 64, m=300) == expected
-    # group size 32 (nk_frag holds it, but nk_int4 is faster from 8 rows), and layers nk_frag cannot hold: N not
-    # a multiple of 16, K not a multiple of 64
+    # group size 32 as well (the decode and warp-specialized kernels take it); layers nk_frag cannot hold (N not a
+    # multiple of 16, K not a multiple of 64) keep nk_int4
     assert layouts.frag_supported(4096, 4096, 32) is None
-    assert dispatch.auto_kernel_for(cuda, torch.float16, 4096, 4096, 32, m=1) == "triton"
+    assert dispatch.auto_kernel_for(cuda, torch.float16, 4096, 4096, 32, m=1) == expected
+    assert dispatch.auto_kernel_for(cuda, torch.float16, 576, 1536, 32, m=1) == expected
     assert dispatch.auto_kernel_for(cuda, torch.float16, 4096, 4104, 128, m=1) == "triton"
-    assert dispatch.auto_kernel_for(cuda, torch.float16, 576, 1536, 32, m=1) == "triton"
+    assert dispatch.auto_kernel_for(cuda, torch.float16, 4128, 4096, 32, m=1) == "triton"
     assert dispatch.KERNELS[expected].layout == (layouts.NK_FRAG if expected == "triton_frag" else layouts.NK_INT4)
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("g", [128, 32])
 @pytest.mark.parametrize("m", [1, 3, 16, 100, 1500])
-def test_module_on_gpu_every_auto_path(m: int, dtype: torch.dtype) -> None:
-    mod, w = _module(1024, 768, 128, seed=m)
+def test_module_on_gpu_every_auto_path(m: int, dtype: torch.dtype, g: int) -> None:
+    mod, w = _module(1024, 768, g, seed=m)
     mod = mod.cuda()
     x = torch.randn(m, 1024, generator=torch.Generator().manual_seed(m)).to(dtype)
     with torch.no_grad():
@@ -468,11 +470,12 @@ def test_module_on_gpu_every_auto_path(m: int, dtype: torch.dtype) -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+@pytest.mark.parametrize("g", [128, 32])
 @pytest.mark.parametrize("m", [1, 16, 300])
-def test_module_replays_in_a_cuda_graph(m: int) -> None:
+def test_module_replays_in_a_cuda_graph(m: int, g: int) -> None:
     """Tuned once eagerly, then captured: every replay computes the new input's product (no stale plan,
     no allocation or tuning inside the capture)."""
-    mod, w = _module(1024, 768, 128, seed=m + 7)
+    mod, w = _module(1024, 768, g, seed=m + 7)
     mod = mod.cuda()
     gen = torch.Generator().manual_seed(m)
     x = torch.randn(m, 1024, generator=gen).half().cuda()

@@ -6,7 +6,7 @@ The choice depends on the device, the activation dtype and the number of rows M:
 device        dtype              kernel
 ============  =================  =====================================================================
 sm_90 (H100,  fp16 / bf16        ``triton_frag`` where the layer fits ``nk_frag`` (N % 16, K % 64,
-H200)                            group size 64/128/256): on the ``nk_frag`` layout, whichever was
+H200)                            group size 32/64/128/256): on the ``nk_frag`` layout, whichever was
                                  fastest for this shape and M bucket on this card (timed on the first
                                  call) among its Triton kernels and the CUDA C++ kernels compiled at
                                  run time with NVRTC (:mod:`.cuda_frag`; the x-stationary decode kernel
@@ -14,7 +14,7 @@ H200)                            group size 64/128/256): on the ``nk_frag`` layo
                                  from 9 rows). On an H100 it is up to 1.5× faster
                                  than ``triton`` from 8 to 128 rows, 1.2 – 1.75× at 256 – 512, and
                                  about 6 % slower at one row on three of five shapes (BENCHMARKS.md).
-                                 Forced, it also takes group size 32 (its Triton kernels only)
+                                 Group size 32 too (not the staged :mod:`.cuda_frag` kernel)
 CUDA          fp16 / bf16        ``triton`` (other cards, other layers): tensor-core split-K kernel,
                                  GEMV, fused GEMM or dequantize + cuBLAS, whichever was fastest for
                                  this shape and M bucket on this card (timed on the first call, see
@@ -57,10 +57,11 @@ RunFn = Callable[[torch.Tensor, Tensors, int, "torch.Tensor | None"], torch.Tens
 
 CPU_GROUP_SIZES = (32, 64, 128, 256)
 
-#: the smallest group size the automatic choice puts on ``nk_frag`` on sm_90. Group size 32 fits it (forced:
-#: ``kernel="triton_frag"``), but there only its Triton kernels run, and on an H200 they were 1.2 – 1.7× slower
-#: than ``nk_int4`` at 8 – 32 rows while up to 1.3× faster at one row (BENCHMARKS.md, eleventh version)
-FRAG_AUTO_MIN_GROUP = 64
+#: the smallest group size the automatic choice puts on ``nk_frag`` on sm_90: all four. Group size 32 stayed on
+#: ``nk_int4`` while only the Triton kernels took it there (1.2 – 1.7× slower from 8 rows, BENCHMARKS.md, eleventh
+#: version); with the decode and warp-specialized kernels it is 1.3 – 1.9× faster at 1 – 128 rows and within a few
+#: per cent from 4096 rows (H200, eighteenth version)
+FRAG_AUTO_MIN_GROUP = 32
 
 
 class KernelFallbackWarning(UserWarning):
