@@ -8,7 +8,8 @@ decode but the work around it: copying x into shared memory, a block barrier a s
 This kernel turns the loop inside out (x-stationary), about 95 instructions a KiB in its loop (SASS):
 
 - each warp owns ``KC`` chunks (64 inputs each) of K and keeps the ``mma.m16n8k16`` B fragments of x for
-  them in registers, loaded once from global memory (rows past M are zero registers, not zero bytes);
+  them in registers, loaded once from global memory as 16-byte pieces and transposed over each quad of lanes
+  (rows past M are zero registers, not zero bytes);
 - it then walks the CTA's ``rbc`` blocks of 16 output rows: one 16-byte ``ld.global.nc`` per chunk and
   lane (``DEPTH`` row blocks ahead in a register ring); a word becomes its A fragments with one ``lop3``
   per pair as magic + code (fp16: the high row's nibbles in place, 16× the code), the zero point is taken
@@ -16,7 +17,8 @@ This kernel turns the loop inside out (x-stationary), about 95 instructions a Ki
   group's result is scaled once in fp32; the next row block is one pointer increment away;
 - each warp leaves its fp32 partial sums of a row block in its own shared-memory slot (no barrier in the
   loop); at the end the CTA adds up its ``kw`` warps per output, and K slices beyond one CTA add up in
-  the per-stream fp32 workspace of :mod:`.triton_awq` (the last CTA of a row range writes y, re-zeroes it).
+  the per-stream fp32 workspace of :mod:`.triton_awq` (the last CTA of a row range writes y, re-zeroes it);
+- a group is counted in 16-input steps, so group size 32 (two groups a chunk) is the same loop.
 
 With the instructions gone the kernel is bound by memory latency (H100, Nsight Compute: issue slots
 27 – 29 % busy, DRAM 50 – 53 %, long-scoreboard stalls first), and it is 2 – 16 % faster than the staged
