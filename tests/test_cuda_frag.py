@@ -221,9 +221,9 @@ def check_graph_replay(run: Callable[[], torch.Tensor], x: torch.Tensor, w: torc
         assert sqnr_db(y, fresh.double() @ w) > SQNR_FLOOR[torch.float16]
 
 
-def check_forced_module(monkeypatch: pytest.MonkeyPatch, kernel: str, rows: int) -> None:
+def check_forced_module(monkeypatch: pytest.MonkeyPatch, kernel: str, rows: int, g: int = 128) -> None:
     """A module forced (``FASTAWQ_KERNEL``) to ``kernel`` repacks to ``nk_frag`` and matches float64."""
-    mod, w = _module(512, 128, 128, seed=2)
+    mod, w = _module(512, 128, g, seed=2)
     mod = mod.cuda()
     monkeypatch.setenv("FASTAWQ_KERNEL", kernel)
     dispatch.reset()

@@ -228,3 +228,4 @@ def test_frag_tuner_times_the_decode_kernel(m: int) -> None:
 @needs_cuda
 def test_forced_decode_kernel_runs_the_module(monkeypatch: pytest.MonkeyPatch) -> None:
     check_forced_module(monkeypatch, "cuda_gemv", 3)
+    check_forced_module(monkeypatch, "cuda_gemv", 3, g=32)  # untuned config at group size 32

@@ -260,6 +260,10 @@ def test_group_size_32_takes_twice_the_scale_rows_and_fewer_stages_where_needed(
             assert c32 and all(c.problem(32) is None for c in c32), (m, n, k)
             for a in c32:  # each the same tile as a candidate at group size 128, with at most its stages
                 assert any(replace(a, stages=b.stages) == b and a.stages <= b.stages for b in c128), a
+    for m in (1, 8, 16, 32, 64, 128, 512, 4096):  # the untuned config (a forced cuda_ws) fits at every group size
+        for n, k in ((4096, 4096), (1536, 576), (4160, 4096)):
+            for g in cuda_ws.GROUP_SIZES:
+                assert cuda_ws.default_config(m, n, k, g).problem(g) is None, (m, n, k, g)
     eight = cuda_ws.WsConfig(mt=2, c=2, stages=8, sets=2, kch=4)  # the 16-row candidate: 7 stages at group size 32
     assert eight.problem(64) is None and "shared memory" in str(eight.problem(32))
     assert "#define G 32" in cuda_ws.source(torch.float16, 32, cuda_ws.WsConfig())
@@ -328,6 +332,7 @@ def test_frag_tuner_times_the_ws_kernel_and_its_pick_is_right(m: int) -> None:
 @needs_hopper
 def test_forced_ws_kernel_runs_the_module(monkeypatch: pytest.MonkeyPatch) -> None:
     check_forced_module(monkeypatch, "cuda_ws", 40)
+    check_forced_module(monkeypatch, "cuda_ws", 40, g=32)  # untuned config at group size 32
 
 
 def test_forcing_the_ws_kernel_on_a_cpu_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -729,16 +729,16 @@ def _fewer_stages(cfg: WsConfig, group_size: int) -> WsConfig:
     return replace(cfg, stages=max(cfg.sets, fit))
 
 
-def default_config(m: int, n: int, k: int) -> WsConfig:
+def default_config(m: int, n: int, k: int, group_size: int = 64) -> WsConfig:
     """An untuned config: the first candidate; else (up to 8 rows, or N or K that the candidates do not
     divide) one consumer group, with 2 CTAs an SM up to 32 rows and as many stages as fit otherwise."""
-    cands = candidates(m, n, k)
+    cands = candidates(m, n, k, group_size=group_size)
     if cands:
         return cands[0]
     mt = x_tiles(m)
     if m <= 32:
-        return WsConfig(mt, 1, 12, occ=2)
-    return WsConfig(mt, 1, min(8, (SMEM_MAX - 1024) // WsConfig(mt, 1).stage_bytes()), sets=2)
+        return _fewer_stages(WsConfig(mt, 1, 12, occ=2), group_size)
+    return WsConfig(mt, 1, min(8, (SMEM_MAX - 1024) // WsConfig(mt, 1).stage_bytes(group_size)), sets=2)
 
 
 @dataclass(frozen=True, eq=False)
@@ -872,5 +872,5 @@ def frag_ws(
 ) -> torch.Tensor:  # fmt: skip
     """``x2d @ dequant(W).T (+ bias)`` on the ``nk_frag`` tensors ``w`` (``qweight_frag``, ``sz_gn``)."""
     m, n, k = cuda_frag.frag_dims(x2d, w)
-    cfg = config or default_config(m, n, k)
+    cfg = config or default_config(m, n, k, group_size)
     return plan(x2d.device, x2d.dtype, m, n, k, group_size, cfg)(x2d, w, bias)
