@@ -54,6 +54,7 @@ CONFIGS = [
     cuda_ws.WsConfig(mt=4, c=2, stages=6, sets=2, kch=2, late=True),
     cuda_ws.WsConfig(mt=8, c=2, stages=4, sets=2, kch=2, stream_k=False, cl=2, late=True),
     cuda_ws.WsConfig(mt=1, c=1, stages=4, sets=2, late=True),
+    cuda_ws.WsConfig(mt=2, c=2, stages=8, sets=2, kch=2, late=True),  # four groups a stage at group size 32
 ]
 
 # (m, k, n, g): odd M, several tiles of x, N of one tile (every CTA a few chunks of it, stream-K), and
@@ -246,13 +247,13 @@ def test_config_problems_are_named() -> None:
 
 def test_group_size_32_takes_twice_the_scale_rows_and_fewer_stages_where_needed() -> None:
     """At group size 32 a stage holds two scale/zero rows a chunk: the stage grows by KCH rows of C·256 bytes
-    (before rounding to 1 KiB), candidates that no longer fit take fewer stages, and late scaling is off."""
+    (before rounding to 1 KiB), candidates that no longer fit take fewer stages, and late scaling needs room for
+    twice the groups' accumulators."""
     for cfg in CONFIGS:
         extra = cfg.kch * cfg.c * 64 * 4
         grew = cfg.stage_bytes(32) - cfg.stage_bytes(64)
         assert grew % 1024 == 0 and abs(grew - extra) < 1024, cfg
         assert cfg.stage_bytes(64) == cfg.stage_bytes(128) == cfg.stage_bytes(256), cfg
-        assert not cfg.late_applies(32)
     for m in (16, 32, 64, 128, 512):
         for n, k in ((4096, 4096), (4096, 14336), (640, 1024)):
             c128 = cuda_ws.candidates(m, n, k, 132, 128)
@@ -264,6 +265,9 @@ def test_group_size_32_takes_twice_the_scale_rows_and_fewer_stages_where_needed(
         for n, k in ((4096, 4096), (1536, 576), (4160, 4096)):
             for g in cuda_ws.GROUP_SIZES:
                 assert cuda_ws.default_config(m, n, k, g).problem(g) is None, (m, n, k, g)
+    assert cuda_ws.WsConfig(mt=2, sets=2, kch=2, late=True).late_applies(32)  # 4 groups a stage
+    assert not cuda_ws.WsConfig(mt=2, sets=2, kch=4, late=True).late_applies(32)  # 8 groups: too many registers
+    assert "#define LATE 1" in cuda_ws.source(torch.float16, 32, cuda_ws.WsConfig(mt=2, sets=2, kch=2, late=True))
     eight = cuda_ws.WsConfig(mt=2, c=2, stages=8, sets=2, kch=4)  # the 16-row candidate: 7 stages at group size 32
     assert eight.problem(64) is None and "shared memory" in str(eight.problem(32))
     assert "#define G 32" in cuda_ws.source(torch.float16, 32, cuda_ws.WsConfig())

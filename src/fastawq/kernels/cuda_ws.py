@@ -250,8 +250,24 @@ __device__ __forceinline__ void consume(u32 st, u32 full, u32 parity, u32 old_st
 #else
     const u32 zlo = zpair((szlo >> 16) & 0xFF), zhi = zpair(((szhi >> 16) & 0xFF) << 4);
 #endif
+#if G < 64
+    // two groups a chunk: k16 steps 2 and 3 take the next group row's zero points
+    u32 szlo2, szhi2;
+    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(szlo2) : "r"(sz + SZBYTES));
+    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(szhi2) : "r"(sz + SZBYTES + 32));
+#if BF16
+    const u32 zlo2 = zpair((szlo2 >> 16) & 0xFF), zhi2 = zpair((szhi2 >> 16) & 0xFF);
+#else
+    const u32 zlo2 = zpair((szlo2 >> 16) & 0xFF), zhi2 = zpair(((szhi2 >> 16) & 0xFF) << 4);
+#endif
+#pragma unroll
+    for (int i = 0; i < 2; ++i) decode(w[i], zlo, zhi, af[H][4 * j + i], magic);
+#pragma unroll
+    for (int i = 2; i < 4; ++i) decode(w[i], zlo2, zhi2, af[H][4 * j + i], magic);
+#else
 #pragma unroll
     for (int i = 0; i < 4; ++i) decode(w[i], zlo, zhi, af[H][4 * j + i], magic);
+#endif
 #else
     const u32 zlo = zpair((szlo >> 16) & 0xFF), zhi = zpair((szhi >> 16) & 0xFF);
     const u32 slo = spair(szlo), shi = spair(szhi);
@@ -290,9 +306,10 @@ __device__ __forceinline__ void consume(u32 st, u32 full, u32 parity, u32 old_st
 #pragma unroll
     for (int i = 0; i < 4; ++i) {  // k16 step i: 32 bytes in
 #if LATE
-      if (i == 0 && (j * 64) % G == 0)  // a group's first k16 step starts its accumulators
-        wgmma_set(part[H][j * 64 / G], af[H][4 * j + i], desc + ((i * 32) >> 4));
-      else wgmma(part[H][j * 64 / G], af[H][4 * j + i], desc + ((i * 32) >> 4));
+      const int kq = j * 64 + i * 16;  // the k16 step's first input in the stage: group kq / G
+      if (kq % G == 0)  // a group's first k16 step starts its accumulators
+        wgmma_set(part[H][kq / G], af[H][4 * j + i], desc + ((i * 32) >> 4));
+      else wgmma(part[H][kq / G], af[H][4 * j + i], desc + ((i * 32) >> 4));
 #else
       wgmma(acc, af[H][4 * j + i], desc + ((i * 32) >> 4));
 #endif
@@ -511,8 +528,8 @@ extern "C" __global__ void CLUSTER_DIMS __launch_bounds__(NT, OCC) fastawq_frag_
 
 #: the largest dynamic shared memory a config may ask for (an H100 allows 227 KiB a block)
 SMEM_MAX = 220 * 1024
-#: group sizes: at 32 a chunk's two groups each scale two of its k16 steps (no late scaling), and a stage holds
-#: twice the scale/zero rows
+#: group sizes: at 32 a chunk's two groups each take two of its k16 steps, and a stage holds twice the scale/zero
+#: rows
 GROUP_SIZES = (32, 64, 128, 256)
 
 #: the most CTAs of a cluster split (the portable cluster size)
@@ -587,7 +604,7 @@ class WsConfig:
         232, the most that compiled without spills or serialized wgmmas for 2 – 8 x-row tiles on sm_90."""
         groups = -(-64 * self.kch // group_size)
         need = 4 * self.mt + 16 * self.sets * self.kch + 4 * self.mt * self.sets * groups + 32
-        return self.late and 64 <= group_size <= 64 * self.kch and need <= 232
+        return self.late and group_size <= 64 * self.kch and need <= 232
 
     def smem_bytes(self, group_size: int = 64) -> int:
         return self.stages * self.stage_bytes(group_size) + self.sum_bytes() + 1024  # + room to align the first stage
