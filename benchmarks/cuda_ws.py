@@ -34,40 +34,40 @@ from kernels import (
 )
 
 
-def configs(m: int, n: int, k: int, quick: bool) -> list[WsConfig]:
+def configs(m: int, n: int, k: int, quick: bool, g: int = 128) -> list[WsConfig]:
     """The tuner's candidates plus a sweep around them: consumer groups, CTAs per SM, register sets,
-    stages (8 and as many as fit), 64, 128 or 256 inputs a stage, stream-K on and off."""
-    out = list(cuda_ws.candidates(m, n, k))
+    stages (8 and as many as fit), 64, 128 or 256 inputs a stage, stream-K on and off (at group size ``g``)."""
+    out = list(cuda_ws.candidates(m, n, k, group_size=g))
     mts = {cuda_ws.x_tiles(m)} | ({16, 32} if m > 128 else set())
     for mt in sorted(mts):
         shapes = [(2, 1, 3), (2, 1, 2), (1, 2, 3), (3, 1, 3), (2, 2, 2), (1, 1, 3)]  # (c, occ, sets)
         for c, occ, sets in shapes[:3] if quick else shapes:
             for kch in (1, 2, 4):
-                room = (cuda_ws.SMEM_MAX // occ - 1024) // WsConfig(mt, c, kch=kch).stage_bytes()
+                room = (cuda_ws.SMEM_MAX // occ - 1024) // WsConfig(mt, c, kch=kch).stage_bytes(g)
                 for s in sorted({8 // kch, min(room, 32)}) if not quick else (room,):
                     out.append(WsConfig(mt, c, min(s, room), occ, True, sets, kch))
         for kch in (1, 2, 4):
-            room = (cuda_ws.SMEM_MAX - 1024) // WsConfig(mt, 2, kch=kch).stage_bytes()
+            room = (cuda_ws.SMEM_MAX - 1024) // WsConfig(mt, 2, kch=kch).stage_bytes(g)
             out.append(WsConfig(mt, 2, min(max(8 // kch, 4), room), 1, False, 2, kch))
     seen: list[WsConfig] = []
     for cfg in out:
-        if cfg not in seen and cfg.problem() is None and n % cfg.rows == 0 and k % (64 * cfg.kch) == 0:
+        if cfg not in seen and cfg.problem(g) is None and n % cfg.rows == 0 and k % (64 * cfg.kch) == 0:
             seen.append(cfg)
     return seen
 
 
-def cluster_configs(m: int, n: int, k: int) -> list[WsConfig]:
+def cluster_configs(m: int, n: int, k: int, g: int = 128) -> list[WsConfig]:
     """The tuner's candidates, then cluster splits (``cuda_ws.cluster_split``: the most CTAs a tile that fit
     in one wave, one less, half) of two or three consumer groups (one CTA an SM) or one (two CTAs an SM) at
     64, 128 and 256 inputs a stage, with the x tile of the tuner and a half and a quarter of it (from 129 rows
     also 256-row x tiles)."""
-    out = cuda_ws.candidates(m, n, k)
+    out = cuda_ws.candidates(m, n, k, group_size=g)
     mt0 = cuda_ws.x_tiles(m)
     mts = {mt0, mt0 // 2, mt0 // 4} | ({32} if m > 128 else set())  # from 129 rows also 256-row x tiles
     for mt in sorted(mts - {0}, reverse=True):
         for kch, c in itertools.product((1, 2, 4), (2, 1, 3)):
             base = WsConfig(mt, c, 2, occ=2 if c == 1 else 1, sets=2, kch=kch, stream_k=False)
-            out += cuda_ws.cluster_split(m, n, k, 132, base)
+            out += cuda_ws.cluster_split(m, n, k, 132, base, g)
     return list(dict.fromkeys(out))
 
 
@@ -83,11 +83,11 @@ def main() -> None:
     for case in sweep_cases(shapes, ms, g, dtype, bw):
         k, n, m, x, wf, row = case.k, case.n, case.m, case.x, case.wf, case.row
         if args.late:
-            cfgs = cuda_ws.candidates(m, n, k)
-            cfgs += [c for c in (replace(c, late=True, sets=2) for c in cfgs) if c.problem() is None]
+            cfgs = cuda_ws.candidates(m, n, k, group_size=g)
+            cfgs += [c for c in (replace(c, late=True, sets=2) for c in cfgs) if c.problem(g) is None]
             cfgs = list(dict.fromkeys(cfgs))
         else:
-            cfgs = cluster_configs(m, n, k) if args.cluster else configs(m, n, k, args.quick)
+            cfgs = cluster_configs(m, n, k, g) if args.cluster else configs(m, n, k, args.quick, g)
         # a cluster split whose clusters do not all fit at once (GPCs) runs a second wave: not a candidate
         cfgs = [c for c in cfgs if c.cl == 1 or cuda_ws.fits_one_wave(x.device, x.dtype, m, n, k, g, c)]
         time_best(case, cfgs, lambda cfg, x=x, wf=wf: cuda_ws.frag_ws(x, wf, g, None, cfg), "ws", args.gpu_time)  # type: ignore[misc]

@@ -67,7 +67,7 @@ def case(m: int, k: int, n: int, g: int, wf: dict[str, torch.Tensor], dense: tor
     x = torch.randn(m, k, generator=torch.Generator().manual_seed(m)).half().cuda()
     use_source(cuda_ws, original)
     timed = [(kernel_time_us(lambda c=c: cuda_ws.frag_ws(x, wf, g, None, c), reps=10), c)  # type: ignore[misc]
-             for c in cuda_ws.candidates(m, n, k) or [SMALL_M]]  # fmt: skip
+             for c in cuda_ws.candidates(m, n, k, group_size=g) or [SMALL_M]]  # fmt: skip
     cfg = min(timed, key=lambda t: t[0])[1]
     row: dict[str, Any] = {"k": k, "n": n, "m": m, "cfg": cfg.describe()}
     row["cublas"] = kernel_time_us(lambda: torch.nn.functional.linear(x, dense), reps=20)
