@@ -43,11 +43,11 @@ def configs(m: int, n: int, k: int, quick: bool, g: int = 128) -> list[WsConfig]
         shapes = [(2, 1, 3), (2, 1, 2), (1, 2, 3), (3, 1, 3), (2, 2, 2), (1, 1, 3)]  # (c, occ, sets)
         for c, occ, sets in shapes[:3] if quick else shapes:
             for kch in (1, 2, 4):
-                room = (cuda_ws.SMEM_MAX // occ - 1024) // WsConfig(mt, c, kch=kch).stage_bytes(g)
+                room = WsConfig(mt, c, occ=occ, kch=kch).most_stages(g)
                 for s in sorted({8 // kch, min(room, 32)}) if not quick else (room,):
                     out.append(WsConfig(mt, c, min(s, room), occ, True, sets, kch))
         for kch in (1, 2, 4):
-            room = (cuda_ws.SMEM_MAX - 1024) // WsConfig(mt, 2, kch=kch).stage_bytes(g)
+            room = WsConfig(mt, 2, kch=kch).most_stages(g)
             out.append(WsConfig(mt, 2, min(max(8 // kch, 4), room), 1, False, 2, kch))
     seen: list[WsConfig] = []
     for cfg in out:

@@ -244,6 +244,12 @@ __device__ __forceinline__ void consume(u32 st, u32 full, u32 parity, u32 old_st
     const u32 sz = st + SOFF + (j * 64 / G) * SZBYTES + row * 4;  // this chunk's group row
     asm volatile("ld.shared.u32 %0, [%1];" : "=r"(szlo) : "r"(sz));
     asm volatile("ld.shared.u32 %0, [%1];" : "=r"(szhi) : "r"(sz + 32));
+#if G < 64
+    // two groups a chunk: k16 steps 0 and 1 take this group row, 2 and 3 the next one
+    u32 szlo2, szhi2;
+    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(szlo2) : "r"(sz + SZBYTES));
+    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(szhi2) : "r"(sz + SZBYTES + 32));
+#endif
 #if LATE
 #if BF16
     const u32 zlo = zpair((szlo >> 16) & 0xFF), zhi = zpair((szhi >> 16) & 0xFF);
@@ -251,10 +257,6 @@ __device__ __forceinline__ void consume(u32 st, u32 full, u32 parity, u32 old_st
     const u32 zlo = zpair((szlo >> 16) & 0xFF), zhi = zpair(((szhi >> 16) & 0xFF) << 4);
 #endif
 #if G < 64
-    // two groups a chunk: k16 steps 2 and 3 take the next group row's zero points
-    u32 szlo2, szhi2;
-    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(szlo2) : "r"(sz + SZBYTES));
-    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(szhi2) : "r"(sz + SZBYTES + 32));
 #if BF16
     const u32 zlo2 = zpair((szlo2 >> 16) & 0xFF), zhi2 = zpair((szhi2 >> 16) & 0xFF);
 #else
@@ -272,10 +274,6 @@ __device__ __forceinline__ void consume(u32 st, u32 full, u32 parity, u32 old_st
     const u32 zlo = zpair((szlo >> 16) & 0xFF), zhi = zpair((szhi >> 16) & 0xFF);
     const u32 slo = spair(szlo), shi = spair(szhi);
 #if G < 64
-    // two groups a chunk: k16 steps 0 and 1 in the first, 2 and 3 in the next group row
-    u32 szlo2, szhi2;
-    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(szlo2) : "r"(sz + SZBYTES));
-    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(szhi2) : "r"(sz + SZBYTES + 32));
     const u32 zlo2 = zpair((szlo2 >> 16) & 0xFF), zhi2 = zpair((szhi2 >> 16) & 0xFF);
     const u32 slo2 = spair(szlo2), shi2 = spair(szhi2);
 #pragma unroll
@@ -609,6 +607,10 @@ class WsConfig:
     def smem_bytes(self, group_size: int = 64) -> int:
         return self.stages * self.stage_bytes(group_size) + self.sum_bytes() + 1024  # + room to align the first stage
 
+    def most_stages(self, group_size: int = 64) -> int:
+        """The most stages that fit beside the cluster split's buffer in an SM's share of shared memory."""
+        return (SMEM_MAX // self.occ - 1024 - self.sum_bytes()) // self.stage_bytes(group_size)
+
     def consumer_regs(self) -> int:
         """Registers a consumer thread gets after the producer gives its own back (``setmaxnreg``)."""
         return (512 - 40) // self.c // 8 * 8
@@ -687,8 +689,7 @@ def cluster_split(m: int, n: int, k: int, sms: int, base: WsConfig, group_size: 
     out = []
     for cl in sorted({most, most - 1, most // 2} - {0, 1}, reverse=True):
         c = replace(base, cl=cl, stream_k=False)
-        fit = (SMEM_MAX // c.occ - 1024 - c.sum_bytes()) // c.stage_bytes(group_size)
-        c = replace(c, stages=max(c.sets, min(fit, -(-kc // cl))))
+        c = replace(c, stages=max(c.sets, min(c.most_stages(group_size), -(-kc // cl))))
         if c.problem(group_size) is None:
             out.append(c)
     return out
@@ -742,8 +743,7 @@ def _fewer_stages(cfg: WsConfig, group_size: int) -> WsConfig:
     """``cfg`` with as many stages as fit where its stages do not (group size 32: twice the scale/zero rows)."""
     if cfg.smem_bytes(group_size) * cfg.occ <= SMEM_MAX:
         return cfg
-    fit = (SMEM_MAX // cfg.occ - 1024 - cfg.sum_bytes()) // cfg.stage_bytes(group_size)
-    return replace(cfg, stages=max(cfg.sets, fit))
+    return replace(cfg, stages=max(cfg.sets, cfg.most_stages(group_size)))
 
 
 def default_config(m: int, n: int, k: int, group_size: int = 64) -> WsConfig:
@@ -755,7 +755,7 @@ def default_config(m: int, n: int, k: int, group_size: int = 64) -> WsConfig:
     mt = x_tiles(m)
     if m <= 32:
         return _fewer_stages(WsConfig(mt, 1, 12, occ=2), group_size)
-    return WsConfig(mt, 1, min(8, (SMEM_MAX - 1024) // WsConfig(mt, 1).stage_bytes(group_size)), sets=2)
+    return WsConfig(mt, 1, min(8, WsConfig(mt, 1).most_stages(group_size)), sets=2)
 
 
 @dataclass(frozen=True, eq=False)
